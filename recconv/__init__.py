@@ -1,0 +1,30 @@
+"""recconv: RecConv (arXiv 2412.19628) in 1D, 2D and 3D on one recursive core."""
+
+from .core import RecConv1d, RecConv2d, RecConv3d, RecConvNd
+from .theory import (
+    conv_flops,
+    effective_kernel_size,
+    flop_ratio,
+    flop_ratio_limit,
+    level_sizes,
+    num_params,
+    receptive_field,
+    receptive_field_window,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RecConv1d",
+    "RecConv2d",
+    "RecConv3d",
+    "RecConvNd",
+    "conv_flops",
+    "effective_kernel_size",
+    "flop_ratio",
+    "flop_ratio_limit",
+    "level_sizes",
+    "num_params",
+    "receptive_field",
+    "receptive_field_window",
+]

@@ -1,0 +1,119 @@
+"""The ``recconv`` command line (also ``python -m recconv``)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .core import RecConvNd
+from .ops import dense_depthwise_conv, per_rank
+from .theory import effective_kernel_size, receptive_field
+
+_RECCONV = ("RecConv1d", "RecConv2d", "RecConv3d")
+
+
+def _counted(module: nn.Module, input_size: Sequence[int], channels: int) -> tuple[int, int]:
+    """Parameters and FlopCounterMode FLOPs of one forward pass, on the meta device (no compute)."""
+    x = torch.empty(1, channels, *input_size, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        module(x)
+    return sum(p.numel() for p in module.parameters()), counter.get_total_flops()
+
+
+def cost_rows(
+    dims: Sequence[int], levels: Sequence[int], kernel_size: int, size: int, channels: int
+) -> list[dict]:
+    """Counted costs of RecConv against one k-kernel conv and a dense conv as wide as its effective kernel."""
+    import recconv
+
+    rows = []
+    for spatial_dims in dims:
+        layer_class = getattr(recconv, per_rank(_RECCONV, spatial_dims))
+        input_size = (size,) * spatial_dims
+        base = dense_depthwise_conv(channels, (kernel_size,) * spatial_dims, device="meta")
+        base_params, base_flops = _counted(base, input_size, channels)
+        for level in levels:
+            layer: RecConvNd = layer_class(channels, kernel_size, level, device="meta")
+            params, flops = _counted(layer, input_size, channels)
+            wide = tuple(k + 1 - k % 2 for k in effective_kernel_size(layer))  # smallest odd size >= k * 2**l
+            dense_params, dense_flops = _counted(
+                dense_depthwise_conv(channels, wide, device="meta"), input_size, channels
+            )
+            rows.append(
+                {
+                    "rank": f"{spatial_dims}D",
+                    "level": level,
+                    "receptive_field": receptive_field(layer)[0],
+                    "params": params,
+                    "params_vs_k": params / base_params,
+                    "flops_vs_k": flops / base_flops,
+                    "dense_kernel": wide[0],
+                    "dense_params_vs_ours": dense_params / params,
+                    "dense_flops_vs_ours": dense_flops / flops,
+                }
+            )
+    return rows
+
+
+def _markdown(rows: list[dict]) -> str:
+    header = (
+        "| rank | level | receptive field | params | params / k-conv | FLOPs / k-conv "
+        "| dense kernel | dense params / ours | dense FLOPs / ours |"
+    )
+    lines = [header, "|" + "---|" * 9]
+    for r in rows:
+        lines.append(
+            f"| {r['rank']} | {r['level']} | {r['receptive_field']} | {r['params']:,} | "
+            f"{r['params_vs_k']:.2f} | {r['flops_vs_k']:.3f} | {r['dense_kernel']} | "
+            f"{r['dense_params_vs_ours']:.1f} | {r['dense_flops_vs_ours']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def _costs(args: argparse.Namespace) -> None:
+    rows = cost_rows(args.dims, args.levels, args.kernel_size, args.size, args.channels)
+    print(
+        f"RecConv (kernel {args.kernel_size}, {args.channels} channels, input {args.size} per axis) "
+        "against one k-kernel depthwise conv and a dense depthwise conv spanning its effective kernel;\n"
+        "params and FLOPs counted with torch.utils.flop_counter.FlopCounterMode.\n"
+    )
+    print(_markdown(rows))
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text}")
+    return value
+
+
+def _odd(text: str) -> int:
+    value = _positive(text)
+    if value % 2 == 0:
+        raise argparse.ArgumentTypeError(f"expected an odd kernel size, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recconv", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    costs = commands.add_parser("costs", help="counted params, FLOPs and receptive fields per rank and level")
+    costs.add_argument("--dims", type=int, nargs="+", default=[1, 2, 3], choices=[1, 2, 3])
+    costs.add_argument(
+        "--levels", type=int, nargs="+", default=[1, 2, 3, 4], choices=range(0, 9), metavar="L"
+    )
+    costs.add_argument("--kernel-size", type=_odd, default=5)
+    costs.add_argument("--size", type=_positive, default=64, help="input size per spatial axis")
+    costs.add_argument("--channels", type=_positive, default=64)
+    costs.set_defaults(run=_costs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.run(args)
+    return 0

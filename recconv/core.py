@@ -1,0 +1,225 @@
+"""The recursive core of RecConv, written once for every rank.
+
+For an input ``x`` the layer computes (Zhao, Luo, Ouyang, 2024, arXiv 2412.19628)::
+
+    f_0 = x;  f_i = down(f_{i-1})                      for i = 1..level
+    h = 0;    h = up(convs[level - i](f_i + h), size(f_{i-1}))   for i = level..1
+    out = convs[level](x + h)
+
+``convs[0]`` works at the coarsest scale and ``convs[level]`` at full resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .ops import DOWNSAMPLE, UPSAMPLE, Builder, DepthwiseConv, as_tuple, resolve_builder
+
+_LAYOUTS = ("L", "H, W", "D, H, W")
+
+
+def _name_of(op: str | Builder) -> str:
+    return repr(op) if isinstance(op, str) else getattr(op, "__qualname__", repr(op))
+
+
+class RecConvNd(nn.Module):
+    """Recursive depthwise convolution; use :class:`RecConv1d`, :class:`RecConv2d` or :class:`RecConv3d`.
+
+    Args:
+        in_channels: Channels of the input and the output (the layer is depthwise).
+        kernel_size: Odd base kernel ``k`` of every conv, an int or one per spatial axis.
+        level: Number of recursive levels ``l``; the effective kernel is ``k * factor**l``.
+            ``level=0`` is a single depthwise conv.
+        bias: Learn a bias in every conv (off by default, as in the paper).
+        upsample: ``"linear"`` (linear/bilinear/trilinear by rank, the paper's choice),
+            ``"nearest"``, ``"transposed"`` (learned, any input size) or an upsample builder
+            following the protocol in :mod:`recconv.ops`.
+        downsample: ``"conv"`` (a depthwise stride-``factor`` conv, the paper's choice),
+            ``"avgpool"``, ``"maxpool"`` or a downsample builder.
+        factor: Downsampling factor per level, an int or one per axis; ``1`` leaves that axis
+            at full resolution (for example ``(1, 2, 2)`` keeps the time axis of a video).
+        shared_down: One down op for all levels (the paper's choice) instead of one per level.
+        causal: ``False``; ``True`` for causality along the first spatial axis; or the index
+            of the spatial axis along which an output never depends on later inputs.
+        device: Where to create the parameters.
+        dtype: Parameter dtype.
+
+    Raises:
+        ValueError: For an even kernel, a negative level, non-positive channels or factors,
+            per-axis tuples of the wrong length, an unknown op name or an invalid causal axis.
+        TypeError: For arguments of the wrong type.
+    """
+
+    spatial_dims: int
+
+    def __init__(
+        self,
+        in_channels: int,
+        kernel_size: int | Sequence[int] = 5,
+        level: int = 2,
+        *,
+        bias: bool = False,
+        upsample: str | Builder = "linear",
+        downsample: str | Builder = "conv",
+        factor: int | Sequence[int] = 2,
+        shared_down: bool = True,
+        causal: bool | int = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        if not hasattr(self, "spatial_dims"):
+            raise TypeError("RecConvNd is abstract: use RecConv1d, RecConv2d or RecConv3d")
+        dims = self.spatial_dims
+        if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
+            raise ValueError(f"{owner}: in_channels must be a positive int, got {in_channels!r}")
+        if not isinstance(level, int) or isinstance(level, bool) or level < 0:
+            raise ValueError(f"{owner}: level must be an int >= 0, got {level!r}")
+        self.in_channels = in_channels
+        self.level = level
+        self.kernel_size = as_tuple(kernel_size, dims, "kernel_size", owner)
+        if any(k < 1 or k % 2 == 0 for k in self.kernel_size):
+            raise ValueError(f"{owner}: kernel_size must be odd and positive, got {kernel_size!r}")
+        self.factor = as_tuple(factor, dims, "factor", owner)
+        if any(f < 1 for f in self.factor):
+            raise ValueError(f"{owner}: factor must be >= 1 on every axis, got {factor!r}")
+        self.causal_axis = self._causal_axis(causal, owner)
+        self.has_bias = bias
+        self.upsample = upsample
+        self.downsample = downsample
+        self.shared_down = shared_down
+        self._label = f"{owner}({in_channels}, level={level})"
+
+        down_builder = resolve_builder(downsample, DOWNSAMPLE, "downsample", owner)
+        up_builder = resolve_builder(upsample, UPSAMPLE, "upsample", owner)
+        op_kwargs = {"bias": bias, "causal_axis": self.causal_axis, "device": device, "dtype": dtype}
+
+        def build(builder: Builder) -> nn.Module:
+            return builder(in_channels, self.kernel_size, self.factor, **op_kwargs)
+
+        levels = range(level)
+        self.down = build(down_builder) if shared_down and level > 0 else None
+        self.downs = None if shared_down else nn.ModuleList(build(down_builder) for _ in levels)
+        self.ups = nn.ModuleList(build(up_builder) for _ in levels)
+        self.convs = nn.ModuleList(
+            DepthwiseConv(in_channels, self.kernel_size, **op_kwargs) for _ in range(level + 1)
+        )
+
+    def _causal_axis(self, causal: bool | int, owner: str) -> int | None:
+        if isinstance(causal, bool):
+            return 0 if causal else None
+        if not isinstance(causal, int):
+            raise TypeError(f"{owner}: causal must be a bool or a spatial axis index, got {causal!r}")
+        if not -self.spatial_dims <= causal < self.spatial_dims:
+            raise ValueError(
+                f"{owner}: causal axis must be in [{-self.spatial_dims}, {self.spatial_dims - 1}] "
+                f"(spatial axes, batch and channel excluded), got {causal}"
+            )
+        return causal % self.spatial_dims
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{self._label}: expected a tensor, got {type(x).__name__}")
+        dims = self.spatial_dims
+        layout = _LAYOUTS[dims - 1]
+        if x.dim() not in (dims + 1, dims + 2) or x.shape[-dims - 1] != self.in_channels:
+            raise ValueError(
+                f"{self._label}: expected (N, {self.in_channels}, {layout}) or "
+                f"({self.in_channels}, {layout}), got {tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"{self._label}: expected a floating-point input, got {x.dtype}")
+        if min(x.shape[-dims:]) < 1:
+            raise ValueError(f"{self._label}: spatial sizes must be >= 1, got {tuple(x.shape[-dims:])}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the layer to ``(N, C, *spatial)`` or unbatched ``(C, *spatial)`` input."""
+        self._check_input(x)
+        unbatched = x.dim() == self.spatial_dims + 1
+        if unbatched:
+            x = x.unsqueeze(0)
+        features = [x]
+        for i in range(self.level):
+            down = self.down if self.downs is None else self.downs[i]
+            features.append(down(features[-1]))
+        hidden = None
+        for conv, up, coarse, fine in zip(
+            self.convs, self.ups, reversed(features[1:]), reversed(features[:-1])
+        ):
+            hidden = up(conv(coarse if hidden is None else coarse + hidden), fine.shape[2:])
+        out = self.convs[-1](x if hidden is None else x + hidden)
+        return out.squeeze(0) if unbatched else out
+
+    def extra_repr(self) -> str:
+        k = self.kernel_size
+        args = [
+            str(self.in_channels),
+            f"kernel_size={k[0] if len(set(k)) == 1 else k}",
+            f"level={self.level}",
+        ]
+        f = self.factor
+        options = {
+            "bias": (self.has_bias, False),
+            "upsample": (self.upsample, "linear"),
+            "downsample": (self.downsample, "conv"),
+            "factor": (f[0] if len(set(f)) == 1 else f, 2),
+            "shared_down": (self.shared_down, True),
+            "causal": (self.causal_axis, None),
+        }
+        for name, (value, default) in options.items():
+            if value != default:
+                shown = _name_of(value) if name in ("upsample", "downsample") else value
+                args.append(f"{name}={shown}")
+        return ", ".join(args)
+
+
+class RecConv1d(RecConvNd):
+    """RecConv over sequences: input ``(N, C, L)`` or ``(C, L)``, output of the same shape.
+
+    Example:
+        >>> import torch
+        >>> from recconv import RecConv1d
+        >>> layer = RecConv1d(16, kernel_size=5, level=3)
+        >>> layer(torch.randn(2, 16, 100)).shape
+        torch.Size([2, 16, 100])
+        >>> sum(p.numel() for p in layer.parameters()) == (3 + 2) * 16 * 5
+        True
+    """
+
+    spatial_dims = 1
+
+
+class RecConv2d(RecConvNd):
+    """RecConv over images: input ``(N, C, H, W)`` or ``(C, H, W)``, output of the same shape.
+
+    The default layer is the paper's: state_dict keys ``down.weight`` and ``convs.{0..level}.weight``.
+
+    Example:
+        >>> import torch
+        >>> from recconv import RecConv2d
+        >>> layer = RecConv2d(64, kernel_size=5, level=3)
+        >>> layer(torch.randn(1, 64, 56, 56)).shape
+        torch.Size([1, 64, 56, 56])
+        >>> sorted(layer.state_dict())
+        ['convs.0.weight', 'convs.1.weight', 'convs.2.weight', 'convs.3.weight', 'down.weight']
+    """
+
+    spatial_dims = 2
+
+
+class RecConv3d(RecConvNd):
+    """RecConv over volumes or video: input ``(N, C, D, H, W)`` or ``(C, D, H, W)``.
+
+    Example:
+        >>> import torch
+        >>> from recconv import RecConv3d
+        >>> layer = RecConv3d(8, kernel_size=3, level=2, factor=(1, 2, 2), causal=True)
+        >>> layer(torch.randn(1, 8, 16, 32, 32)).shape
+        torch.Size([1, 8, 16, 32, 32])
+    """
+
+    spatial_dims = 3

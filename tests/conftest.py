@@ -1,0 +1,18 @@
+"""Hypothesis profiles: small and derandomized in CI, bigger on request.
+
+``RECCONV_HYPOTHESIS_PROFILE=thorough pytest`` runs many more examples. A failing example
+prints its reproduction as ``@reproduce_failure``; rerun with the same profile to replay it.
+"""
+
+import os
+
+import torch
+from hypothesis import HealthCheck, settings
+
+_COMMON = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow], "print_blob": True}
+settings.register_profile("ci", max_examples=25, derandomize=True, **_COMMON)
+settings.register_profile("dev", max_examples=50, **_COMMON)
+settings.register_profile("thorough", max_examples=500, **_COMMON)
+settings.load_profile(os.environ.get("RECCONV_HYPOTHESIS_PROFILE", "ci"))
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
