@@ -42,8 +42,8 @@ def flop_ratio_limit(spatial_dims: int, factor: int | Sequence[int] = 2) -> floa
     """The bound ``1 + 2 / (prod(factor) - 1)`` that :func:`flop_ratio` approaches as the level grows.
 
     Example:
-        >>> [round(flop_ratio_limit(d), 4) for d in (1, 2, 3)]
-        [3.0, 1.6667, 1.2857]
+        >>> tuple(round(flop_ratio_limit(d), 4) for d in (1, 2, 3))
+        (3.0, 1.6667, 1.2857)
     """
     cells = math.prod(_per_axis(factor, spatial_dims))
     return math.inf if cells == 1 else 1 + 2 / (cells - 1)
