@@ -1,6 +1,7 @@
 """recconv: RecConv (arXiv 2412.19628) in 1D, 2D and 3D on one recursive core."""
 
 from .core import RecConv1d, RecConv2d, RecConv3d, RecConvNd
+from .swap import SwapReport, swap, swapped
 from .theory import (
     conv_flops,
     effective_kernel_size,
@@ -19,6 +20,7 @@ __all__ = [
     "RecConv2d",
     "RecConv3d",
     "RecConvNd",
+    "SwapReport",
     "conv_flops",
     "effective_kernel_size",
     "flop_ratio",
@@ -27,4 +29,6 @@ __all__ = [
     "num_params",
     "receptive_field",
     "receptive_field_window",
+    "swap",
+    "swapped",
 ]

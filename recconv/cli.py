@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .core import RecConvNd
 from .ops import dense_depthwise_conv, per_rank
+from .swap import load_model, swap
 from .theory import effective_kernel_size, receptive_field
 
 _RECCONV = ("RecConv1d", "RecConv2d", "RecConv3d")
@@ -84,6 +85,21 @@ def _costs(args: argparse.Namespace) -> None:
     print(_markdown(rows))
 
 
+def _swap(args: argparse.Namespace) -> None:
+    try:
+        _, report = swap(
+            load_model(args.spec),
+            level=args.level,
+            kernel_size=args.kernel_size,
+            init=args.init,
+            inplace=True,
+            input_size=args.input_size,
+        )
+    except ValueError as error:  # a bad spec, a kernel too small to preserve, a bad --input-size
+        args.parser.error(str(error))
+    print(report.to_markdown())
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -110,6 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
     costs.add_argument("--size", type=_positive, default=64, help="input size per spatial axis")
     costs.add_argument("--channels", type=_positive, default=64)
     costs.set_defaults(run=_costs)
+    swapper = commands.add_parser(
+        "swap", help="swap RecConv into a model's depthwise convs and print the report"
+    )
+    swapper.add_argument("spec", metavar="SPEC", help="torchvision:NAME, timm:NAME or module.path:factory")
+    swapper.add_argument("--level", type=int, default=2, choices=range(0, 9), metavar="L")
+    swapper.add_argument(
+        "--kernel-size", type=_odd, default=None, help="base kernel (default: each conv's own)"
+    )
+    swapper.add_argument("--init", choices=["preserve", "random"], default="preserve")
+    swapper.add_argument(
+        "--input-size", type=_positive, nargs="+", default=None, metavar="N",
+        help="one input sample without the batch axis, e.g. 3 224 224 (default: FLOPs per position)",
+    )  # fmt: skip
+    swapper.set_defaults(run=_swap, parser=swapper)
     return parser
 
 

@@ -1,0 +1,547 @@
+"""Module surgery: ``recconv.swap``, ``recconv.swapped`` and ``recconv swap`` on the command line."""
+
+from __future__ import annotations
+
+import copy
+import io
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import recconv
+from recconv import RecConv1d, RecConv2d, RecConv3d
+from recconv.cli import main
+from recconv.core import RecConvNd
+from recconv.swap import SpecError, load_model
+
+SIZE = (3, 64, 64)
+
+
+def tiny_audio_net() -> nn.Module:
+    """A 1D net with one conv of every kind swap must tell apart (also a CLI factory)."""
+    return nn.Sequential(
+        nn.Conv1d(2, 16, 5, stride=2, padding=2),  # 0: dense, strided: skipped
+        nn.Conv1d(16, 16, 7, padding=3, groups=16),  # 1: depthwise with bias: swapped
+        nn.GELU(),
+        nn.Conv1d(16, 32, 1),  # 3: pointwise: skipped
+        nn.Conv1d(32, 32, 9, padding="same", groups=32, bias=False),  # 4: 'same' padding: swapped
+        nn.Conv1d(32, 32, 3, stride=2, padding=1, groups=32),  # 5: strided depthwise: skipped
+        nn.Conv1d(32, 32, 3, padding=2, dilation=2, groups=32),  # 6: dilated: skipped
+        nn.Conv1d(32, 32, 3, padding=1, groups=32, padding_mode="reflect"),  # 7: reflect: skipped
+        nn.Conv1d(32, 32, 1, groups=32),  # 8: 1x1 depthwise: skipped unless a predicate selects it
+        nn.Conv1d(32, 32, 3, groups=32),  # 9: no padding, shrinks: skipped
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+        nn.Linear(32, 5),
+    )
+
+
+def tiny_video_net() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv3d(3, 8, 3, padding=1),  # dense: skipped
+        nn.Conv3d(8, 8, (3, 5, 5), padding=(1, 2, 2), groups=8),  # anisotropic depthwise: swapped
+        nn.BatchNorm3d(8),
+        nn.ReLU(),
+        nn.Conv3d(8, 8, 3, padding=1, groups=8, bias=False),  # swapped
+        nn.AdaptiveAvgPool3d(1),
+        nn.Flatten(),
+        nn.Linear(8, 4),
+    )
+
+
+def model_flops(model: nn.Module, x: torch.Tensor) -> int:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # These tiny inputs gain nothing from a second thread, and on a shared machine the thread
+    # handoff per conv dominates (measured there: about 100 s with two threads, 5-15 s with one).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def convnext_tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.convnext_tiny(weights=None).eval()
+
+
+# Expected counts from the torchvision configs: swapped = stride-1 depthwise convs, strided =
+# stride-2 depthwise convs, and every other conv (stem, 1x1 expand/project/SE/head) is not depthwise.
+# convnext_tiny: 3+3+9+3 blocks with a 7x7 depthwise conv; stem 4x4/4 and three 2x2/2 downsamplers.
+# mobilenet_v2: 17 blocks with a 3x3 depthwise conv, 4 of them stride 2; stem + 34 1x1 convs.
+# mobilenet_v3_small: 11 blocks, 4 stride 2, the others one 3x3 and six 5x5; stem, 10 expand,
+#   11 project, 9 SE blocks x 2, head: 41 others.
+# efficientnet_b0: 16 MBConv blocks, 4 stride 2, the others five 3x3 and seven 5x5; stem,
+#   15 expand, 16 project, 16 SE x 2, head: 65 others.
+TORCHVISION = {
+    "convnext_tiny": (18, 0, 4, {(7, 7): 18}),
+    "mobilenet_v2": (13, 4, 35, {(3, 3): 13}),
+    "mobilenet_v3_small": (7, 4, 41, {(3, 3): 1, (5, 5): 6}),
+    "efficientnet_b0": (12, 4, 65, {(3, 3): 5, (5, 5): 7}),
+}
+
+
+def build(name: str, convnext: nn.Module) -> nn.Module:
+    if name == "convnext_tiny":
+        return convnext
+    torch.manual_seed(0)
+    return torchvision.models.get_model(name, weights=None).eval()
+
+
+@pytest.mark.parametrize("name", list(TORCHVISION))
+def test_torchvision_models_swap_and_keep_their_function(name, convnext_tiny):
+    model = build(name, convnext_tiny)
+    swapped, strided, dense, kernels = TORCHVISION[name]
+    new, report = recconv.swap(model, level=2, input_size=SIZE)
+    assert len(report.swapped) == swapped
+    assert Counter(r.old_kernel for r in report.swapped) == kernels
+    reasons = [s.reason for s in report.skipped]
+    assert len(reasons) == strided + dense
+    assert sum(r.startswith("stride (2, 2)") for r in reasons) == strided
+    assert sum(r.startswith("not depthwise") for r in reasons) == dense
+    assert sum(isinstance(m, RecConv2d) for m in new.modules()) == swapped
+    assert not any(isinstance(m, RecConvNd) for m in model.modules())  # inplace=False left it alone
+    x = torch.randn(2, *SIZE)
+    with torch.no_grad():
+        expected, got = model(x), new(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # The report's totals agree with FlopCounterMode and a parameter count of the swapped model.
+    assert report.flops_after == model_flops(new, x[:1])
+    assert report.flops_before == model_flops(model, x[:1])
+    assert report.params_after == sum(p.numel() for p in new.parameters())
+    before, after = report.swapped_params
+    assert report.params_after - report.params_before == after - before
+
+
+def test_preserve_centers_a_smaller_kernel_in_a_larger_base_kernel():
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v3_small(weights=None).eval()
+    new, report = recconv.swap(model, level=3, kernel_size=7)
+    assert {r.new_kernel for r in report.swapped} == {(7, 7)}
+    x = torch.randn(2, *SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(new(x), model(x), rtol=1e-5, atol=1e-5)
+    old = model.features[3].block[1][0]  # the only stride-1 3x3 depthwise conv (block 3)
+    layer = new.features[3].block[1][0]
+    assert isinstance(layer, RecConv2d) and old.kernel_size == (3, 3)
+    final = layer.convs[-1].weight.detach().clone()
+    assert torch.equal(final[..., 2:5, 2:5], old.weight)
+    final[..., 2:5, 2:5] = 0
+    assert not final.any()  # zeros around the old kernel
+
+
+@pytest.mark.parametrize(
+    "make, rank, size, swapped, skipped",
+    [(tiny_audio_net, 1, (2, 64), ["1", "4"], 7), (tiny_video_net, 3, (3, 8, 16, 16), ["1", "4"], 1)],
+)
+def test_small_1d_and_3d_nets(make, rank, size, swapped, skipped):
+    torch.manual_seed(0)
+    model = make().eval()
+    new, report = recconv.swap(model, level=2, input_size=size)
+    assert [r.name for r in report.swapped] == swapped
+    assert len(report.skipped) == skipped
+    layer_class = {1: RecConv1d, 3: RecConv3d}[rank]
+    for name in swapped:
+        old, layer = model.get_submodule(name), new.get_submodule(name)
+        assert type(layer) is layer_class
+        assert layer.kernel_size == old.kernel_size and layer.level == 2
+        if old.bias is None:
+            assert layer.convs[-1].bias is None
+        else:
+            assert torch.equal(layer.convs[-1].bias, old.bias)
+    x = torch.randn(2, *size)
+    with torch.no_grad():
+        torch.testing.assert_close(new(x), model(x), rtol=1e-5, atol=1e-5)
+        assert report.flops_after == model_flops(new, x[:1])
+        random, _ = recconv.swap(model, level=2, init="random")
+        assert random(x).shape == model(x).shape
+        assert not torch.allclose(random(x), model(x))
+
+
+def test_skip_reasons_name_what_recconv_cannot_do():
+    _, report = recconv.swap(tiny_audio_net(), level=1)
+    reasons = {s.name: s.reason for s in report.skipped}
+    assert reasons == {
+        "0": "not depthwise (groups=1, in_channels=2, out_channels=16); stride (2,): RecConv keeps the input size",
+        "3": "not depthwise (groups=1, in_channels=16, out_channels=32)",
+        "5": "stride (2,): RecConv keeps the input size",
+        "6": "dilation (2,): RecConv kernels are dense",
+        "7": "padding_mode 'reflect': RecConv pads with zeros",
+        "8": "1x1 kernel: no spatial mixing to enlarge (a predicate can select it)",
+        "9": "padding (0,) changes the size; RecConv keeps it",
+    }  # fmt: skip
+    _, report = recconv.swap(
+        nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.Conv2d(4, 4, 2, groups=4)), level=1
+    )
+    assert [s.reason for s in report.skipped] == [
+        "single channel: as dense as it is depthwise (a predicate can select it)",
+        "even kernel (2, 2): RecConv kernels are odd",
+    ]
+
+
+def test_predicate_narrows_and_widens_but_is_asked_only_about_possible_convs():
+    asked = []
+
+    def everything(name: str, module: nn.Module) -> bool:
+        asked.append(name)
+        return True
+
+    new, report = recconv.swap(tiny_audio_net(), level=1, predicate=everything)
+    assert asked == ["1", "4", "8"]
+    assert [r.name for r in report.swapped] == ["1", "4", "8"]
+    assert isinstance(new[8], RecConv1d) and new[8].kernel_size == (1,)
+    # The predicate replaces the default choice: it decides alone about every possible conv.
+    _, report = recconv.swap(
+        tiny_audio_net(), level=1, predicate=lambda name, module: module.kernel_size[0] > 7
+    )
+    assert [r.name for r in report.swapped] == ["4"]
+    reasons = {s.name: s.reason for s in report.skipped}
+    assert reasons["1"] == reasons["8"] == "predicate returned False"
+
+    class SameConv(nn.Conv2d):
+        pass
+
+    net = nn.Sequential(SameConv(4, 4, 3, padding=1, groups=4))
+    _, report = recconv.swap(net, level=1)
+    assert report.skipped[0].reason.startswith("SameConv subclasses an nn.ConvNd and may change its forward")
+    new, report = recconv.swap(net, level=1, predicate=lambda name, module: True)
+    assert isinstance(new[0], RecConv2d)
+
+
+def test_preserve_starts_the_coarse_path_at_zero_and_one_step_moves_it():
+    torch.manual_seed(0)
+    new, _ = recconv.swap(nn.Sequential(nn.Conv1d(4, 4, 5, padding=2, groups=4)), level=3)
+    layer = new[0]
+    assert not layer.convs[-2].weight.any()
+    assert all(conv.weight.any() for conv in layer.convs[:-2])  # default init: gradients can pass
+    x, target = torch.randn(2, 4, 64), torch.randn(2, 4, 64)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+    moved = []
+    losses = []
+    for _ in range(2):
+        before = {n: p.detach().clone() for n, p in layer.named_parameters()}
+        optimizer.zero_grad()
+        loss = (layer(x) - target).square().mean()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        moved.append({n for n, p in layer.named_parameters() if not torch.equal(p, before[n])})
+    # The first step moves the zero conv; from the second on, every coarse conv and the down op move.
+    assert moved[0] == {"convs.2.weight", "convs.3.weight", "convs.3.bias"}
+    assert moved[1] == {n for n, _ in layer.named_parameters()}
+    assert losses[1] < losses[0]
+
+
+def test_one_optimizer_step_on_a_swapped_network_changes_the_loss_and_the_coarse_path():
+    torch.manual_seed(0)
+    model, _ = recconv.swap(
+        torchvision.models.mobilenet_v3_small(weights=None, num_classes=4).eval(), level=2
+    )
+    x, labels = torch.randn(2, *SIZE), torch.tensor([1, 3])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    loss = nn.functional.cross_entropy(model(x), labels)
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = nn.functional.cross_entropy(model(x), labels)
+    assert after.item() != pytest.approx(loss.item(), rel=1e-4)
+    layers = [m for m in model.modules() if isinstance(m, RecConv2d)]
+    assert all(layer.convs[-2].weight.any() for layer in layers)  # the coarse path started moving
+
+
+def test_state_dict_saves_and_reloads_into_a_fresh_swap():
+    torch.manual_seed(0)
+    new, _ = recconv.swap(tiny_audio_net().eval(), level=2, init="random")
+    buffer = io.BytesIO()
+    torch.save(new.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    assert {"1.convs.2.bias", "1.down.weight", "4.convs.0.weight"} <= set(state)
+    assert "4.convs.2.bias" not in state  # conv 4 had no bias
+    fresh, _ = recconv.swap(tiny_audio_net().eval(), level=2, init="random")
+    fresh.load_state_dict(state)
+    x = torch.randn(2, 2, 64)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), new(x))
+
+
+def test_dense_networks_are_untouched():
+    model = torchvision.models.resnet18(weights=None).eval()
+    state = copy.deepcopy(model.state_dict())
+    reference = list(model.named_modules())
+    new, report = recconv.swap(model, level=2, inplace=True)
+    assert new is model
+    assert report.swapped == [] and len(report.skipped) == 20  # resnet18 has 20 convs, all dense
+    assert all(s.reason.startswith("not depthwise (groups=1") for s in report.skipped)
+    assert [(n, m) for n, m in model.named_modules()] == reference
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert report.params_before == report.params_after
+
+
+def test_swapped_restores_the_original_modules_exactly():
+    torch.manual_seed(0)
+    model = tiny_video_net().eval()
+    reference = list(model.named_modules())
+    state = copy.deepcopy(model.state_dict())
+    x = torch.randn(1, 3, 4, 8, 8)
+    with recconv.swapped(model, level=1, init="random") as report:
+        assert isinstance(model[1], RecConv3d) and isinstance(model[4], RecConv3d)
+        assert len(report.swapped) == 2
+        model(x).sum().backward()
+    assert [(n, m) for n, m in model.named_modules()] == reference
+    assert state.keys() == model.state_dict().keys()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    with pytest.raises(RuntimeError, match="boom"), recconv.swapped(model, level=1):
+        raise RuntimeError("boom")
+    assert [(n, m) for n, m in model.named_modules()] == reference
+
+
+def test_swap_never_looks_inside_an_existing_recconv():
+    inner = []
+
+    def smoothing_up(channels, kernel_size, factor, **kwargs):
+        # A custom upsample whose stride-1 depthwise conv swap must not touch.
+        conv = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
+        inner.append(conv)
+
+        class Up(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.smooth = conv
+
+            def forward(self, x: torch.Tensor, size) -> torch.Tensor:
+                return self.smooth(nn.functional.interpolate(x, size=list(size)))
+
+        return Up()
+
+    existing = RecConv2d(4, 3, level=2, upsample=smoothing_up)
+    model = nn.Sequential(existing, nn.Conv2d(4, 4, 3, padding=1, groups=4))
+    new, report = recconv.swap(model, level=1, inplace=True)
+    assert new[0] is existing and all(m in list(existing.modules()) for m in inner)
+    assert [r.name for r in report.swapped] == ["1"]
+    assert report.skipped[0].name == "0"
+    assert report.skipped[0].reason == "already a RecConv (swap never looks inside one)"
+    again, report = recconv.swap(new, level=1, inplace=True)
+    assert report.swapped == [] and len(report.skipped) == 2
+
+
+def test_keeps_dtype_device_memory_format_requires_grad_and_mode():
+    frozen = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+    frozen.requires_grad_(False)
+    net = nn.Sequential(nn.Conv2d(8, 8, 5, padding=2, groups=8), frozen).double().train()
+    net = net.to(memory_format=torch.channels_last)
+    new, _ = recconv.swap(net, level=2)
+    channels_last_strides = torch.empty(8, 1, 5, 5).to(memory_format=torch.channels_last).stride()
+    assert new[0].convs[-1].weight.stride() == channels_last_strides
+    assert new[0].down.weight.stride() == channels_last_strides
+    assert all(p.dtype == torch.float64 and p.requires_grad for p in new[0].parameters())
+    assert all(not p.requires_grad for p in new[1].parameters())
+    assert new[0].training and new[1].training
+    x = torch.randn(1, 8, 16, 16, dtype=torch.float64).to(memory_format=torch.channels_last)
+    out = new(x)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, net(x))
+    meta, _ = recconv.swap(nn.Sequential(nn.Conv1d(4, 4, 3, padding=1, groups=4)).to("meta"), level=1)
+    assert all(p.device.type == "meta" for p in meta.parameters())
+
+
+def test_shared_convs_and_a_conv_as_the_model():
+    conv = nn.Conv1d(4, 4, 3, padding=1, groups=4)
+    model = nn.Sequential(conv, nn.ReLU(), nn.Sequential(conv))
+    new, report = recconv.swap(model, level=1)
+    assert new[0] is new[2][0] and isinstance(new[0], RecConv1d)
+    assert [r.name for r in report.swapped] == ["0"]
+    layer, report = recconv.swap(conv.eval(), level=2)
+    assert isinstance(layer, RecConv1d) and report.swapped[0].name == "(model)"
+    x = torch.randn(1, 4, 20)
+    with torch.no_grad():
+        assert torch.equal(layer(x), conv(x))
+
+
+def test_report_rows_and_table():
+    conv = nn.Conv2d(96, 96, 7, padding=3, groups=96)
+    model = nn.Sequential(conv, nn.Conv2d(96, 8, 1))
+    _, report = recconv.swap(model, level=2)
+    (row,) = report.swapped
+    layer = RecConv2d(96, 7, 2)
+    assert row.receptive_field == recconv.receptive_field(layer) == (67, 67)
+    assert row.old_params == 96 * 49 + 96 and row.new_params == 4 * 96 * 49 + 96
+    # Per output position: 2 FLOPs x 96 channels x 49 taps, times 1 + 2 * (1/4 + 1/16) for RecConv.
+    assert row.old_flops == 2 * 96 * 49 and row.new_flops == 2 * 96 * 49 * 1.625
+    assert report.swapped_flops is None and report.flops_before is None
+    table = report.to_markdown()
+    assert table.startswith(
+        "recconv.swap: 1 swapped, 1 skipped (level 2, init 'preserve', no input size: FLOPs per output position)"
+    )
+    assert "| 0 | 96 | 7x7 | 7x7 | 7x7 → 67x67 | 4,800 → 18,912 | 9,408 → 15,288 |" in table
+    assert "| params of the swapped layers | 4,800 | 18,912 | 3.940 |" in table
+    assert "| FLOPs of the swapped layers | - | - | - |" in table
+    assert "| 1 | Conv2d(96, 8, kernel_size=(1, 1), stride=(1, 1)) | not depthwise" in table
+    _, report = recconv.swap(model, level=2, input_size=(96, 10, 12))
+    # 10x12 -> 5x6 -> 3x3 positions: the full-resolution conv, two coarse convs and two down convs.
+    taps = 2 * 96 * 49
+    assert report.swapped[0].old_flops == taps * 120
+    assert report.swapped[0].new_flops == taps * (120 + 2 * 30 + 2 * 9)
+    assert "| FLOPs of the swapped layers | 1,128,960 | 1,862,784 | 1.650 |" in str(report)
+
+
+def test_custom_builders_have_no_theory_numbers():
+    _, report = recconv.swap(
+        nn.Sequential(nn.Conv1d(4, 4, 3, padding=1, groups=4)),
+        level=1,
+        input_size=(4, 16),
+        upsample=lambda *args, **kwargs: UpNearest(),
+    )
+    assert report.swapped[0].receptive_field is None and report.swapped[0].new_flops is None
+    assert report.flops_after is None
+    assert "| 0 | 4 | 3 | 3 | 3 → - | 16 → 40 | 384 → - |" in report.to_markdown()
+
+
+class UpNearest(nn.Module):
+    def forward(self, x: torch.Tensor, size) -> torch.Tensor:
+        return nn.functional.interpolate(x, size=list(size))
+
+
+def test_recconv_options_pass_through():
+    new, _ = recconv.swap(
+        tiny_video_net(), level=1, factor=(1, 2, 2), upsample="nearest", downsample="avgpool", init="random"
+    )
+    assert new[1].factor == (1, 2, 2) and new[1].upsample == "nearest" and new[1].down is not None
+    causal, _ = recconv.swap(tiny_audio_net(), level=1, causal=True, init="random")
+    assert causal[1].causal_axis == 0
+
+
+def failing_model() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4))
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda: recconv.swap("net", level=1), TypeError, "recconv.swap: model must be an nn.Module, got str"),
+        (lambda: recconv.swap(failing_model(), level=-1), ValueError, "recconv.swap: level must be an int >= 0, got -1"),
+        (lambda: recconv.swap(failing_model(), level=True), ValueError, "recconv.swap: level must be an int >= 0, got True"),
+        (lambda: recconv.swap(failing_model(), level=1, kernel_size=4), ValueError, "recconv.swap: kernel_size must be odd and positive, got 4"),
+        (lambda: recconv.swap(failing_model(), level=1, kernel_size="5"), TypeError, "recconv.swap: kernel_size must be None, an int or a tuple of ints, got '5'"),
+        (lambda: recconv.swap(failing_model(), level=1, kernel_size=5.0), TypeError, "recconv.swap: kernel_size must be None, an int or a tuple of ints, got 5.0"),
+        (lambda: recconv.swap(failing_model(), level=1, kernel_size=(5, 5, 5)), ValueError, "recconv.swap at '0': kernel_size must be an int or a tuple of 2 ints, got (5, 5, 5)"),
+        (lambda: recconv.swap(failing_model(), level=1, init="preserved"), ValueError, "recconv.swap: unknown init 'preserved'; expected one of ['preserve', 'random']. Did you mean 'preserve'?"),
+        (lambda: recconv.swap(failing_model(), level=1, predicate=True), TypeError, "recconv.swap: predicate must be a callable (name, module) -> bool, got True"),
+        (lambda: recconv.swap(failing_model(), level=1, input_size=(4, 0, 8)), ValueError, "recconv.swap: input_size must be the shape of one input sample without the batch axis, as positive ints like (3, 224, 224), got (4, 0, 8)"),
+        (lambda: recconv.swap(failing_model(), level=1, input_size=224), ValueError, "recconv.swap: input_size must be the shape of one input sample without the batch axis, as positive ints like (3, 224, 224), got 224"),
+        (lambda: recconv.swap(failing_model(), level=1, input_size=(3, 8, 8)), ValueError, "recconv.swap: the model failed on an input of shape (1, 3, 8, 8) (input_size=(3, 8, 8)): "),
+        (lambda: recconv.swap(failing_model(), level=1, bias=True), TypeError, "recconv.swap: bias cannot be passed: device and dtype follow each replaced conv, and its bias (if any) moves to the RecConv's full-resolution conv convs[-1]"),
+        (lambda: recconv.swap(failing_model(), level=1, device="cpu", dtype=torch.float64), TypeError, "recconv.swap: device, dtype cannot be passed"),
+        (lambda: recconv.swap(failing_model(), level=1, upsampel="nearest"), TypeError, "recconv.swap: unknown RecConv option 'upsampel'; expected one of ['upsample', 'downsample', 'factor', 'shared_down', 'causal']. Did you mean 'upsample'?"),
+        (lambda: recconv.swap(failing_model(), level=1, causal=True), ValueError, "recconv.swap: init='preserve' cannot keep a centered conv's outputs in a causal RecConv (causal=True); use init='random'"),
+        (lambda: recconv.swap(failing_model(), level=1, kernel_size=1), ValueError, "recconv.swap: init='preserve' cannot fit the 3x3 kernel of '0' into a 1x1 base kernel; use kernel_size >= 3, kernel_size=None or init='random'"),
+        (lambda: recconv.swap(failing_model(), level=1, upsample="cubic", init="random"), ValueError, "RecConv2d: unknown upsample 'cubic'"),
+        (lambda: recconv.swapped(failing_model()[0], level=1).__enter__(), ValueError, "recconv.swapped: the model itself is a conv (Conv2d(4, 4, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), groups=4)) and cannot be swapped in place; use recconv.swap, which returns the replacement"),
+        (lambda: recconv.swapped(failing_model(), level=2.0).__enter__(), ValueError, "recconv.swapped: level must be an int >= 0, got 2.0"),
+    ],
+)  # fmt: skip
+def test_swap_errors(call, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        call()
+
+
+def test_a_failed_preserve_leaves_an_inplace_model_untouched():
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.Conv2d(4, 4, 7, padding=3, groups=4))
+    reference = list(model.named_modules())
+    with pytest.raises(ValueError, match="cannot fit the 7x7 kernel of '1'"):
+        recconv.swap(model, level=1, kernel_size=5, inplace=True)
+    assert list(model.named_modules()) == reference
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("convnext_tiny", "a model spec is 'torchvision:NAME', 'timm:NAME' or 'module.path:factory', got 'convnext_tiny'"),
+        ("torchvision:", "a model spec is 'torchvision:NAME', 'timm:NAME' or 'module.path:factory', got 'torchvision:'"),
+        ("torchvision:convnext_tin", "unknown torchvision model 'convnext_tin'; see torchvision.models.list_models(). Did you mean 'convnext_tiny'?"),
+        ("timm:convnext_att", "unknown timm model 'convnext_att'; see timm.list_models(). Did you mean 'convnext_atto'?"),
+        ("no_such_module_xyz:build", "cannot import module 'no_such_module_xyz': No module named 'no_such_module_xyz'"),
+        ("tests.test_swap:no_such_factory", "module 'tests.test_swap' has no attribute 'no_such_factory'"),
+        ("tests.test_swap:SIZE", "tests.test_swap:SIZE is not callable, expected a factory returning an nn.Module"),
+        ("builtins:dict", "builtins:dict() returned dict, expected an nn.Module"),
+    ],
+)  # fmt: skip
+def test_spec_errors(spec, message):
+    with pytest.raises(SpecError, match=re.escape(message)):
+        load_model(spec)
+
+
+@pytest.mark.parametrize("package", ["timm", "torchvision"])
+def test_a_missing_package_is_named(monkeypatch, package):
+    monkeypatch.setitem(sys.modules, package, None)  # makes `import package` raise ImportError
+    with pytest.raises(SpecError, match=f"{package} is not installed.*pip install {package}"):
+        load_model(f"{package}:anything")
+
+
+def test_specs_build_models_without_weights():
+    assert isinstance(load_model("tests.test_swap:tiny_audio_net"), nn.Sequential)
+    assert type(load_model("timm:convnext_atto")).__name__ == "ConvNeXt"
+    # Detection builders default to a pretrained backbone; the spec must not download one.
+    assert type(load_model("torchvision:ssdlite320_mobilenet_v3_large")).__name__ == "SSD"
+
+
+def test_cli_prints_the_report_table(capsys):
+    argv = ["swap", "torchvision:mobilenet_v3_small", "--level", "1", "--input-size", "3", "64", "64"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("recconv.swap: 7 swapped, 45 skipped (level 1, init 'preserve', input (3, 64, 64))")
+    # Block 3 runs at 8x8 (three stride-2 steps); at level 1 RecConv adds a 4x4 conv and a 4x4 down conv.
+    assert "| features.3.block.1.0 | 88 | 3x3 | 3x3 | 3x3 → 11x11 | 792 → 2,376 | 101,376 → 152,064 |" in out
+    assert main(["swap", "tests.test_swap:tiny_audio_net", "--kernel-size", "9", "--init", "random"]) == 0
+    out = capsys.readouterr().out
+    # Per position: 2 x 16 x 7 before; 2 x 16 x 9 x (1 + 2 * (1/2 + 1/4)) after.
+    assert "| 1 | 16 | 7 | 9 | 7 → 89 | 128 → 592 | 224 → 720 |" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["swap"], "the following arguments are required: SPEC"),
+        (["swap", "torchvision:resnet18", "--level", "9"], "argument --level: invalid choice: 9"),
+        (["swap", "torchvision:resnet18", "--kernel-size", "4"], "expected an odd kernel size, got 4"),
+        (["swap", "torchvision:resnet18", "--input-size", "3", "0"], "expected a positive int, got 0"),
+        (["swap", "torchvision:resnet18", "--init", "zeros"], "argument --init: invalid choice: 'zeros'"),
+        (["swap", "resnet18"], "a model spec is 'torchvision:NAME', 'timm:NAME' or 'module.path:factory', got 'resnet18'"),
+        (["swap", "tests.test_swap:tiny_audio_net", "--kernel-size", "5"], "init='preserve' cannot fit the 7 kernel of '1' into a 5 base kernel"),
+    ],
+)  # fmt: skip
+def test_cli_errors_are_argparse_errors(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: recconv swap")
+    assert message in err
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "swap.md"
+
+
+def test_docs_snippets_run_and_the_docs_table_is_the_command_output(capsys):
+    text = DOCS.read_text()
+    namespace: dict = {}
+    for block in re.findall(r"```python\n(.*?)```", text, flags=re.S):
+        exec(compile(block, str(DOCS), "exec"), namespace)
+    assert isinstance(namespace["new"].features[7][0].block[0], RecConv2d)
+    capsys.readouterr()
+    assert main(["swap", "torchvision:convnext_tiny", "--level", "2", "--input-size", "3", "224", "224"]) == 0
+    assert capsys.readouterr().out.strip() in text
