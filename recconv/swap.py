@@ -592,8 +592,9 @@ def swap(
         >>> x = torch.randn(1, 3, 32, 32)
         >>> torch.equal(new(x), net(x))
         True
-        >>> [(row.name, row.receptive_field) for row in report.swapped]
-        [('1', (49, 49))]
+        >>> row = report.swapped[0]
+        >>> row.name, row.receptive_field
+        ('1', (49, 49))
         >>> report.skipped[0].reason
         'not depthwise (groups=1, in_channels=3, out_channels=16)'
     """
