@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .core import RecConvNd
+from .models import costs_table, list_models
 from .ops import dense_depthwise_conv, per_rank
 from .swap import load_model, swap
 from .theory import effective_kernel_size, receptive_field
@@ -100,6 +101,17 @@ def _swap(args: argparse.Namespace) -> None:
     print(report.to_markdown())
 
 
+def _models(args: argparse.Namespace) -> None:
+    print("Parameters and MACs (FlopCounterMode FLOPs / 2) for one input, counted on the meta device.\n")
+    print(costs_table(args.names or None))
+
+
+def _model_name(text: str) -> str:
+    if text not in list_models():
+        raise argparse.ArgumentTypeError(f"unknown model {text!r}; expected one of {list_models()}")
+    return text
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -140,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="one input sample without the batch axis, e.g. 3 224 224 (default: FLOPs per position)",
     )  # fmt: skip
     swapper.set_defaults(run=_swap, parser=swapper)
+    models = commands.add_parser("models", help="params and MACs of the named models in recconv.models")
+    models.add_argument("names", nargs="*", type=_model_name, metavar="NAME", help="default: all")
+    models.set_defaults(run=_models)
     return parser
 
 

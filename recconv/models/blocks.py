@@ -1,0 +1,331 @@
+"""The building blocks of RecNeXt backbones, written once for 1, 2 and 3 spatial dimensions.
+
+Module and parameter names follow the paper's code, so state_dicts load unchanged. Every block
+that holds a BatchNorm has a ``fuse()`` method returning its inference-time replacement (itself,
+changed in place, where only a child changes), with every BatchNorm folded into the linear op
+before it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..core import RecConv1d, RecConv2d, RecConv3d, RecConvNd
+from ..ops import Builder, per_rank
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_BATCH_NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_RECCONV = (RecConv1d, RecConv2d, RecConv3d)
+
+
+def _fold(
+    weight: Tensor, bias: Tensor | None, norm: nn.modules.batchnorm._BatchNorm
+) -> tuple[Tensor, Tensor]:
+    """Weight and bias of ``norm(op(x))`` for a linear ``op`` whose output channel is axis 0 of ``weight``."""
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+    shift = norm.bias - norm.running_mean * scale
+    if bias is not None:
+        shift = shift + bias * scale
+    return weight * scale.reshape(-1, *([1] * (weight.dim() - 1))), shift
+
+
+class ConvNorm(nn.Sequential):
+    """A bias-free convolution (``conv``) followed by BatchNorm (``norm``, weight 1, bias 0).
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Output channels.
+        kernel_size: Kernel per axis (an int or one per axis); the length of a tuple sets the rank.
+        stride: Stride per axis.
+        padding: Padding per axis.
+        groups: Convolution groups.
+        spatial_dims: 1, 2 or 3.
+        device: Where to create the parameters.
+        dtype: Parameter dtype.
+
+    Example:
+        >>> import torch
+        >>> block = ConvNorm(3, 8, 3, stride=2, padding=1).eval()
+        >>> fused = block.fuse()
+        >>> x = torch.randn(1, 3, 16, 16)
+        >>> torch.allclose(fused(x), block(x), atol=1e-6)
+        True
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int] = 1,
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] = 0,
+        groups: int = 1,
+        *,
+        spatial_dims: int = 2,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        conv_class = per_rank(_CONV, spatial_dims)
+        self.conv = conv_class(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            groups=groups,
+            bias=False,
+            device=device,
+            dtype=dtype,
+        )
+        self.norm = per_rank(_BATCH_NORM, spatial_dims)(out_channels, device=device, dtype=dtype)
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Module:
+        """One convolution with a bias that computes ``norm(conv(x))`` with the running statistics."""
+        conv = self.conv
+        weight, bias = _fold(conv.weight, conv.bias, self.norm)
+        fused = type(conv)(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            bias=True,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
+        fused.weight.copy_(weight)
+        fused.bias.copy_(bias)
+        return fused
+
+
+def channel_mixer(
+    channels: int, mlp_ratio: float, act_layer: type[nn.Module], spatial_dims: int, **factory: Any
+) -> nn.Sequential:
+    """The pointwise MLP ``[ConvNorm C -> rC, act, ConvNorm rC -> C]``."""
+    hidden = int(channels * mlp_ratio)
+    return nn.Sequential(
+        ConvNorm(channels, hidden, spatial_dims=spatial_dims, **factory),
+        act_layer(),
+        ConvNorm(hidden, channels, spatial_dims=spatial_dims, **factory),
+    )
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: in training, zero a whole residual branch per sample with probability ``p``.
+
+    Example:
+        >>> import torch
+        >>> drop = DropPath(0.5).train()
+        >>> out = drop(torch.ones(1000, 1, 2))
+        >>> sorted(out.unique().tolist())
+        [0.0, 2.0]
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"DropPath: p must be in [0, 1), got {p!r}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Stem(nn.Module):
+    """Two strided 3-wide ConvNorms with an activation between them (``stem.stem``).
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Channels of the first stage; the first conv gives half of them.
+        strides: Stride of each of the two convs, an int or one per axis each.
+        act_layer: Activation class.
+        spatial_dims: 1, 2 or 3.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        strides: Sequence[tuple[int, ...]],
+        act_layer: type[nn.Module],
+        spatial_dims: int,
+        **factory: Any,
+    ) -> None:
+        super().__init__()
+        first, second = strides
+        self.stem = nn.Sequential(
+            ConvNorm(in_channels, out_channels // 2, 3, first, 1, spatial_dims=spatial_dims, **factory),
+            act_layer(),
+            ConvNorm(out_channels // 2, out_channels, 3, second, 1, spatial_dims=spatial_dims, **factory),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.stem(x)
+
+
+class Downsample(nn.Module):
+    """Stage transition: grouped strided conv (``token_mixer``), BatchNorm, residual channel MLP.
+
+    ``y = norm(token_mixer(x)); out = y + channel_mixer(y)``. The conv has
+    ``gcd(in_channels, out_channels)`` groups: depthwise-with-multiplier for the paper's doubling.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: tuple[int, ...],
+        stride: tuple[int, ...],
+        mlp_ratio: float,
+        act_layer: type[nn.Module],
+        **factory: Any,
+    ) -> None:
+        super().__init__()
+        spatial_dims = len(kernel_size)
+        self.token_mixer = per_rank(_CONV, spatial_dims)(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding=tuple(k // 2 for k in kernel_size),
+            groups=math.gcd(in_channels, out_channels),
+            **factory,
+        )
+        self.norm: nn.Module = per_rank(_BATCH_NORM, spatial_dims)(out_channels, **factory)
+        self.channel_mixer = channel_mixer(out_channels, mlp_ratio, act_layer, spatial_dims, **factory)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.norm(self.token_mixer(x))
+        return x + self.channel_mixer(x)
+
+    @torch.no_grad()
+    def fuse(self) -> Downsample:
+        """Fold ``norm`` into ``token_mixer`` (in place); the MLP's ConvNorms fuse through their own ``fuse``."""
+        if isinstance(self.norm, nn.modules.batchnorm._BatchNorm):
+            weight, bias = _fold(self.token_mixer.weight, self.token_mixer.bias, self.norm)
+            self.token_mixer.weight.copy_(weight)
+            self.token_mixer.bias = nn.Parameter(bias)
+            self.norm = nn.Identity()
+        return self
+
+
+class RecNeXtBlock(nn.Module):
+    """``x + drop_path(channel_mixer(norm(token_mixer(x))))`` with a RecConv token mixer.
+
+    Args:
+        channels: Input and output channels.
+        level: RecConv level of this block.
+        kernel_size: RecConv base kernel, an int or one per axis.
+        factor: RecConv factor, an int or one per axis.
+        upsample: RecConv upsample op name or builder.
+        downsample: RecConv downsample op name or builder.
+        mlp_ratio: Hidden width of the channel MLP over ``channels``.
+        act_layer: Activation class.
+        drop_path: Stochastic depth probability of the residual branch.
+        spatial_dims: 1, 2 or 3.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        level: int,
+        kernel_size: int | Sequence[int],
+        factor: int | Sequence[int],
+        upsample: str | Builder,
+        downsample: str | Builder,
+        mlp_ratio: float,
+        act_layer: type[nn.Module],
+        drop_path: float,
+        spatial_dims: int,
+        **factory: Any,
+    ) -> None:
+        super().__init__()
+        recconv_class = per_rank(_RECCONV, spatial_dims)
+        self.token_mixer: RecConvNd = recconv_class(
+            channels, kernel_size, level, factor=factor, upsample=upsample, downsample=downsample, **factory
+        )
+        self.norm: nn.Module = per_rank(_BATCH_NORM, spatial_dims)(channels, **factory)
+        self.channel_mixer = channel_mixer(channels, mlp_ratio, act_layer, spatial_dims, **factory)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.drop_path(self.channel_mixer(self.norm(self.token_mixer(x))))
+
+    @torch.no_grad()
+    def fuse(self) -> RecNeXtBlock:
+        """Fold ``norm`` into the RecConv's full-resolution conv (in place).
+
+        RecConv ends with ``convs[-1](x + h)``, so scaling that conv per channel and giving it
+        a bias applies the BatchNorm to the whole output, every recursive path included.
+        """
+        if isinstance(self.norm, nn.modules.batchnorm._BatchNorm):
+            last = self.token_mixer.convs[-1]
+            weight, bias = _fold(last.weight, last.bias, self.norm)
+            last.weight.copy_(weight)
+            last.bias = nn.Parameter(bias)
+            self.norm = nn.Identity()
+        return self
+
+
+class NormLinear(nn.Sequential):
+    """BatchNorm1d (``norm``) then Linear (``linear``, truncated-normal weight std 0.02, zero bias)."""
+
+    def __init__(self, in_features: int, out_features: int, **factory: Any) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(in_features, **factory)
+        self.linear = nn.Linear(in_features, out_features, **factory)
+        nn.init.trunc_normal_(self.linear.weight, std=0.02)
+        nn.init.zeros_(self.linear.bias)
+
+    @torch.no_grad()
+    def fuse_weights(self) -> tuple[Tensor, Tensor]:
+        """Weight and bias of one Linear equal to ``linear(norm(x))`` with the running statistics."""
+        norm, linear = self.norm, self.linear
+        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+        shift = norm.bias - norm.running_mean * scale
+        return linear.weight * scale, linear.bias + linear.weight @ shift
+
+
+class DistillationHead(nn.Module):
+    """Two NormLinear classifiers (``head`` and ``head_dist``) as in DeiT-style distillation.
+
+    Returns their mean, or both logits in training when ``distillation`` is on.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, distillation: bool, **factory: Any) -> None:
+        super().__init__()
+        self.distillation = distillation
+        self.head = NormLinear(in_features, num_classes, **factory)
+        self.head_dist = NormLinear(in_features, num_classes, **factory)
+
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        logits, logits_dist = self.head(x), self.head_dist(x)
+        if self.training and self.distillation:
+            return logits, logits_dist
+        return (logits + logits_dist) / 2
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Linear:
+        """One Linear computing the mean of both heads in eval mode."""
+        weight, bias = self.head.fuse_weights()
+        weight_dist, bias_dist = self.head_dist.fuse_weights()
+        fused = nn.Linear(weight.shape[1], weight.shape[0], device=weight.device, dtype=weight.dtype)
+        fused.weight.copy_((weight + weight_dist) / 2)
+        fused.bias.copy_((bias + bias_dist) / 2)
+        return fused

@@ -1,0 +1,287 @@
+"""RecNeXt: one backbone class for sequences, images and volumes or video.
+
+With its defaults and the paper's widths and depths it is RecNeXt-M0..M5 of Zhao, Luo, Ouyang
+(2024), parameter for parameter; the same class builds the 1D and 3D presets in
+:mod:`recconv.models.registry`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..ops import Builder, as_tuple
+from .blocks import DistillationHead, Downsample, RecNeXtBlock, Stem
+
+_LAYOUTS = ("L", "H, W", "D, H, W")
+
+
+def _positive_ints(value: Sequence[int], name: str, minimum: int = 1) -> tuple[int, ...]:
+    values = tuple(value)
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values):
+        raise ValueError(f"RecNeXt: {name} must be a non-empty sequence of ints >= {minimum}, got {value!r}")
+    return values
+
+
+class RecNeXtStage(nn.Module):
+    """An optional :class:`~recconv.models.blocks.Downsample` (``downsample``) then ``blocks``."""
+
+    def __init__(self, downsample: nn.Module, blocks: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.downsample = downsample
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.blocks(self.downsample(x))
+
+
+class RecNeXt(nn.Module):
+    """A RecNeXt backbone of any rank: stem, stages of RecConv blocks, pooled two-head classifier.
+
+    Stage ``i`` has ``widths[i]`` channels and ``depths[i]`` blocks whose token mixer is a
+    RecConv of level ``levels[i]``; every stage after the first starts with a strided grouped
+    conv. Layout and parameter names are the paper's, so official checkpoints load unchanged.
+
+    Args:
+        widths: Channels of each stage.
+        depths: Blocks in each stage.
+        spatial_dims: 1 for ``(N, C, L)``, 2 for ``(N, C, H, W)``, 3 for ``(N, C, D, H, W)``.
+        in_chans: Input channels.
+        num_classes: Classifier outputs; ``0`` returns pooled features instead of logits.
+        levels: RecConv level per stage; default ``len(widths) - i`` (4, 3, 2, 1 for four stages).
+        kernel_size: RecConv base kernel, an int or one per axis.
+        factor: RecConv down/upsampling factor, an int or one per axis (``1`` keeps that axis).
+        upsample: RecConv upsample op (see :class:`recconv.RecConv2d`).
+        downsample: RecConv downsample op.
+        stem_strides: Stride of each of the two stem convs, each an int or one per axis.
+        down_stride: Stride of the transition conv that starts stages 1.., an int or one per axis.
+        down_kernel_size: Kernel of that transition conv, an int or one per axis.
+        mlp_ratio: Hidden width of every channel MLP over its input width.
+        drop_rate: Dropout before the classifier.
+        drop_path_rate: Stochastic depth of the last block, rising linearly from 0 at the first.
+        distillation: In training, return the logits of both heads instead of their mean.
+        features_only: Build without a classifier; ``forward`` returns the outputs of the
+            stages in ``out_indices`` (timm's feature-extraction API).
+        out_indices: Stages whose outputs ``features_only`` returns (default: all).
+        act_layer: Activation class.
+        device: Where to create the parameters (``"meta"`` builds without memory).
+        dtype: Parameter dtype.
+
+    Raises:
+        ValueError: For inconsistent or non-positive widths, depths or levels, per-axis tuples
+            of the wrong length, rates outside ``[0, 1)`` or out-of-range ``out_indices``.
+
+    Example:
+        >>> import torch
+        >>> from recconv.models import RecNeXt
+        >>> model = RecNeXt((16, 32), (1, 1), spatial_dims=1, in_chans=2, num_classes=5).eval()
+        >>> model(torch.randn(4, 2, 128)).shape
+        torch.Size([4, 5])
+        >>> [info["reduction"] for info in model.feature_info]
+        [4, 8]
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (40, 80, 160, 320),
+        depths: Sequence[int] = (2, 2, 9, 1),
+        *,
+        spatial_dims: int = 2,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        levels: Sequence[int] | None = None,
+        kernel_size: int | Sequence[int] = 5,
+        factor: int | Sequence[int] = 2,
+        upsample: str | Builder = "linear",
+        downsample: str | Builder = "conv",
+        stem_strides: Sequence[int | Sequence[int]] = (2, 2),
+        down_stride: int | Sequence[int] = 2,
+        down_kernel_size: int | Sequence[int] = 7,
+        mlp_ratio: float = 2.0,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        distillation: bool = False,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
+        act_layer: type[nn.Module] = nn.GELU,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (1, 2, 3):
+            raise ValueError(f"RecNeXt: spatial_dims must be 1, 2 or 3, got {spatial_dims!r}")
+        widths = _positive_ints(widths, "widths")
+        depths = _positive_ints(depths, "depths")
+        levels = tuple(len(widths) - i for i in range(len(widths))) if levels is None else levels
+        levels = _positive_ints(levels, "levels", minimum=0)
+        if not len(widths) == len(depths) == len(levels):
+            raise ValueError(
+                f"RecNeXt: widths, depths and levels need one entry per stage, got "
+                f"{len(widths)}, {len(depths)} and {len(levels)}"
+            )
+        if not isinstance(in_chans, int) or in_chans < 1:
+            raise ValueError(f"RecNeXt: in_chans must be a positive int, got {in_chans!r}")
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"RecNeXt: num_classes must be an int >= 0, got {num_classes!r}")
+        for name, rate in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"RecNeXt: {name} must be in [0, 1), got {rate!r}")
+        if len(stem_strides) != 2:
+            raise ValueError(
+                f"RecNeXt: stem_strides needs one stride per stem conv (2), got {stem_strides!r}"
+            )
+        stem = tuple(as_tuple(s, spatial_dims, "stem_strides", "RecNeXt") for s in stem_strides)
+        down = as_tuple(down_stride, spatial_dims, "down_stride", "RecNeXt")
+        down_kernel = as_tuple(down_kernel_size, spatial_dims, "down_kernel_size", "RecNeXt")
+        if any(s < 1 for s in (*stem[0], *stem[1], *down)):
+            raise ValueError(
+                f"RecNeXt: strides must be >= 1, got stem {stem_strides!r} and down {down_stride!r}"
+            )
+        factory = {"device": device, "dtype": dtype}
+
+        self.spatial_dims = spatial_dims
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.num_features = widths[-1]
+        self.widths, self.depths, self.levels = widths, depths, levels
+        self._label = f"RecNeXt(spatial_dims={spatial_dims}, in_chans={in_chans})"
+
+        self.stem = Stem(in_chans, widths[0], stem, act_layer, spatial_dims, **factory)
+        stride = tuple(a * b for a, b in zip(*stem))
+        rates = iter(torch.linspace(0.0, drop_path_rate, sum(depths)).tolist())
+        stages: list[nn.Module] = []
+        self.feature_info: list[dict] = []
+        for i, (width, depth, level) in enumerate(zip(widths, depths, levels)):
+            transition: nn.Module = nn.Identity()
+            if i > 0:
+                transition = Downsample(
+                    widths[i - 1], width, down_kernel, down, mlp_ratio, act_layer, **factory
+                )
+                stride = tuple(s * d for s, d in zip(stride, down))
+            blocks = [
+                RecNeXtBlock(
+                    width,
+                    level,
+                    kernel_size,
+                    factor,
+                    upsample,
+                    downsample,
+                    mlp_ratio,
+                    act_layer,
+                    next(rates),
+                    spatial_dims,
+                    **factory,
+                )
+                for _ in range(depth)
+            ]
+            stages.append(RecNeXtStage(transition, blocks))
+            self.feature_info.append(
+                {"num_chs": width, "reduction": max(stride), "stride": stride, "module": f"stages.{i}"}
+            )
+        self.stages = nn.Sequential(*stages)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = self._make_head(num_classes, distillation, **factory)
+        self.distillation = distillation
+        self.out_indices: tuple[int, ...] | None = None
+        if features_only:
+            self.set_features_only(out_indices)
+        elif out_indices is not None:
+            raise ValueError("RecNeXt: out_indices only applies with features_only=True")
+
+    def _make_head(self, num_classes: int, distillation: bool, **factory) -> nn.Module:
+        if num_classes == 0:
+            return nn.Identity()
+        return DistillationHead(self.num_features, num_classes, distillation, **factory)
+
+    def set_features_only(self, out_indices: Sequence[int] | None = None) -> RecNeXt:
+        """Drop the classifier and the stages after the last of ``out_indices``; ``forward`` then
+        returns the listed stage outputs (negative indices count from the end)."""
+        count = len(self.stages)
+        indices = tuple(range(count)) if out_indices is None else tuple(out_indices)
+        if not indices or any(not isinstance(i, int) or not -count <= i < count for i in indices):
+            raise ValueError(
+                f"RecNeXt: out_indices must be stage indices in [{-count}, {count - 1}], got {out_indices!r}"
+            )
+        indices = tuple(sorted({i % count for i in indices}))
+        self.out_indices = indices
+        self.stages = self.stages[: indices[-1] + 1]
+        self.feature_info = [self.feature_info[i] for i in indices]
+        self.head = None
+        self.head_drop = None
+        return self
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace both heads with fresh ones for ``num_classes`` outputs (``0``: pooled features)."""
+        if self.out_indices is not None:
+            raise ValueError("RecNeXt: a features_only model has no classifier to reset")
+        weight = self.stages[-1].blocks[-1].channel_mixer[0].conv.weight
+        self.num_classes = num_classes
+        self.head = self._make_head(num_classes, self.distillation, device=weight.device, dtype=weight.dtype)
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{self._label}: expected a tensor, got {type(x).__name__}")
+        if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"{self._label}: expected (N, {self.in_chans}, {_LAYOUTS[self.spatial_dims - 1]}), "
+                f"got {tuple(x.shape)}"
+            )
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The last stage's feature map ``(N, widths[-1], *spatial / stride)``."""
+        self._check_input(x)
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Global average pooling, dropout and the classifier (skipped with ``pre_logits``)."""
+        if self.head is None:
+            raise ValueError(f"{self._label}: a features_only model has no head")
+        x = self.head_drop(x.mean(dim=tuple(range(2, x.dim()))))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor] | list[Tensor]:
+        """Logits (mean of both heads, or both in distillation training), or a list of stage
+        outputs for a ``features_only`` model."""
+        if self.out_indices is None:
+            return self.forward_head(self.forward_features(x))
+        self._check_input(x)
+        x = self.stem(x)
+        features = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                features.append(x)
+        return features
+
+    @torch.no_grad()
+    def fuse(self) -> RecNeXt:
+        """Fold every BatchNorm into the linear op before it and merge the two heads into one
+        Linear, for inference: the model switches to eval mode and computes the same outputs.
+
+        Example:
+            >>> import torch
+            >>> from recconv.models import create_model
+            >>> model = create_model("recnext_seq_tiny").eval()
+            >>> x = torch.randn(2, 1, 256)
+            >>> expected = model(x)
+            >>> torch.allclose(model.fuse()(x), expected, atol=1e-5)
+            True
+            >>> any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+            False
+        """
+        self.eval()
+        _fuse_children(self)
+        return self
+
+
+def _fuse_children(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        fuse = getattr(child, "fuse", None)
+        if callable(fuse):
+            replacement = fuse()
+            if replacement is not child:
+                setattr(module, name, replacement)
+            child = replacement
+        _fuse_children(child)
