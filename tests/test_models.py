@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recconv.cli import main
 from recconv.models import (
     PRESETS,
     RecNeXt,
@@ -240,6 +241,9 @@ def test_reset_classifier_and_headless_models():
     model = create_model("recnext_m0", device="meta")
     model.reset_classifier(10)
     assert model.head.head.linear.out_features == 10 and model.head.head.linear.weight.is_meta
+    fused = create_model("recnext_seq_tiny").fuse()
+    fused.reset_classifier(2)
+    assert fused.eval()(torch.randn(1, 1, 64)).shape == (1, 2)
     features = create_model("recnext_seq_tiny", num_classes=0).eval()
     assert features(torch.randn(2, 1, 64)).shape == (2, 128)
 
@@ -300,6 +304,16 @@ def test_drop_path_is_stochastic_in_training_only():
 def test_list_models_and_builders_agree():
     assert list_models() == list(PRESETS)
     assert len(list_models()) == 11
+
+
+def test_cli_prints_the_counted_table(capsys):
+    assert main(["models", "recnext_audio_tiny", "recnext_seq_tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "| `recnext_audio_tiny` | 1 x 64 x 100 | 95,360 | 92,940 | 6.6 M |" in out
+    assert "| `recnext_seq_tiny` | 1 x 1024 | 204,764 | 200,602 | 9.1 M |" in out
+    with pytest.raises(SystemExit):
+        main(["models", "recnext_m9"])
+    assert "unknown model 'recnext_m9'" in capsys.readouterr().err
 
 
 # --- checkpoints --------------------------------------------------------------------------------
@@ -387,7 +401,7 @@ def test_strict_mismatch_lists_missing_unexpected_and_wrongly_shaped_keys(tmp_pa
 
 def test_long_key_lists_are_shortened(tmp_path):
     save_checkpoint(create_model("recnext_seq_tiny"), tmp_path / "seq.pth")
-    with pytest.raises(ValueError, match=re.escape(", ... and ")):
+    with pytest.raises(ValueError, match=re.escape("; ... and ")):
         load_checkpoint(create_model("recnext_audio_tiny"), tmp_path / "seq.pth")
 
 

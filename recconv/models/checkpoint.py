@@ -87,8 +87,8 @@ def _unpickler_reason(err: pickle.UnpicklingError) -> str:
 
 
 def _listed(title: str, items: list[str]) -> str:
-    more = f", ... and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
-    return f"\n  {title} ({len(items)}): " + ", ".join(items[:_SHOWN]) + more
+    more = f"; ... and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
+    return f"\n  {title} ({len(items)}): " + "; ".join(items[:_SHOWN]) + more
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> LoadResult:

@@ -8,6 +8,7 @@ With its defaults and the paper's widths and depths it is RecNeXt-M0..M5 of Zhao
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -79,8 +80,8 @@ class RecNeXt(nn.Module):
         >>> model = RecNeXt((16, 32), (1, 1), spatial_dims=1, in_chans=2, num_classes=5).eval()
         >>> model(torch.randn(4, 2, 128)).shape
         torch.Size([4, 5])
-        >>> [info["reduction"] for info in model.feature_info]
-        [4, 8]
+        >>> tuple(info["reduction"] for info in model.feature_info)
+        (4, 8)
     """
 
     def __init__(
@@ -152,7 +153,7 @@ class RecNeXt(nn.Module):
         stride = tuple(a * b for a, b in zip(*stem))
         rates = iter(torch.linspace(0.0, drop_path_rate, sum(depths)).tolist())
         stages: list[nn.Module] = []
-        self.feature_info: list[dict] = []
+        self.feature_info: list[dict[str, Any]] = []
         for i, (width, depth, level) in enumerate(zip(widths, depths, levels)):
             transition: nn.Module = nn.Identity()
             if i > 0:
@@ -190,7 +191,7 @@ class RecNeXt(nn.Module):
         elif out_indices is not None:
             raise ValueError("RecNeXt: out_indices only applies with features_only=True")
 
-    def _make_head(self, num_classes: int, distillation: bool, **factory) -> nn.Module:
+    def _make_head(self, num_classes: int, distillation: bool, **factory: Any) -> nn.Module:
         if num_classes == 0:
             return nn.Identity()
         return DistillationHead(self.num_features, num_classes, distillation, **factory)
@@ -216,7 +217,7 @@ class RecNeXt(nn.Module):
         """Replace both heads with fresh ones for ``num_classes`` outputs (``0``: pooled features)."""
         if self.out_indices is not None:
             raise ValueError("RecNeXt: a features_only model has no classifier to reset")
-        weight = self.stages[-1].blocks[-1].channel_mixer[0].conv.weight
+        weight = next(self.parameters())
         self.num_classes = num_classes
         self.head = self._make_head(num_classes, self.distillation, device=weight.device, dtype=weight.dtype)
 

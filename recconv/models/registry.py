@@ -200,8 +200,12 @@ def recnext_video_tiny(**kwargs: Any) -> RecNeXt:
         >>> import torch
         >>> from recconv.models import recnext_video_tiny
         >>> model = recnext_video_tiny(num_classes=10, features_only=True)
-        >>> [tuple(f.shape) for f in model(torch.randn(1, 3, 8, 64, 64))]
-        [(1, 24, 8, 16, 16), (1, 48, 8, 8, 8), (1, 96, 8, 4, 4), (1, 192, 8, 2, 2)]
+        >>> for feature in model(torch.randn(1, 3, 8, 64, 64)):
+        ...     print(tuple(feature.shape))
+        (1, 24, 8, 16, 16)
+        (1, 48, 8, 8, 8)
+        (1, 96, 8, 4, 4)
+        (1, 192, 8, 2, 2)
     """
     return _build("recnext_video_tiny", kwargs)
 
@@ -296,10 +300,12 @@ def create_model(
         >>> import torch
         >>> from recconv.models import create_model
         >>> backbone = create_model("recnext_m0", features_only=True, out_indices=(1, 3))
-        >>> [info["reduction"] for info in backbone.feature_info]
-        [8, 32]
-        >>> [tuple(f.shape) for f in backbone(torch.randn(1, 3, 64, 64))]
-        [(1, 80, 8, 8), (1, 320, 2, 2)]
+        >>> tuple(info["reduction"] for info in backbone.feature_info)
+        (8, 32)
+        >>> for feature in backbone(torch.randn(1, 3, 64, 64)):
+        ...     print(tuple(feature.shape))
+        (1, 80, 8, 8)
+        (1, 320, 2, 2)
     """
     builder = get_builder(name)
     options = {"num_classes": num_classes, "in_chans": in_chans, "drop_path_rate": drop_path_rate}
