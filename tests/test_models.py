@@ -422,7 +422,9 @@ CONSTRUCTOR_ERRORS = [
     (lambda: RecNeXt(drop_path_rate=1.0), r"drop_path_rate must be in \[0, 1\), got 1.0"),
     (lambda: RecNeXt(drop_rate=-0.1), r"drop_rate must be in \[0, 1\)"),
     (lambda: RecNeXt(stem_strides=(2,)), r"stem_strides needs one stride per stem conv \(2\)"),
+    (lambda: RecNeXt(stem_strides=4), r"stem_strides needs one stride per stem conv \(2\), got 4"),
     (lambda: RecNeXt(stem_strides=(2, 0)), "strides must be >= 1"),
+    (lambda: RecNeXt(features_only=True).set_features_only(), "already returns features only"),
     (lambda: RecNeXt(spatial_dims=3, down_stride=(1, 2)), "down_stride must be an int or a tuple of 3 ints"),
     (lambda: RecNeXt(out_indices=(0,)), "out_indices only applies with features_only=True"),
     (

@@ -129,7 +129,7 @@ class RecNeXt(nn.Module):
         for name, rate in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):
             if not 0.0 <= rate < 1.0:
                 raise ValueError(f"RecNeXt: {name} must be in [0, 1), got {rate!r}")
-        if len(stem_strides) != 2:
+        if isinstance(stem_strides, int) or len(stem_strides) != 2:
             raise ValueError(
                 f"RecNeXt: stem_strides needs one stride per stem conv (2), got {stem_strides!r}"
             )
@@ -199,6 +199,8 @@ class RecNeXt(nn.Module):
     def set_features_only(self, out_indices: Sequence[int] | None = None) -> RecNeXt:
         """Drop the classifier and the stages after the last of ``out_indices``; ``forward`` then
         returns the listed stage outputs (negative indices count from the end)."""
+        if self.out_indices is not None:
+            raise ValueError("RecNeXt: the model already returns features only")
         count = len(self.stages)
         indices = tuple(range(count)) if out_indices is None else tuple(out_indices)
         if not indices or any(not isinstance(i, int) or not -count <= i < count for i in indices):
