@@ -53,7 +53,7 @@ def _erf(args: argparse.Namespace) -> None:
             **common,
         )
     print(ratio_table(results))
-    plot_erfs(results, args.out)
+    plot_erfs(results, args.out, log=args.log_color)
     print(f"\nwrote {args.out}")
 
 
@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     erf.add_argument("--samples", type=_positive, default=8, help="random inputs to average")
     erf.add_argument("--seed", type=int, default=0)
     erf.add_argument("--out", default="erf.png", help="figure path (.png, .svg, .pdf)")
+    erf.add_argument(
+        "--log-color", action="store_true", help="color D on a log scale to show the faint reach"
+    )
     erf.set_defaults(run=_erf, error=erf.error)
 
     prof = commands.add_parser(

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from .erf import ERFResult
 
 _AXES = ("depth", "height", "width")
+LOG_FLOOR = 1e-3
 
 
 def check_figure_path(path: str | os.PathLike[str]) -> None:
@@ -34,7 +35,11 @@ def check_figure_path(path: str | os.PathLike[str]) -> None:
 
 
 def plot_erfs(
-    results: Sequence[tuple[str, ERFResult]], path: str | os.PathLike[str], *, dpi: int = 100
+    results: Sequence[tuple[str, ERFResult]],
+    path: str | os.PathLike[str],
+    *,
+    log: bool = False,
+    dpi: int = 100,
 ) -> None:
     """Draw normalized ERFs side by side and save the figure (PNG, SVG, PDF: by the file suffix).
 
@@ -44,6 +49,8 @@ def plot_erfs(
     Args:
         results: ``(label, result)`` pairs, as returned by :func:`recconv.analysis.recconv_erfs`.
         path: Where to save the figure.
+        log: Color (1D: plot) ``D`` on a log scale from ``1e-3`` to show the faint outer reach,
+            which a linear scale hides next to the bright center.
         dpi: Resolution of raster formats.
 
     Raises:
@@ -66,6 +73,10 @@ def plot_erfs(
     if len(ranks) != 1:
         raise ValueError(f"plot_erfs: all maps must have the same rank, got ranks {sorted(ranks)}")
     Figure = _figure_class()
+    from matplotlib.colors import LogNorm, Normalize
+
+    norm = LogNorm(vmin=LOG_FLOOR, vmax=1, clip=True) if log else Normalize(vmin=0, vmax=1)
+    label_d = "D (log scale)" if log else "D"
     (rank,) = ranks
     panels = len(results)
     if rank == 1:
@@ -75,8 +86,11 @@ def plot_erfs(
             curve = result.normalized.numpy()
             offsets = range(-(curve.size // 2), curve.size - curve.size // 2)
             axes.plot(offsets, curve, label=label)
-        axes.set_xlabel("input offset from the output's center")
-        axes.set_ylabel("normalized contribution D")
+        if log:
+            axes.set_yscale("log")
+            axes.set_ylim(LOG_FLOOR, 1.5)
+        axes.set_xlabel("input position relative to the center")
+        axes.set_ylabel(f"normalized contribution {label_d}")
         axes.legend()
     else:
         rows = 1 if rank == 2 else 3
@@ -85,14 +99,15 @@ def plot_erfs(
         for column, (label, result) in enumerate(results):
             for row in range(rows):
                 axes = grid[row][column]
-                image = axes.imshow(_central_slice(result, row), cmap="viridis", vmin=0, vmax=1)
+                # clip=True paints zeros (below the log floor) in the lowest color.
+                image = axes.imshow(_central_slice(result, row), cmap="viridis", norm=norm)
                 axes.set_xticks([])
                 axes.set_yticks([])
                 if row == 0:
                     axes.set_title(label)
                 if rank == 3 and column == 0:
                     axes.set_ylabel(f"central {_AXES[row]} slice")
-        figure.colorbar(image, ax=grid, shrink=0.8, label="D")
+        figure.colorbar(image, ax=grid, shrink=0.8, label=label_d)
     figure.savefig(path, dpi=dpi)
 
 
