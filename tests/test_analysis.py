@@ -206,13 +206,14 @@ def test_plot_refuses_mixed_ranks(tmp_path):
         plot_erfs([("a", one), ("b", two)], tmp_path / "x.png")
 
 
+@pytest.mark.parametrize("log", [False, True])
 @pytest.mark.parametrize("spatial_dims, pixels", [(1, (700, 350)), (2, (700, 300)), (3, (700, 900))])
-def test_plots_are_valid_pngs(tmp_path, spatial_dims, pixels):
+def test_plots_are_valid_pngs(tmp_path, spatial_dims, pixels, log):
     from PIL import Image
 
     result = erf(ones_conv(spatial_dims, 1, 3), (1, 1, *(7,) * spatial_dims), samples=1)
     path = tmp_path / "erf.png"
-    plot_erfs([("a", result), ("b", result)], path)
+    plot_erfs([("a", result), ("b", result)], path, log=log)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(path) as image:
         assert image.size == pixels
@@ -410,9 +411,8 @@ def test_cli_erf_writes_a_png_and_the_ratio_table(tmp_path, capsys):
 def test_cli_erf_with_a_model(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "recconv.models", fake_models({}))
     out = tmp_path / "model.png"
-    assert (
-        main(["erf", "--model", "recnext_seq_tiny", "--size", "16", "--samples", "1", "--out", str(out)]) == 0
-    )
+    argv = ["erf", "--model", "recnext_seq_tiny", "--size", "16", "--samples", "1", "--log-color"]
+    assert main([*argv, "--out", str(out)]) == 0
     assert "| recnext_seq_tiny | 3 | 1 (6.25%) |" in capsys.readouterr().out
     assert out.read_bytes()[:4] == b"\x89PNG"
 

@@ -83,7 +83,8 @@ def plot_erfs(
         figure = Figure(figsize=(7, 3.5), layout="constrained")
         axes = figure.add_subplot()
         for label, result in results:
-            curve = result.normalized.numpy()
+            # On a log axis, values under the floor (zeros included) sit on the floor.
+            curve = (result.normalized.clamp(min=LOG_FLOOR) if log else result.normalized).numpy()
             offsets = range(-(curve.size // 2), curve.size - curve.size // 2)
             axes.plot(offsets, curve, label=label)
         if log:

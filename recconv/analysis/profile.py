@@ -235,8 +235,11 @@ def profile(
 
     Example:
         >>> rows = profile(dims=[1], levels=[2], size=64, channels=4, repeats=1, warmup=0)
-        >>> [(r.layer, r.level, r.kernel, r.params) for r in rows]
-        [('k-conv', None, 5, 20), ('RecConv', 2, 5, 80), ('dense', 2, 21, 84)]
+        >>> for row in rows:
+        ...     print(row.layer, row.level, row.kernel, row.params)
+        k-conv None 5 20
+        RecConv 2 5 80
+        dense 2 21 84
     """
     _check_profile_arguments(dims, levels, kernel_size, channels, size, batch, repeats, warmup)
     device = torch.device(device)
