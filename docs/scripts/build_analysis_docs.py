@@ -81,7 +81,8 @@ def machine() -> str:
     if cpuinfo.exists():
         names = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text())
         cpu = names[0] if names else cpu
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python {platform.python_version()}"
+    threads = torch.get_num_threads()
+    return f"{cpu}, {threads} thread{'s' * (threads != 1)}, torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def build_costs() -> None:
