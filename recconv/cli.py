@@ -6,74 +6,10 @@ import argparse
 from collections.abc import Sequence
 
 import torch
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from .core import RecConvNd
+from .analysis.profile import FORMATS, cost_markdown, cost_rows, format_rows, profile
 from .models import costs_table, list_models
-from .ops import dense_depthwise_conv, per_rank
 from .swap import load_model, swap
-from .theory import effective_kernel_size, receptive_field
-
-_RECCONV = ("RecConv1d", "RecConv2d", "RecConv3d")
-
-
-def _counted(module: nn.Module, input_size: Sequence[int], channels: int) -> tuple[int, int]:
-    """Parameters and FlopCounterMode FLOPs of one forward pass, on the meta device (no compute)."""
-    x = torch.empty(1, channels, *input_size, device="meta")
-    with FlopCounterMode(display=False) as counter:
-        module(x)
-    return sum(p.numel() for p in module.parameters()), counter.get_total_flops()
-
-
-def cost_rows(
-    dims: Sequence[int], levels: Sequence[int], kernel_size: int, size: int, channels: int
-) -> list[dict]:
-    """Counted costs of RecConv against one k-kernel conv and a dense conv as wide as its effective kernel."""
-    import recconv
-
-    rows = []
-    for spatial_dims in dims:
-        layer_class = getattr(recconv, per_rank(_RECCONV, spatial_dims))
-        input_size = (size,) * spatial_dims
-        base = dense_depthwise_conv(channels, (kernel_size,) * spatial_dims, device="meta")
-        base_params, base_flops = _counted(base, input_size, channels)
-        for level in levels:
-            layer: RecConvNd = layer_class(channels, kernel_size, level, device="meta")
-            params, flops = _counted(layer, input_size, channels)
-            wide = tuple(k + 1 - k % 2 for k in effective_kernel_size(layer))  # smallest odd size >= k * 2**l
-            dense_params, dense_flops = _counted(
-                dense_depthwise_conv(channels, wide, device="meta"), input_size, channels
-            )
-            rows.append(
-                {
-                    "rank": f"{spatial_dims}D",
-                    "level": level,
-                    "receptive_field": receptive_field(layer)[0],
-                    "params": params,
-                    "params_vs_k": params / base_params,
-                    "flops_vs_k": flops / base_flops,
-                    "dense_kernel": wide[0],
-                    "dense_params_vs_ours": dense_params / params,
-                    "dense_flops_vs_ours": dense_flops / flops,
-                }
-            )
-    return rows
-
-
-def _markdown(rows: list[dict]) -> str:
-    header = (
-        "| rank | level | receptive field | params | params / k-conv | FLOPs / k-conv "
-        "| dense kernel | dense params / ours | dense FLOPs / ours |"
-    )
-    lines = [header, "|" + "---|" * 9]
-    for r in rows:
-        lines.append(
-            f"| {r['rank']} | {r['level']} | {r['receptive_field']} | {r['params']:,} | "
-            f"{r['params_vs_k']:.2f} | {r['flops_vs_k']:.3f} | {r['dense_kernel']} | "
-            f"{r['dense_params_vs_ours']:.1f} | {r['dense_flops_vs_ours']:.1f} |"
-        )
-    return "\n".join(lines)
 
 
 def _costs(args: argparse.Namespace) -> None:
@@ -83,7 +19,74 @@ def _costs(args: argparse.Namespace) -> None:
         "against one k-kernel depthwise conv and a dense depthwise conv spanning its effective kernel;\n"
         "params and FLOPs counted with torch.utils.flop_counter.FlopCounterMode.\n"
     )
-    print(_markdown(rows))
+    print(cost_markdown(rows))
+
+
+def _erf(args: argparse.Namespace) -> None:
+    from .analysis import check_figure_path, model_erf, plot_erfs, ratio_table, recconv_erfs
+
+    try:
+        check_figure_path(args.out)  # before minutes of gradients, not after
+    except (ImportError, ValueError) as error:
+        args.error(str(error))
+    common = {"size": args.size, "samples": args.samples, "seed": args.seed, "progress": True}
+    if args.model is not None:
+        layer_options = {
+            "--dims": args.dims,
+            "--kernel-size": args.kernel_size,
+            "--levels": args.levels,
+            "--channels": args.channels,
+        }
+        given = [flag for flag, value in layer_options.items() if value is not None]
+        if given:
+            args.error(f"--model reads its layout from the model; drop {' '.join(given)}")
+        try:
+            results = [model_erf(args.model, checkpoint=args.checkpoint, **common)]
+        except ValueError as error:
+            args.error(str(error))
+    else:
+        if args.checkpoint is not None:
+            args.error("--checkpoint needs --model")
+        results = recconv_erfs(
+            args.dims or 2,
+            args.kernel_size or 5,
+            args.levels or [0, 1, 2, 3],
+            channels=args.channels or 8,
+            **common,
+        )
+    print(ratio_table(results))
+    plot_erfs(results, args.out, log=args.log_color)
+    print(f"\nwrote {args.out}")
+
+
+def _profile(args: argparse.Namespace) -> None:
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        args.error(f"unknown device {args.device!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        args.error("--device cuda: no CUDA device is available")
+    rows = profile(
+        args.dims,
+        args.levels,
+        kernel_size=args.kernel_size,
+        channels=args.channels,
+        size=args.size,
+        batch=args.batch,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        max_timed_flops=args.max_timed_flops,
+        device=device,
+        progress=True,
+    )
+    if args.format == "md":
+        print(
+            f"RecConv (kernel {args.kernel_size}) against one k-kernel depthwise conv and a dense depthwise "
+            f"conv as wide as its effective kernel, on {device}, {torch.get_num_threads()} threads: medians of "
+            f"{args.repeats} interleaved rounds after {args.warmup} warmup; — = not timed (over "
+            f"{args.max_timed_flops:g} FLOPs). saved MiB = activation memory autograd keeps for backward.\n"
+        )
+    print(format_rows(rows, args.format))
 
 
 def _swap(args: argparse.Namespace) -> None:
@@ -97,7 +100,7 @@ def _swap(args: argparse.Namespace) -> None:
             input_size=args.input_size,
         )
     except ValueError as error:  # a bad spec, a kernel too small to preserve, a bad --input-size
-        args.parser.error(str(error))
+        args.error(str(error))
     print(report.to_markdown())
 
 
@@ -119,6 +122,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
 def _odd(text: str) -> int:
     value = _positive(text)
     if value % 2 == 0:
@@ -126,17 +143,30 @@ def _odd(text: str) -> int:
     return value
 
 
+def _add_layer_options(
+    parser: argparse.ArgumentParser,
+    *,
+    dims: list[int] | None,
+    levels: list[int] | None,
+    kernel_size: int | None,
+    channels: int | None,
+    several_ranks: bool = True,
+) -> None:
+    parser.add_argument(
+        "--dims", type=int, nargs="+" if several_ranks else None, default=dims, choices=[1, 2, 3]
+    )
+    parser.add_argument("--levels", type=int, nargs="+", default=levels, choices=range(0, 9), metavar="L")
+    parser.add_argument("--kernel-size", type=_odd, default=kernel_size)
+    parser.add_argument("--channels", type=_positive, default=channels)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recconv", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+
     costs = commands.add_parser("costs", help="counted params, FLOPs and receptive fields per rank and level")
-    costs.add_argument("--dims", type=int, nargs="+", default=[1, 2, 3], choices=[1, 2, 3])
-    costs.add_argument(
-        "--levels", type=int, nargs="+", default=[1, 2, 3, 4], choices=range(0, 9), metavar="L"
-    )
-    costs.add_argument("--kernel-size", type=_odd, default=5)
+    _add_layer_options(costs, dims=[1, 2, 3], levels=[1, 2, 3, 4], kernel_size=5, channels=64)
     costs.add_argument("--size", type=_positive, default=64, help="input size per spatial axis")
-    costs.add_argument("--channels", type=_positive, default=64)
     costs.set_defaults(run=_costs)
     swapper = commands.add_parser(
         "swap", help="swap RecConv into a model's depthwise convs and print the report"
@@ -151,10 +181,53 @@ def build_parser() -> argparse.ArgumentParser:
         "--input-size", type=_positive, nargs="+", default=None, metavar="N",
         help="one input sample without the batch axis, e.g. 3 224 224 (default: FLOPs per position)",
     )  # fmt: skip
-    swapper.set_defaults(run=_swap, parser=swapper)
+    swapper.set_defaults(run=_swap, error=swapper.error)
     models = commands.add_parser("models", help="params and MACs of the named models in recconv.models")
     models.add_argument("names", nargs="*", type=_model_name, metavar="NAME", help="default: all")
     models.set_defaults(run=_models)
+
+    erf = commands.add_parser(
+        "erf",
+        help="effective receptive fields (RepLKNet's method): a figure and the area ratios",
+        description="Effective receptive fields of RecConv layers per level (default: --dims 2 "
+        "--kernel-size 5 --levels 0 1 2 3 --channels 8) or of a backbone (--model).",
+    )
+    # None marks "not given": --model refuses layer options.
+    _add_layer_options(erf, dims=None, levels=None, kernel_size=None, channels=None, several_ranks=False)
+    erf.add_argument("--model", metavar="NAME", help="a backbone from recconv.models.list_models()")
+    erf.add_argument("--checkpoint", metavar="PATH", help="weights for --model")
+    erf.add_argument(
+        "--size",
+        type=_positive,
+        help="input size per axis (default: layers, the largest receptive field + 2k, rounded up to a multiple of 2**level; models, 1024/224/32 in 1D/2D/3D)",
+    )
+    erf.add_argument("--samples", type=_positive, default=8, help="random inputs to average")
+    erf.add_argument("--seed", type=int, default=0)
+    erf.add_argument("--out", default="erf.png", help="figure path (.png, .svg, .pdf)")
+    erf.add_argument(
+        "--log-color", action="store_true", help="color D on a log scale to show the faint reach"
+    )
+    erf.set_defaults(run=_erf, error=erf.error)
+
+    prof = commands.add_parser(
+        "profile", help="params, FLOPs, latency and memory of RecConv, a k-kernel conv and a dense conv"
+    )
+    _add_layer_options(prof, dims=[1, 2, 3], levels=[1, 2, 3], kernel_size=5, channels=16)
+    prof.add_argument(
+        "--size", type=_positive, help="input size per axis (default 1024, 64, 16 for 1D, 2D, 3D)"
+    )
+    prof.add_argument("--batch", type=_positive, default=2)
+    prof.add_argument("--repeats", type=_positive, default=7, help="timed rounds (medians)")
+    prof.add_argument("--warmup", type=_non_negative, default=2, help="untimed rounds first")
+    prof.add_argument(
+        "--max-timed-flops",
+        type=_positive_float,
+        default=2e8,
+        help="do not time layers with more forward FLOPs",
+    )
+    prof.add_argument("--device", default="cpu")
+    prof.add_argument("--format", choices=sorted(FORMATS), default="md")
+    prof.set_defaults(run=_profile, error=prof.error)
     return parser
 
 
