@@ -11,7 +11,8 @@ builder with one protocol, so built-in and user ops plug into the core the same 
 
 ``kernel_size`` and ``factor`` arrive as per-axis tuples. ``causal_axis`` is ``None`` or
 the index of the spatial axis along which the op must not look ahead; a builder that
-cannot honour it must raise ``ValueError``.
+cannot honour it must raise ``ValueError``. Subclassing :class:`ResizeOp` gives a user op
+the protocol's constructor.
 """
 
 from __future__ import annotations
@@ -156,14 +157,12 @@ class DepthwiseConv(nn.Module):
         )
 
 
-class _PoolDown(nn.Module):
-    """Parameter-free downsampling with the conv down op's geometry (window k, stride f).
+class ResizeOp(nn.Module):
+    """Base of the built-in resize ops: keeps the geometry every builder is called with.
 
-    The input is edge-padded (``k // 2`` per side, or ``k - 1`` before a causal axis), so
-    every window holds real samples and tiny inputs work in every rank.
+    Args follow the builder protocol of this module; ``channels``, ``bias``, ``device`` and
+    ``dtype`` matter only to ops with parameters.
     """
-
-    pools: tuple[Callable[..., Tensor], ...]
 
     def __init__(
         self,
@@ -180,18 +179,28 @@ class _PoolDown(nn.Module):
         self.kernel_size = tuple(kernel_size)
         self.factor = tuple(factor)
         self.causal_axis = causal_axis
-        self.edge_padding: list[int] = []  # F.pad order: last axis first
-        for axis in reversed(range(len(kernel_size))):
-            k = kernel_size[axis]
-            self.edge_padding += [k - 1, 0] if axis == causal_axis else [k // 2, k // 2]
-
-    def forward(self, x: Tensor) -> Tensor:
-        pool = per_rank(self.pools, x.dim() - 2)
-        return pool(F.pad(x, self.edge_padding, mode="replicate"), self.kernel_size, self.factor)
 
     def extra_repr(self) -> str:
         causal = f", causal_axis={self.causal_axis}" if self.causal_axis is not None else ""
         return f"kernel_size={self.kernel_size}, factor={self.factor}{causal}"
+
+
+class _PoolDown(ResizeOp):
+    """Parameter-free downsampling with the conv down op's geometry (window k, stride f).
+
+    The input is edge-padded (``k // 2`` per side, or ``k - 1`` before a causal axis), so
+    every window holds real samples and tiny inputs work in every rank.
+    """
+
+    pools: tuple[Callable[..., Tensor], ...]
+
+    def forward(self, x: Tensor) -> Tensor:
+        padding: list[int] = []  # F.pad order: last axis first
+        for axis in reversed(range(len(self.kernel_size))):
+            k = self.kernel_size[axis]
+            padding += [k - 1, 0] if axis == self.causal_axis else [k // 2, k // 2]
+        pool = per_rank(self.pools, x.dim() - 2)
+        return pool(F.pad(x, padding, mode="replicate"), self.kernel_size, self.factor)
 
 
 class AvgPoolDown(_PoolDown):
@@ -225,25 +234,10 @@ def _causal_resample(x: Tensor, axis: int, size: int, factor: int, linear: bool)
     return torch.lerp(x.index_select(dim, previous), x.index_select(dim, current), weight)
 
 
-class _InterpolateUp(nn.Module):
+class _InterpolateUp(ResizeOp):
     """Parameter-free upsampling through ``F.interpolate``, causal along one axis if asked."""
 
     linear: bool
-
-    def __init__(
-        self,
-        channels: int,
-        kernel_size: tuple[int, ...],
-        factor: tuple[int, ...],
-        *,
-        bias: bool = False,
-        causal_axis: int | None = None,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__()
-        self.factor = tuple(factor)
-        self.causal_axis = causal_axis
 
     def forward(self, x: Tensor, size: Sequence[int]) -> Tensor:
         size = list(size)
@@ -259,9 +253,6 @@ class _InterpolateUp(nn.Module):
         if axis is not None and self.factor[axis] > 1:
             x = _causal_resample(x, axis, target, self.factor[axis], self.linear)
         return x
-
-    def extra_repr(self) -> str:
-        return f"causal_axis={self.causal_axis}" if self.causal_axis is not None else ""
 
 
 class LinearUp(_InterpolateUp):
@@ -279,7 +270,7 @@ class NearestUp(_InterpolateUp):
     linear = False
 
 
-class TransposedUp(nn.Module):
+class TransposedUp(ResizeOp):
     """Learned depthwise transposed conv (kernel ``k + f - 1``, stride ``f``), cropped to size.
 
     Fine position ``t`` receives coarse samples ``i`` with ``t - i * f + pad`` inside the
@@ -298,9 +289,8 @@ class TransposedUp(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        self.factor = tuple(factor)
-        self.padding = _symmetric_padding(kernel_size, causal_axis)
+        super().__init__(channels, kernel_size, factor, causal_axis=causal_axis)
+        self.padding = _symmetric_padding(self.kernel_size, causal_axis)
         upsample_kernel = tuple(k + f - 1 for k, f in zip(kernel_size, factor))
         self.weight = nn.Parameter(torch.empty((channels, 1, *upsample_kernel), device=device, dtype=dtype))
         self.register_parameter(
@@ -322,9 +312,7 @@ class TransposedUp(nn.Module):
         return y[(..., *(slice(0, s) for s in size))]
 
     def extra_repr(self) -> str:
-        return (
-            f"kernel_size={tuple(self.weight.shape[2:])}, factor={self.factor}, bias={self.bias is not None}"
-        )
+        return f"{super().extra_repr()}, bias={self.bias is not None}"
 
 
 DOWNSAMPLE: dict[str, Builder] = {"conv": DepthwiseConv, "avgpool": AvgPoolDown, "maxpool": MaxPoolDown}

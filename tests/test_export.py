@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 
 from recconv import RecConv1d, RecConv2d, RecConv3d
+
+from .onnx_check import assert_onnx_matches
 
 CASES = {
     "2d-paper": (lambda: RecConv2d(4, 5, 3), (2, 4, 29, 31)),
@@ -39,14 +39,5 @@ def test_compile_fullgraph_matches_eager(name):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_onnx_export_runs_in_onnxruntime(name, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
     make, shape = CASES[name]
-    layer = make().eval()
-    x = torch.randn(shape)
-    path = tmp_path / f"{name}.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(layer, (x,), path, dynamo=True, opset_version=18)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    torch.testing.assert_close(torch.from_numpy(out), layer(x).detach(), rtol=1e-5, atol=1e-5)
+    assert_onnx_matches(make().eval(), torch.randn(shape), tmp_path / f"{name}.onnx", rtol=1e-5, atol=1e-5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from recconv.models import create_model, register_timm_models
 
+from .onnx_check import assert_onnx_matches
+
 
 @pytest.mark.parametrize(
     "name, shape, fuse",
@@ -24,18 +25,10 @@ from recconv.models import create_model, register_timm_models
     ],
 )
 def test_onnx_export_matches_onnxruntime(tmp_path, name, shape, fuse):
-    ort = pytest.importorskip("onnxruntime")
     model = create_model(name).eval()
     if fuse:
         model.fuse()
-    x = torch.randn(shape)
-    path = tmp_path / f"{name}.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), path, dynamo=True, opset_version=18)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    torch.testing.assert_close(torch.from_numpy(out), model(x).detach(), rtol=1e-4, atol=1e-5)
+    assert_onnx_matches(model, torch.randn(shape), tmp_path / f"{name}.onnx", rtol=1e-4, atol=1e-5)
 
 
 def test_compile_fullgraph_matches_eager_in_training():
