@@ -19,6 +19,7 @@ input requiring grad. Memory is the bytes autograd saves for backward (all tenso
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import statistics
 import sys
@@ -30,6 +31,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from paper_reference import PaperRecConv  # noqa: E402
+from precision import precision_table  # noqa: E402
 
 import recconv  # noqa: E402
 from recconv.ops import dense_depthwise_conv, per_rank  # noqa: E402
@@ -44,6 +46,7 @@ CASES = {
 }  # fmt: skip
 LAYOUTS = {2: torch.channels_last, 3: torch.channels_last_3d}
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
+DOCS_HEADER = (Path(__file__).resolve().parent / "performance_header.md").read_text()
 
 
 def build_variants(case: dict) -> dict[str, nn.Module]:
@@ -101,7 +104,7 @@ def saved_bytes(module: nn.Module, x: torch.Tensor) -> int:
 
 
 def measure(
-    case: dict, repeats: int, variants: dict[str, nn.Module], layout: torch.memory_format
+    case: dict, variants: dict[str, nn.Module], layout: torch.memory_format, repeats: dict[str, int]
 ) -> list[dict]:
     rows = []
     x = torch.randn(case["batch"], case["channels"], *case["size"]).contiguous(memory_format=layout)
@@ -110,11 +113,12 @@ def measure(
         for module in variants.values():  # warm-up (and compilation) outside the timed runs
             step(module, inputs, train)
         times: dict[str, list[float]] = {name: [] for name in variants}
-        for _ in range(repeats):
+        for round_ in range(max(repeats.values())):
             for name, module in variants.items():
-                start = time.perf_counter()
-                step(module, inputs, train)
-                times[name].append(time.perf_counter() - start)
+                if round_ < repeats[name]:
+                    start = time.perf_counter()
+                    step(module, inputs, train)
+                    times[name].append(time.perf_counter() - start)
         medians = {name: statistics.median(t) for name, t in times.items()}
         for name, median in medians.items():
             rows.append({
@@ -130,6 +134,12 @@ def measure(
             saved_bytes(variants[name], train_inputs) / 2**20
         )
     return rows
+
+
+def dense_gflops(case: dict, dense: nn.Module) -> float:
+    """Forward GFLOPs of the dense conv (2 per multiply-add)."""
+    outputs = case["batch"] * case["channels"] * math.prod(case["size"])
+    return 2 * outputs * math.prod(dense.kernel_size) / 1e9
 
 
 def machine() -> str:
@@ -163,6 +173,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--dense-repeats", type=int, default=3)
+    parser.add_argument("--max-dense-gflops", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--write-docs", action="store_true", help=f"write the tables to {DOCS}")
     args = parser.parse_args()
@@ -172,21 +184,33 @@ def main() -> None:
         case = CASES[name]
         variants = build_variants(case)
         error = check_numerics(case, variants)
+        note = f"float64 max |ours - paper| (output and input gradient): {error:.1e}"
+        gflops = dense_gflops(case, variants["dense"])
+        if gflops > args.max_dense_gflops:
+            del variants["dense"]
+            note += f"; dense not timed ({gflops:.0f} GFLOPs per forward)"
+        repeats = {
+            variant: args.dense_repeats if variant == "dense" else args.repeats for variant in variants
+        }
         layouts = {"contiguous": torch.contiguous_format}
         if case["dims"] in LAYOUTS:
             layouts["channels_last"] = LAYOUTS[case["dims"]]
         for layout_name, layout in layouts.items():
-            rows = measure(case, args.repeats, variants, layout)
-            section = table(name, case, layout_name, rows) + f"\n\nfloat64 max |ours - paper|: {error:.1e}\n"
+            rows = measure(case, variants, layout, repeats)
+            section = f"{table(name, case, layout_name, rows)}\n\n{note}\n"
             print(section, flush=True)
             sections.append(section)
     if args.write_docs:
         command = "python benchmarks/bench_recconv.py " + " ".join(sys.argv[1:])
+        precision = (
+            "\n## Mixed precision\n\n"
+            "Relative error against float64 of the same layer cast to float16 / bfloat16 (kernel 5, 16 channels; "
+            "`python benchmarks/precision.py`, median of 3 seeds). It stays at the dtype's rounding level and "
+            "does not grow with the level, so the layer needs no precision remedy; `tests/test_precision.py` "
+            "bounds it.\n\n" + precision_table([1, 2, 3, 4, 5], seeds=3) + "\n"
+        )
         DOCS.write_text(
-            "# Performance\n\n"
-            f"Measured with `{command}` on {machine()}.\n"
-            "Medians of interleaved runs in one process; see the script's docstring for the variants.\n\n"
-            + "\n".join(sections)
+            DOCS_HEADER.format(command=command, machine=machine()) + "\n".join(sections) + precision
         )
 
 

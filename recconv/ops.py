@@ -92,6 +92,15 @@ def pad_before(x: Tensor, axis: int, amount: int) -> Tensor:
     return F.pad(x, pad)
 
 
+def lifted(weight: Tensor, lift: int) -> Tensor:
+    """View a ``(C, 1, *kernel)`` weight with ``lift`` leading singleton kernel axes.
+
+    The core may run a 1D layer on ``(N, C, 1, L)`` tensors (PyTorch's channels-last 2D kernels
+    are faster on the CPU); every op then sees ``lift`` more spatial axes than its geometry names.
+    """
+    return weight.reshape(*weight.shape[:2], *(1,) * lift, *weight.shape[2:])
+
+
 def _symmetric_padding(kernel_size: tuple[int, ...], causal_axis: int | None) -> tuple[int, ...]:
     # The causal axis is padded on one side by the op itself, so the conv adds none there.
     return tuple(0 if axis == causal_axis else k // 2 for axis, k in enumerate(kernel_size))
@@ -144,10 +153,12 @@ class DepthwiseConv(nn.Module):
         _init_like_conv(self.weight, self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        lift = x.dim() - self.weight.dim()
         if self.causal_axis is not None:
-            x = pad_before(x, self.causal_axis, self.kernel_size[self.causal_axis] - 1)
+            x = pad_before(x, self.causal_axis + lift, self.kernel_size[self.causal_axis] - 1)
         conv = per_rank(_CONV, x.dim() - 2)
-        return conv(x, self.weight, self.bias, self.stride, self.padding, 1, self.weight.shape[0])
+        stride, padding = (1,) * lift + self.stride, (0,) * lift + self.padding
+        return conv(x, lifted(self.weight, lift), self.bias, stride, padding, 1, self.weight.shape[0])
 
     def extra_repr(self) -> str:
         causal = f", causal_axis={self.causal_axis}" if self.causal_axis is not None else ""
@@ -199,8 +210,11 @@ class _PoolDown(ResizeOp):
         for axis in reversed(range(len(self.kernel_size))):
             k = self.kernel_size[axis]
             padding += [k - 1, 0] if axis == self.causal_axis else [k // 2, k // 2]
+        lift = x.dim() - 2 - len(self.kernel_size)
+        padding += [0, 0] * lift  # replicate padding must name every spatial axis
         pool = per_rank(self.pools, x.dim() - 2)
-        return pool(F.pad(x, padding, mode="replicate"), self.kernel_size, self.factor)
+        ones = (1,) * lift
+        return pool(F.pad(x, padding, mode="replicate"), ones + self.kernel_size, ones + self.factor)
 
 
 class AvgPoolDown(_PoolDown):
@@ -241,7 +255,8 @@ class _InterpolateUp(ResizeOp):
 
     def forward(self, x: Tensor, size: Sequence[int]) -> Tensor:
         size = list(size)
-        axis = self.causal_axis
+        lift = x.dim() - 2 - len(self.factor)
+        axis = None if self.causal_axis is None else self.causal_axis + lift
         if axis is not None:
             # Interpolate the other axes first; same size along the causal axis is the identity.
             target = size[axis]
@@ -250,8 +265,8 @@ class _InterpolateUp(ResizeOp):
             mode = per_rank(_LINEAR_MODE, x.dim() - 2) if self.linear else "nearest"
             align = False if self.linear else None
             x = F.interpolate(x, size=size, mode=mode, align_corners=align)
-        if axis is not None and self.factor[axis] > 1:
-            x = _causal_resample(x, axis, target, self.factor[axis], self.linear)
+        if axis is not None and self.factor[self.causal_axis] > 1:
+            x = _causal_resample(x, axis, target, self.factor[self.causal_axis], self.linear)
         return x
 
 
@@ -302,8 +317,10 @@ class TransposedUp(ResizeOp):
         _init_like_conv(self.weight, self.bias)
 
     def forward(self, x: Tensor, size: Sequence[int]) -> Tensor:
+        lift = x.dim() - self.weight.dim()
         conv_transpose = per_rank(_CONV_TRANSPOSE, x.dim() - 2)
-        y = conv_transpose(x, self.weight, self.bias, self.factor, self.padding, 0, self.weight.shape[0])
+        stride, padding = (1,) * lift + self.factor, (0,) * lift + self.padding
+        y = conv_transpose(x, lifted(self.weight, lift), self.bias, stride, padding, 0, self.weight.shape[0])
         if any(have < want for have, want in zip(y.shape[2:], size)):
             raise ValueError(
                 f"TransposedUp: cannot reach size {tuple(size)} from {tuple(x.shape[2:])} "
