@@ -6,7 +6,10 @@ For an input ``x`` the layer computes (Zhao, Luo, Ouyang, 2024, arXiv 2412.19628
     h = 0;    h = up(convs[level - i](f_i + h), size(f_{i-1}))   for i = level..1
     out = convs[level](x + h)
 
-``convs[0]`` works at the coarsest scale and ``convs[level]`` at full resolution.
+``convs[0]`` works at the coarsest scale and ``convs[level]`` at full resolution. Every op is
+a builder (see :mod:`recconv.ops`): ``conv`` builds the op of every level and ``coarse``, if
+given, replaces ``convs[0]``, the op at the coarsest scale; :class:`recconv.RecAttn2d` puts
+linear attention there.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .ops import DOWNSAMPLE, UPSAMPLE, Builder, DepthwiseConv, as_tuple, resolve_builder
+from .ops import CONV, DOWNSAMPLE, UPSAMPLE, Builder, as_tuple, resolve_builder
 
 _LAYOUTS = ("L", "H, W", "D, H, W")
 _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}  # by tensor rank
@@ -43,6 +46,10 @@ class RecConvNd(nn.Module):
         factor: Downsampling factor per level, an int or one per axis; ``1`` leaves that axis
             at full resolution (for example ``(1, 2, 2)`` keeps the time axis of a video).
         shared_down: One down op for all levels (the paper's choice) instead of one per level.
+        conv: ``"depthwise"`` (a bias-free depthwise conv, the paper's choice) or a conv
+            builder: the op of every level, ``convs[0..level]``.
+        coarse: ``None`` (the ``conv`` op) or a builder of a different op for the coarsest
+            level, ``convs[0]`` (with ``level=0`` it is the whole layer).
         causal: ``False``; ``True`` for causality along the first spatial axis; or the index
             of the spatial axis along which an output never depends on later inputs.
         device: Where to create the parameters.
@@ -67,6 +74,8 @@ class RecConvNd(nn.Module):
         downsample: str | Builder = "conv",
         factor: int | Sequence[int] = 2,
         shared_down: bool = True,
+        conv: str | Builder = "depthwise",
+        coarse: str | Builder | None = None,
         causal: bool | int = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -93,21 +102,30 @@ class RecConvNd(nn.Module):
         self.upsample = upsample
         self.downsample = downsample
         self.shared_down = shared_down
+        self.conv_op = conv
+        self.coarse_op = coarse
         self._label = f"{owner}({in_channels}, level={level})"
+        # Only the built-in ops know how to run a 1D layer lifted to (N, C, 1, L) (see forward).
+        self._liftable = all(isinstance(op, str) for op in (upsample, downsample, conv)) and coarse is None
 
         down_builder = resolve_builder(downsample, DOWNSAMPLE, "downsample", owner)
         up_builder = resolve_builder(upsample, UPSAMPLE, "upsample", owner)
+        conv_builder = resolve_builder(conv, CONV, "conv", owner)
+        coarse_builder = conv_builder if coarse is None else resolve_builder(coarse, CONV, "coarse", owner)
         op_kwargs = {"bias": bias, "causal_axis": self.causal_axis, "device": device, "dtype": dtype}
 
         def build(builder: Builder) -> nn.Module:
             return builder(in_channels, self.kernel_size, self.factor, **op_kwargs)
+
+        def build_conv(builder: Builder) -> nn.Module:
+            return builder(in_channels, self.kernel_size, **op_kwargs)
 
         levels = range(level)
         self.down = build(down_builder) if shared_down and level > 0 else None
         self.downs = None if shared_down else nn.ModuleList(build(down_builder) for _ in levels)
         self.ups = nn.ModuleList(build(up_builder) for _ in levels)
         self.convs = nn.ModuleList(
-            DepthwiseConv(in_channels, self.kernel_size, **op_kwargs) for _ in range(level + 1)
+            build_conv(coarse_builder if i == 0 else conv_builder) for i in range(level + 1)
         )
 
     def _causal_axis(self, causal: bool | int, owner: str) -> int | None:
@@ -147,7 +165,7 @@ class RecConvNd(nn.Module):
         # times faster on channels-last tensors, which a 1D input reaches as (N, C, 1, L): recurse in
         # that layout, answer in the caller's. The ops are the same, and so are the numbers.
         on_cpu = x.device.type == "cpu"
-        lift = on_cpu and self.spatial_dims == 1
+        lift = on_cpu and self.spatial_dims == 1 and self._liftable
         if lift:
             x = x.unsqueeze(2)
         layout = _CHANNELS_LAST.get(x.dim()) if on_cpu else None
@@ -184,11 +202,13 @@ class RecConvNd(nn.Module):
             "downsample": (self.downsample, "conv"),
             "factor": (f[0] if len(set(f)) == 1 else f, 2),
             "shared_down": (self.shared_down, True),
+            "conv": (self.conv_op, "depthwise"),
+            "coarse": (self.coarse_op, None),
             "causal": (self.causal_axis, None),
         }
         for name, (value, default) in options.items():
             if value != default:
-                shown = _name_of(value) if name in ("upsample", "downsample") else value
+                shown = _name_of(value) if name in ("upsample", "downsample", "conv", "coarse") else value
                 args.append(f"{name}={shown}")
         return ", ".join(args)
 

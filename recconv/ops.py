@@ -1,18 +1,22 @@
-"""Rank-generic building blocks of the recursive core: depthwise convs and resize ops.
+"""Rank-generic building blocks of the recursive core: depthwise convs, ConvNorm and resize ops.
 
-This is the only module that looks up per-rank torch functions. Every resize op is a
-builder with one protocol, so built-in and user ops plug into the core the same way:
+This is the only module that looks up per-rank torch functions for the layers. Every op of
+the core is a builder with one protocol, so built-in and user ops plug in the same way:
 
 * a **downsample builder** is called as
   ``builder(channels, kernel_size, factor, *, bias, causal_axis, device, dtype)`` and
   returns a module mapping ``(N, C, *S)`` to ``(N, C, *ceil(S / factor))``;
 * an **upsample builder** is called the same way and returns a module whose
-  ``forward(x, size)`` maps a coarse ``(N, C, *s)`` tensor to ``(N, C, *size)``.
+  ``forward(x, size)`` maps a coarse ``(N, C, *s)`` tensor to ``(N, C, *size)``;
+* a **conv builder** (the op of every level, or of the coarsest level only) is called as
+  ``builder(channels, kernel_size, *, bias, causal_axis, device, dtype)`` and returns a
+  module that keeps the shape ``(N, C, *S)``.
 
 ``kernel_size`` and ``factor`` arrive as per-axis tuples. ``causal_axis`` is ``None`` or
 the index of the spatial axis along which the op must not look ahead; a builder that
 cannot honour it must raise ``ValueError``. Subclassing :class:`ResizeOp` gives a user op
-the protocol's constructor.
+the protocol's constructor. A layer with a user op gives every op the input layout named
+here; only the built-in ops are also run on a 1D layer lifted to ``(N, C, 1, L)``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ _AVG_POOL = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)
 _MAX_POOL = (F.max_pool1d, F.max_pool2d, F.max_pool3d)
 _LINEAR_MODE = ("linear", "bilinear", "trilinear")
 _DENSE_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_BATCH_NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 Builder = Callable[..., nn.Module]
 
@@ -166,6 +171,126 @@ class DepthwiseConv(nn.Module):
             f"{self.weight.shape[0]}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"bias={self.bias is not None}{causal}"
         )
+
+
+def fold_batch_norm(
+    weight: Tensor, bias: Tensor | None, norm: nn.modules.batchnorm._BatchNorm
+) -> tuple[Tensor, Tensor]:
+    """Weight and bias of ``norm(op(x))`` for a linear ``op`` whose output channel is axis 0 of ``weight``."""
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+    shift = norm.bias - norm.running_mean * scale
+    if bias is not None:
+        shift = shift + bias * scale
+    return weight * scale.reshape(-1, *([1] * (weight.dim() - 1))), shift
+
+
+class ConvNorm(nn.Sequential):
+    """A bias-free convolution (``conv``) followed by BatchNorm (``norm``, weight 1, bias 0).
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Output channels.
+        kernel_size: Kernel per axis (an int or one per axis).
+        stride: Stride per axis.
+        padding: Padding per axis.
+        groups: Convolution groups.
+        spatial_dims: 1, 2 or 3.
+        device: Where to create the parameters.
+        dtype: Parameter dtype.
+
+    Example:
+        >>> import torch
+        >>> block = ConvNorm(3, 8, 3, stride=2, padding=1).eval()
+        >>> fused = block.fuse()
+        >>> x = torch.randn(1, 3, 16, 16)
+        >>> torch.allclose(fused(x), block(x), atol=1e-6)
+        True
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int] = 1,
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] = 0,
+        groups: int = 1,
+        *,
+        spatial_dims: int = 2,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        conv_class = per_rank(_DENSE_CONV, spatial_dims)
+        self.conv = conv_class(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            groups=groups,
+            bias=False,
+            device=device,
+            dtype=dtype,
+        )
+        self.norm = per_rank(_BATCH_NORM, spatial_dims)(out_channels, device=device, dtype=dtype)
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Module:
+        """One convolution with a bias that computes ``norm(conv(x))`` with the running statistics."""
+        conv = self.conv
+        weight, bias = fold_batch_norm(conv.weight, conv.bias, self.norm)
+        fused = type(conv)(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            bias=True,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
+        fused.weight.copy_(weight)
+        fused.bias.copy_(bias)
+        return fused
+
+
+def depthwise_conv_norm(
+    channels: int,
+    kernel_size: tuple[int, ...],
+    stride: tuple[int, ...] | None = None,
+    *,
+    bias: bool = False,
+    causal_axis: int | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> ConvNorm:
+    """Conv and down builder: a depthwise :class:`ConvNorm` with 'same' padding (RecAttn's convs).
+
+    As a down op its stride is the factor, so sizes become ``ceil(size / factor)`` as with
+    :class:`DepthwiseConv`. ``fuse()`` turns it into one ``nn.ConvNd`` with a bias.
+
+    Raises:
+        ValueError: For ``bias=True`` (the BatchNorm's shift is the bias) or a causal axis
+            (the conv is centered).
+    """
+    if bias:
+        raise ValueError("depthwise_conv_norm: bias=True is not supported; the BatchNorm's shift is the bias")
+    if causal_axis is not None:
+        raise ValueError("depthwise_conv_norm: a centered ConvNorm cannot be causal")
+    return ConvNorm(
+        channels,
+        channels,
+        kernel_size,
+        1 if stride is None else stride,
+        tuple(k // 2 for k in kernel_size),
+        groups=channels,
+        spatial_dims=len(kernel_size),
+        device=device,
+        dtype=dtype,
+    )
 
 
 class ResizeOp(nn.Module):
@@ -332,5 +457,6 @@ class TransposedUp(ResizeOp):
         return f"{super().extra_repr()}, bias={self.bias is not None}"
 
 
+CONV: dict[str, Builder] = {"depthwise": DepthwiseConv}
 DOWNSAMPLE: dict[str, Builder] = {"conv": DepthwiseConv, "avgpool": AvgPoolDown, "maxpool": MaxPoolDown}
 UPSAMPLE: dict[str, Builder] = {"linear": LinearUp, "nearest": NearestUp, "transposed": TransposedUp}

@@ -38,12 +38,14 @@ from .theory import conv_flops, receptive_field
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _RECCONVS = (RecConv1d, RecConv2d, RecConv3d)
 _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}  # by weight rank
-# swap sets these per replaced conv; every other keyword-only RecConvNd option passes through.
+# swap sets these per replaced conv; every other keyword-only RecConvNd option passes through,
+# except the conv ops: the inits and the cost report assume RecConv's depthwise convs.
 _PER_LAYER = ("bias", "device", "dtype")
+_CONV_OPS = ("conv", "coarse")
 _OPTIONS = tuple(
     name
     for name, p in inspect.signature(RecConvNd.__init__).parameters.items()
-    if p.kind is p.KEYWORD_ONLY and name not in _PER_LAYER
+    if p.kind is p.KEYWORD_ONLY and name not in _PER_LAYER + _CONV_OPS
 )
 
 Predicate = Callable[[str, nn.Module], bool]

@@ -50,7 +50,12 @@ def flop_ratio_limit(spatial_dims: int, factor: int | Sequence[int] = 2) -> floa
 
 
 def effective_kernel_size(layer: RecConvNd) -> tuple[int, ...]:
-    """The paper's effective kernel ``k * factor**level`` per axis."""
+    """The paper's effective kernel ``k * factor**level`` per axis (convs at every level)."""
+    if layer.coarse_op is not None:
+        layer_call = f"{type(layer).__name__}({layer.extra_repr()})"
+        raise ValueError(
+            f"effective_kernel_size: {layer_call} has a custom coarse op, not a conv of known size"
+        )
     return tuple(k * f**layer.level for k, f in zip(layer.kernel_size, layer.factor))
 
 
@@ -145,10 +150,15 @@ def _per_axis(factor: int | Sequence[int], spatial_dims: int) -> tuple[int, ...]
 
 def _builtin_ops(layer: RecConvNd) -> tuple[str, str]:
     down, up = layer.downsample, layer.upsample
-    if down not in _PARAMETRIC_DOWN or up not in _UPSAMPLE_NAMES:
+    if (
+        down not in _PARAMETRIC_DOWN
+        or up not in _UPSAMPLE_NAMES
+        or layer.conv_op != "depthwise"
+        or layer.coarse_op is not None
+    ):
         raise ValueError(
             f"the theory helpers know the built-in ops only; {layer!r} uses "
-            f"downsample={down!r}, upsample={up!r}"
+            f"downsample={down!r}, upsample={up!r}, conv={layer.conv_op!r}, coarse={layer.coarse_op!r}"
         )
     return down, up
 

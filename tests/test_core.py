@@ -303,3 +303,63 @@ def test_user_builders_plug_into_the_core():
         RecConv2d(4, 3, 2, downsample=_ScaledAverageDown, causal=True)
     with pytest.raises(ValueError, match="built-in ops only"):
         recconv.num_params(layer)
+
+
+class _Zero(nn.Module):
+    """A coarse op that discards its input: the coarsest level then adds nothing."""
+
+    def __init__(self, channels, kernel_size, *, bias, causal_axis, device, dtype) -> None:
+        super().__init__()
+
+    def forward(self, x):
+        self.seen_dims = x.dim()
+        return torch.zeros_like(x)
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_coarse_op_replaces_only_the_coarsest_conv(d):
+    layer = RecConv1d if d == 1 else RecConv2d if d == 2 else RecConv3d
+    plugged = layer(3, 3, 2, coarse=_Zero).double()
+    assert isinstance(plugged.convs[0], _Zero) and len(plugged.convs) == 3
+    assert "coarse=_Zero" in plugged.extra_repr()
+    # Nothing comes up from the coarsest level, so the layer is the level-1 RecConv on its other convs.
+    shorter = layer(3, 3, 1).double()
+    shorter.down.weight.data.copy_(plugged.down.weight)
+    for target, source in zip(shorter.convs, plugged.convs[1:]):
+        target.weight.data.copy_(source.weight)
+    x = torch.randn(2, 3, *(11,) * d, dtype=torch.float64)
+    torch.testing.assert_close(
+        plugged(x), shorter(x), rtol=1e-12, atol=1e-12
+    )  # 1D: conv1d against lifted conv2d
+    assert plugged.convs[0].seen_dims == d + 2  # a user op sees the protocol's layout (no 1D lift)
+    assert isinstance(layer(3, 3, 0, coarse=_Zero).convs[0], _Zero)  # level 0: the coarse op is the layer
+    with pytest.raises(ValueError, match="built-in ops only"):
+        recconv.conv_flops(plugged, (11,) * d)
+
+
+def test_conv_builder_plugs_into_every_level():
+    from recconv.ops import ConvNorm, depthwise_conv_norm
+
+    plugged = RecConv2d(4, 3, 2, conv=depthwise_conv_norm, downsample=depthwise_conv_norm).eval().double()
+    assert all(isinstance(m, ConvNorm) for m in (plugged.down, *plugged.convs))
+    assert (
+        plugged.extra_repr()
+        == "4, kernel_size=3, level=2, downsample=depthwise_conv_norm, conv=depthwise_conv_norm"
+    )
+    plain = RecConv2d(4, 3, 2).double()
+    plain.down.weight.data.copy_(plugged.down.conv.weight)
+    for target, source in zip(plain.convs, plugged.convs):
+        target.weight.data.copy_(source.conv.weight)
+    for module in plugged.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eps = 0.0  # fresh running statistics: an exact identity
+    x = torch.randn(2, 4, 13, 10, dtype=torch.float64)
+    torch.testing.assert_close(plugged(x), plain(x), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="a centered ConvNorm cannot be causal"):
+        RecConv2d(4, conv=depthwise_conv_norm, causal=True)
+    with pytest.raises(ValueError, match="bias=True is not supported"):
+        RecConv2d(4, conv=depthwise_conv_norm, bias=True)
+    with pytest.raises(ValueError, match=r"unknown conv 'dense'; expected one of \['depthwise'\]"):
+        RecConv2d(4, conv="dense")
+    with pytest.raises(ValueError, match="unknown coarse 'attention'"):
+        RecConv2d(4, coarse="attention")

@@ -16,95 +16,11 @@ import torch
 from torch import Tensor, nn
 
 from ..core import RecConv1d, RecConv2d, RecConv3d, RecConvNd
-from ..ops import Builder, per_rank
+from ..ops import Builder, ConvNorm, fold_batch_norm, per_rank
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BATCH_NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _RECCONV = (RecConv1d, RecConv2d, RecConv3d)
-
-
-def _fold(
-    weight: Tensor, bias: Tensor | None, norm: nn.modules.batchnorm._BatchNorm
-) -> tuple[Tensor, Tensor]:
-    """Weight and bias of ``norm(op(x))`` for a linear ``op`` whose output channel is axis 0 of ``weight``."""
-    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-    shift = norm.bias - norm.running_mean * scale
-    if bias is not None:
-        shift = shift + bias * scale
-    return weight * scale.reshape(-1, *([1] * (weight.dim() - 1))), shift
-
-
-class ConvNorm(nn.Sequential):
-    """A bias-free convolution (``conv``) followed by BatchNorm (``norm``, weight 1, bias 0).
-
-    Args:
-        in_channels: Input channels.
-        out_channels: Output channels.
-        kernel_size: Kernel per axis (an int or one per axis); the length of a tuple sets the rank.
-        stride: Stride per axis.
-        padding: Padding per axis.
-        groups: Convolution groups.
-        spatial_dims: 1, 2 or 3.
-        device: Where to create the parameters.
-        dtype: Parameter dtype.
-
-    Example:
-        >>> import torch
-        >>> block = ConvNorm(3, 8, 3, stride=2, padding=1).eval()
-        >>> fused = block.fuse()
-        >>> x = torch.randn(1, 3, 16, 16)
-        >>> torch.allclose(fused(x), block(x), atol=1e-6)
-        True
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | Sequence[int] = 1,
-        stride: int | Sequence[int] = 1,
-        padding: int | Sequence[int] = 0,
-        groups: int = 1,
-        *,
-        spatial_dims: int = 2,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__()
-        conv_class = per_rank(_CONV, spatial_dims)
-        self.conv = conv_class(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            padding,
-            groups=groups,
-            bias=False,
-            device=device,
-            dtype=dtype,
-        )
-        self.norm = per_rank(_BATCH_NORM, spatial_dims)(out_channels, device=device, dtype=dtype)
-
-    @torch.no_grad()
-    def fuse(self) -> nn.Module:
-        """One convolution with a bias that computes ``norm(conv(x))`` with the running statistics."""
-        conv = self.conv
-        weight, bias = _fold(conv.weight, conv.bias, self.norm)
-        fused = type(conv)(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            conv.stride,
-            conv.padding,
-            conv.dilation,
-            conv.groups,
-            bias=True,
-            device=weight.device,
-            dtype=weight.dtype,
-        )
-        fused.weight.copy_(weight)
-        fused.bias.copy_(bias)
-        return fused
 
 
 def channel_mixer(
@@ -218,7 +134,7 @@ class Downsample(nn.Module):
     def fuse(self) -> Downsample:
         """Fold ``norm`` into ``token_mixer`` (in place); the MLP's ConvNorms fuse through their own ``fuse``."""
         if isinstance(self.norm, nn.modules.batchnorm._BatchNorm):
-            weight, bias = _fold(self.token_mixer.weight, self.token_mixer.bias, self.norm)
+            weight, bias = fold_batch_norm(self.token_mixer.weight, self.token_mixer.bias, self.norm)
             self.token_mixer.weight.copy_(weight)
             self.token_mixer.bias = nn.Parameter(bias)
             self.norm = nn.Identity()
@@ -276,7 +192,7 @@ class RecNeXtBlock(nn.Module):
         """
         if isinstance(self.norm, nn.modules.batchnorm._BatchNorm):
             last = self.token_mixer.convs[-1]
-            weight, bias = _fold(last.weight, last.bias, self.norm)
+            weight, bias = fold_batch_norm(last.weight, last.bias, self.norm)
             last.weight.copy_(weight)
             last.bias = nn.Parameter(bias)
             self.norm = nn.Identity()
