@@ -1,5 +1,6 @@
-"""recconv: RecConv (arXiv 2412.19628) in 1D, 2D and 3D on one recursive core."""
+"""recconv: RecConv (arXiv 2412.19628) and RecAttn in 1D, 2D and 3D on one recursive core."""
 
+from .attention import LinearAttention, RecAttn1d, RecAttn2d, RecAttn3d, RecAttnNd
 from .core import RecConv1d, RecConv2d, RecConv3d, RecConvNd
 from .swap import SwapReport, swap, swapped
 from .theory import (
@@ -16,6 +17,11 @@ from .theory import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "LinearAttention",
+    "RecAttn1d",
+    "RecAttn2d",
+    "RecAttn3d",
+    "RecAttnNd",
     "RecConv1d",
     "RecConv2d",
     "RecConv3d",

@@ -73,3 +73,68 @@ def recconv(
             depthwise_conv(features[i] + h, conv_weights[level - i], ones), features[i - 1].shape[2:], mode
         )
     return depthwise_conv(x + h, conv_weights[level], ones)
+
+
+# --- RecAttn, from the state_dict names of the paper's code ----------------------------------------
+
+
+def batch_norm(x: Tensor, state: dict[str, Tensor], prefix: str) -> Tensor:
+    """Eval-mode BatchNorm, written out."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    mean, var = state[f"{prefix}.running_mean"].reshape(shape), state[f"{prefix}.running_var"].reshape(shape)
+    weight, bias = state[f"{prefix}.weight"].reshape(shape), state[f"{prefix}.bias"].reshape(shape)
+    return (x - mean) / torch.sqrt(var + 1e-5) * weight + bias
+
+
+def conv_norm_depthwise(x: Tensor, state: dict[str, Tensor], prefix: str, stride: tuple[int, ...]) -> Tensor:
+    return batch_norm(depthwise_conv(x, state[f"{prefix}.conv.weight"], stride), state, f"{prefix}.norm")
+
+
+def linear_attention(x: Tensor, state: dict[str, Tensor], prefix: str, heads: int, variant: int) -> Tensor:
+    """The issue's formulas, one sample and one head at a time, positions flattened in C order."""
+    batch, channels, *spatial = x.shape
+    n, d = math.prod(spatial), channels // heads
+    s = n**-0.5
+    # qk: a 1-wide conv C -> 2C in 2 groups: q from the first C/2 input channels, k from the rest.
+    weight = state[f"{prefix}.qk.conv.weight"].reshape(2 * channels, channels // 2)
+    flat = x.reshape(batch, channels, n)
+    qk = torch.cat(
+        [weight[:channels] @ flat[:, : channels // 2], weight[channels:] @ flat[:, channels // 2 :]], 1
+    )
+    qk = batch_norm(qk, state, f"{prefix}.qk.norm")
+    qk = torch.where(qk > 0, qk, torch.expm1(qk)) + 1  # elu + 1
+    out = torch.empty_like(flat)
+    for b in range(batch):
+        for h in range(heads):
+            rows = slice(h * d, (h + 1) * d)
+            q, k, v = qk[b, :channels][rows], qk[b, channels:][rows], flat[b, rows]  # each (d, n)
+            if variant == 1:
+                kv = (k * s) @ (v.T * s)
+                result = q.T @ kv / (q.T @ k.mean(dim=1, keepdim=True) + 1e-6)
+            else:
+                a = q.T @ k
+                a = a / (a.mean(dim=1, keepdim=True) + 1e-6)
+                result = (a * s) @ (v.T * s)
+            out[b, rows] = result.T
+    pe = conv_norm_depthwise(x, state, f"{prefix}.pe", (1,) * len(spatial))
+    return out.reshape(x.shape) + pe
+
+
+def recattn(
+    x: Tensor, state: dict[str, Tensor], heads: int, variant: int, level: int, prefix: str = ""
+) -> Tensor:
+    """Nested form: R_j(y) = conv_j(y + nearest(R_{j-1}(down(y)), size(y))), R_0 = the attention.
+
+    ``conv_level`` is ``conv``, ``conv_j`` for ``0 < j < level`` is ``convs.j``; ``down.0`` is the
+    strided ConvNorm and ``down.1`` the attention, as in the paper's state_dict.
+    """
+    ones = (1,) * (x.dim() - 2)
+
+    def mixer(y: Tensor, j: int) -> Tensor:
+        if j == 0:
+            return linear_attention(y, state, f"{prefix}down.1", heads, variant)
+        coarse = mixer(conv_norm_depthwise(y, state, f"{prefix}down.0", (2,) * len(ones)), j - 1)
+        name = "conv" if j == level else f"convs.{j}"
+        return conv_norm_depthwise(y + resize(coarse, y.shape[2:], "nearest"), state, prefix + name, ones)
+
+    return mixer(x, level)
