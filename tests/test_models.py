@@ -303,7 +303,7 @@ def test_drop_path_is_stochastic_in_training_only():
 
 def test_list_models_and_builders_agree():
     assert list_models() == list(PRESETS)
-    assert len(list_models()) == 11
+    assert len(list_models()) == 17
 
 
 def test_cli_prints_the_counted_table(capsys):

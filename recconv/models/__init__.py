@@ -1,4 +1,4 @@
-"""RecNeXt backbones for images (the paper's M0..M5), audio, video and sequences.
+"""RecNeXt backbones for images (the paper's M0..M5 and A0..A5), audio, video and sequences.
 
 Example:
     >>> import torch
@@ -22,6 +22,12 @@ from .registry import (
     get_builder,
     list_models,
     model_costs,
+    recnext_a0,
+    recnext_a1,
+    recnext_a2,
+    recnext_a3,
+    recnext_a4,
+    recnext_a5,
     recnext_audio_small,
     recnext_audio_tiny,
     recnext_m0,
@@ -51,6 +57,12 @@ __all__ = [
     "load_checkpoint",
     "model_costs",
     "read_state_dict",
+    "recnext_a0",
+    "recnext_a1",
+    "recnext_a2",
+    "recnext_a3",
+    "recnext_a4",
+    "recnext_a5",
     "recnext_audio_small",
     "recnext_audio_tiny",
     "recnext_m0",

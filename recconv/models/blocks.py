@@ -15,12 +15,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..attention import RecAttn1d, RecAttn2d, RecAttn3d, RecAttnNd
 from ..core import RecConv1d, RecConv2d, RecConv3d, RecConvNd
 from ..ops import Builder, ConvNorm, fold_batch_norm, per_rank
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BATCH_NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _RECCONV = (RecConv1d, RecConv2d, RecConv3d)
+_RECATTN = (RecAttn1d, RecAttn2d, RecAttn3d)
 
 
 def channel_mixer(
@@ -197,6 +199,59 @@ class RecNeXtBlock(nn.Module):
             last.bias = nn.Parameter(bias)
             self.norm = nn.Identity()
         return self
+
+
+class RecAttnBlock(nn.Module):
+    """``x + drop_path(channel_mixer(token_mixer(x)))`` with a RecAttn token mixer (RecNeXt-A).
+
+    RecAttn ends in a ConvNorm, so the block has no norm of its own; every ConvNorm fuses itself.
+
+    Args:
+        channels: Input and output channels.
+        num_heads: Attention heads of the RecAttn.
+        level: RecAttn level of this block.
+        kernel_size: RecAttn kernel, an int or one per axis.
+        factor: RecAttn factor, an int or one per axis.
+        upsample: RecAttn upsample op name or builder.
+        variant: Linear-attention variant, 1 or 2.
+        mlp_ratio: Hidden width of the channel MLP over ``channels``.
+        act_layer: Activation class.
+        drop_path: Stochastic depth probability of the residual branch.
+        spatial_dims: 1, 2 or 3.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int,
+        level: int,
+        kernel_size: int | Sequence[int],
+        factor: int | Sequence[int],
+        upsample: str | Builder,
+        variant: int,
+        mlp_ratio: float,
+        act_layer: type[nn.Module],
+        drop_path: float,
+        spatial_dims: int,
+        **factory: Any,
+    ) -> None:
+        super().__init__()
+        recattn_class = per_rank(_RECATTN, spatial_dims)
+        self.token_mixer: RecAttnNd = recattn_class(
+            channels,
+            num_heads,
+            kernel_size,
+            level,
+            variant=variant,
+            factor=factor,
+            upsample=upsample,
+            **factory,
+        )
+        self.channel_mixer = channel_mixer(channels, mlp_ratio, act_layer, spatial_dims, **factory)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.drop_path(self.channel_mixer(self.token_mixer(x)))
 
 
 class NormLinear(nn.Sequential):

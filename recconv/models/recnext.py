@@ -1,22 +1,24 @@
 """RecNeXt: one backbone class for sequences, images and volumes or video.
 
 With its defaults and the paper's widths and depths it is RecNeXt-M0..M5 of Zhao, Luo, Ouyang
-(2024), parameter for parameter; the same class builds the 1D and 3D presets in
-:mod:`recconv.models.registry`.
+(2024), parameter for parameter; with ``token_mixer="recattn"`` it is their A series. The same
+class builds the 1D and 3D presets in :mod:`recconv.models.registry`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from ..ops import Builder, as_tuple
-from .blocks import DistillationHead, Downsample, RecNeXtBlock, Stem
+from .blocks import DistillationHead, Downsample, RecAttnBlock, RecNeXtBlock, Stem
 
 _LAYOUTS = ("L", "H, W", "D, H, W")
+_TOKEN_MIXERS = ("recconv", "recattn")
+_DROP_PATH_SCHEDULES = ("linear", "uniform")
 
 
 def _positive_ints(value: Sequence[int], name: str, minimum: int = 1) -> tuple[int, ...]:
@@ -24,6 +26,61 @@ def _positive_ints(value: Sequence[int], name: str, minimum: int = 1) -> tuple[i
     if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values):
         raise ValueError(f"RecNeXt: {name} must be a non-empty sequence of ints >= {minimum}, got {value!r}")
     return values
+
+
+class _TokenMixers(NamedTuple):
+    attention: bool
+    levels: tuple[int, ...]
+    heads: tuple[int, ...]
+    variants: tuple[int, ...]
+    upsample: str | Builder
+    downsample: str | Builder
+
+
+def _token_mixers(
+    token_mixer: str,
+    stages: int,
+    levels: Sequence[int] | None,
+    num_heads: Sequence[int] | None,
+    attention_variants: Sequence[int] | None,
+    upsample: str | Builder | None,
+    downsample: str | Builder | None,
+) -> _TokenMixers:
+    """The token-mixer options per stage, with the defaults of RecConv or RecAttn filled in."""
+    if token_mixer not in _TOKEN_MIXERS:
+        raise ValueError(f"RecNeXt: token_mixer must be one of {list(_TOKEN_MIXERS)}, got {token_mixer!r}")
+    attention = token_mixer == "recattn"
+    # Options of the other token mixer would be silently ignored: refuse them.
+    foreign = (
+        {"downsample": downsample}
+        if attention
+        else {"num_heads": num_heads, "attention_variants": attention_variants}
+    )
+    for name, value in foreign.items():
+        if value is not None:
+            raise ValueError(f"RecNeXt: {name} does not apply to token_mixer={token_mixer!r}")
+    if levels is None:
+        levels = tuple(1 if attention else stages - i for i in range(stages))
+    levels = _positive_ints(levels, "levels", minimum=1 if attention else 0)
+    heads = _positive_ints(
+        [2 ** (i + 1) for i in range(stages)] if num_heads is None else num_heads, "num_heads"
+    )
+    variants = tuple(
+        [2 if i >= 3 else 1 for i in range(stages)] if attention_variants is None else attention_variants
+    )
+    if len(heads) != stages or len(variants) != stages:
+        raise ValueError(
+            f"RecNeXt: num_heads and attention_variants need one entry per stage ({stages}), "
+            f"got {heads!r} and {variants!r}"
+        )
+    return _TokenMixers(
+        attention,
+        levels,
+        heads,
+        variants,
+        ("nearest" if attention else "linear") if upsample is None else upsample,
+        "conv" if downsample is None else downsample,
+    )
 
 
 class RecNeXtStage(nn.Module):
@@ -42,8 +99,9 @@ class RecNeXt(nn.Module):
     """A RecNeXt backbone of any rank: stem, stages of RecConv blocks, pooled two-head classifier.
 
     Stage ``i`` has ``widths[i]`` channels and ``depths[i]`` blocks whose token mixer is a
-    RecConv of level ``levels[i]``; every stage after the first starts with a strided grouped
-    conv. Layout and parameter names are the paper's, so official checkpoints load unchanged.
+    RecConv (followed by BatchNorm, the M series) or a RecAttn (the A series) of level
+    ``levels[i]``; every stage after the first starts with a strided grouped conv. Layout and
+    parameter names are the paper's, so official checkpoints load unchanged.
 
     Args:
         widths: Channels of each stage.
@@ -51,17 +109,26 @@ class RecNeXt(nn.Module):
         spatial_dims: 1 for ``(N, C, L)``, 2 for ``(N, C, H, W)``, 3 for ``(N, C, D, H, W)``.
         in_chans: Input channels.
         num_classes: Classifier outputs; ``0`` returns pooled features instead of logits.
-        levels: RecConv level per stage; default ``len(widths) - i`` (4, 3, 2, 1 for four stages).
-        kernel_size: RecConv base kernel, an int or one per axis.
-        factor: RecConv down/upsampling factor, an int or one per axis (``1`` keeps that axis).
-        upsample: RecConv upsample op (see :class:`recconv.RecConv2d`).
-        downsample: RecConv downsample op.
+        token_mixer: ``"recconv"`` (:class:`recconv.RecConv2d` and a BatchNorm, the M series) or
+            ``"recattn"`` (:class:`recconv.RecAttn2d`, the A series), in the model's rank.
+        levels: Token-mixer level per stage; default ``len(widths) - i`` (4, 3, 2, 1 for four
+            stages) for RecConv and 1 for RecAttn.
+        num_heads: RecAttn heads per stage; default ``2 ** (i + 1)`` (2, 4, 8, 16).
+        attention_variants: RecAttn's :class:`~recconv.LinearAttention` variant per stage;
+            default 1, and 2 from the fourth stage on, as in the paper's code.
+        kernel_size: Token-mixer base kernel, an int or one per axis.
+        factor: Token-mixer down/upsampling factor, an int or one per axis (``1`` keeps that axis).
+        upsample: Token-mixer upsample op (see :class:`recconv.RecConv2d`); default
+            ``"linear"`` for RecConv and ``"nearest"`` for RecAttn.
+        downsample: RecConv downsample op (default ``"conv"``); RecAttn's is a strided ConvNorm.
         stem_strides: Stride of each of the two stem convs, each an int or one per axis.
         down_stride: Stride of the transition conv that starts stages 1.., an int or one per axis.
         down_kernel_size: Kernel of that transition conv, an int or one per axis.
         mlp_ratio: Hidden width of every channel MLP over its input width.
         drop_rate: Dropout before the classifier.
-        drop_path_rate: Stochastic depth of the last block, rising linearly from 0 at the first.
+        drop_path_rate: Stochastic depth of the last block (see ``drop_path_schedule``).
+        drop_path_schedule: ``"linear"``: rising linearly from 0 at the first block (the M
+            series); ``"uniform"``: ``drop_path_rate`` in every block (the A series).
         distillation: In training, return the logits of both heads instead of their mean.
         features_only: Build without a classifier; ``forward`` returns the outputs of the
             stages in ``out_indices`` (timm's feature-extraction API).
@@ -92,17 +159,21 @@ class RecNeXt(nn.Module):
         spatial_dims: int = 2,
         in_chans: int = 3,
         num_classes: int = 1000,
+        token_mixer: str = "recconv",
         levels: Sequence[int] | None = None,
+        num_heads: Sequence[int] | None = None,
+        attention_variants: Sequence[int] | None = None,
         kernel_size: int | Sequence[int] = 5,
         factor: int | Sequence[int] = 2,
-        upsample: str | Builder = "linear",
-        downsample: str | Builder = "conv",
+        upsample: str | Builder | None = None,
+        downsample: str | Builder | None = None,
         stem_strides: Sequence[int | Sequence[int]] = (2, 2),
         down_stride: int | Sequence[int] = 2,
         down_kernel_size: int | Sequence[int] = 7,
         mlp_ratio: float = 2.0,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        drop_path_schedule: str = "linear",
         distillation: bool = False,
         features_only: bool = False,
         out_indices: Sequence[int] | None = None,
@@ -113,10 +184,17 @@ class RecNeXt(nn.Module):
         super().__init__()
         if spatial_dims not in (1, 2, 3):
             raise ValueError(f"RecNeXt: spatial_dims must be 1, 2 or 3, got {spatial_dims!r}")
+        if drop_path_schedule not in _DROP_PATH_SCHEDULES:
+            raise ValueError(
+                f"RecNeXt: drop_path_schedule must be one of {list(_DROP_PATH_SCHEDULES)}, "
+                f"got {drop_path_schedule!r}"
+            )
         widths = _positive_ints(widths, "widths")
         depths = _positive_ints(depths, "depths")
-        levels = tuple(len(widths) - i for i in range(len(widths))) if levels is None else levels
-        levels = _positive_ints(levels, "levels", minimum=0)
+        mixers = _token_mixers(
+            token_mixer, len(widths), levels, num_heads, attention_variants, upsample, downsample
+        )
+        levels = mixers.levels
         if not len(widths) == len(depths) == len(levels):
             raise ValueError(
                 f"RecNeXt: widths, depths and levels need one entry per stage, got "
@@ -151,7 +229,10 @@ class RecNeXt(nn.Module):
 
         self.stem = Stem(in_chans, widths[0], stem, act_layer, spatial_dims, **factory)
         stride = tuple(a * b for a, b in zip(*stem))
-        rates = iter(torch.linspace(0.0, drop_path_rate, sum(depths)).tolist())
+        if drop_path_schedule == "linear":
+            rates = iter(torch.linspace(0.0, drop_path_rate, sum(depths)).tolist())
+        else:
+            rates = iter([drop_path_rate] * sum(depths))
         stages: list[nn.Module] = []
         self.feature_info: list[dict[str, Any]] = []
         for i, (width, depth, level) in enumerate(zip(widths, depths, levels)):
@@ -161,20 +242,14 @@ class RecNeXt(nn.Module):
                     widths[i - 1], width, down_kernel, down, mlp_ratio, act_layer, **factory
                 )
                 stride = tuple(s * d for s, d in zip(stride, down))
+            if mixers.attention:
+                mixer = (mixers.heads[i], level, kernel_size, factor, mixers.upsample, mixers.variants[i])
+                block_class: type[nn.Module] = RecAttnBlock
+            else:
+                mixer = (level, kernel_size, factor, mixers.upsample, mixers.downsample)
+                block_class = RecNeXtBlock
             blocks = [
-                RecNeXtBlock(
-                    width,
-                    level,
-                    kernel_size,
-                    factor,
-                    upsample,
-                    downsample,
-                    mlp_ratio,
-                    act_layer,
-                    next(rates),
-                    spatial_dims,
-                    **factory,
-                )
+                block_class(width, *mixer, mlp_ratio, act_layer, next(rates), spatial_dims, **factory)
                 for _ in range(depth)
             ]
             stages.append(RecNeXtStage(transition, blocks))

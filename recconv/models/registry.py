@@ -1,4 +1,4 @@
-"""Named RecNeXt models: the paper's M0..M5 and presets for audio, video and sequences.
+"""Named RecNeXt models: the paper's M0..M5 and A0..A5, and presets for audio, video and sequences.
 
 Each name has one builder function (``recnext_m0(**kwargs)``, ...) whose keyword arguments
 override the preset's :class:`~recconv.models.RecNeXt` arguments; :func:`create_model` adds
@@ -35,6 +35,12 @@ __all__ = [
     "recnext_m3",
     "recnext_m4",
     "recnext_m5",
+    "recnext_a0",
+    "recnext_a1",
+    "recnext_a2",
+    "recnext_a3",
+    "recnext_a4",
+    "recnext_a5",
     "recnext_audio_tiny",
     "recnext_audio_small",
     "recnext_video_tiny",
@@ -42,13 +48,14 @@ __all__ = [
     "recnext_seq_tiny",
 ]
 
-_RELEASES = "https://github.com/suous/RecNeXt/releases/download/v1.0"
+_RELEASES = "https://github.com/suous/RecNeXt/releases/download"
 
 CHECKPOINT_URLS: dict[str, dict[str, str]] = {
-    f"recnext_m{i}": {
-        "distill": f"{_RELEASES}/recnext_m{i}_distill_300e.pth",
-        "without_distill": f"{_RELEASES}/recnext_m{i}_without_distill_300e.pth",
+    f"recnext_{series}{i}": {
+        "distill": f"{_RELEASES}/{release}/recnext_{series}{i}_distill_300e.pth",
+        "without_distill": f"{_RELEASES}/{release}/recnext_{series}{i}_without_distill_300e.pth",
     }
+    for series, release in (("m", "v1.0"), ("a", "v2.0"))
     for i in range(6)
 }
 """The official ImageNet-1k checkpoints (300 epochs, with and without distillation) of the paper's
@@ -65,6 +72,18 @@ class Preset(NamedTuple):
 
 def _image(widths: tuple[int, ...], depths: tuple[int, ...], drop_path_rate: float = 0.0) -> dict[str, Any]:
     return {"widths": widths, "depths": depths, "drop_path_rate": drop_path_rate}
+
+
+def _attention(
+    widths: tuple[int, ...], depths: tuple[int, ...], mlp_ratio: float = 2.0, drop_path_rate: float = 0.0
+) -> dict[str, Any]:
+    # The paper's A series: RecAttn of level 1 in every stage, the same stochastic depth in every block.
+    return {
+        **_image(widths, depths, drop_path_rate),
+        "token_mixer": "recattn",
+        "mlp_ratio": mlp_ratio,
+        "drop_path_schedule": "uniform",
+    }
 
 
 _AUDIO = {
@@ -94,6 +113,22 @@ PRESETS: dict[str, Preset] = {
     ),
     "recnext_m5": Preset(
         _image((80, 160, 320, 640), (7, 7, 35, 2), 0.3), (3, 224, 224), "RecNeXt-M5, ImageNet"
+    ),
+    "recnext_a0": Preset(_attention((40, 80, 160, 320), (2, 2, 9, 1)), (3, 224, 224), "RecNeXt-A0, ImageNet"),
+    "recnext_a1": Preset(
+        _attention((48, 96, 192, 384), (3, 3, 15, 2)), (3, 224, 224), "RecNeXt-A1, ImageNet"
+    ),
+    "recnext_a2": Preset(
+        _attention((56, 112, 224, 448), (3, 3, 15, 2)), (3, 224, 224), "RecNeXt-A2, ImageNet"
+    ),
+    "recnext_a3": Preset(
+        _attention((64, 128, 256, 512), (3, 3, 13, 2), 1.875), (3, 224, 224), "RecNeXt-A3, ImageNet"
+    ),
+    "recnext_a4": Preset(
+        _attention((64, 128, 256, 512), (5, 5, 25, 4), 1.875, 0.2), (3, 224, 224), "RecNeXt-A4, ImageNet"
+    ),
+    "recnext_a5": Preset(
+        _attention((80, 160, 320, 640), (7, 7, 35, 2), 1.875, 0.3), (3, 224, 224), "RecNeXt-A5, ImageNet"
     ),
     "recnext_audio_tiny": Preset(
         {**_AUDIO, "widths": (16, 32, 48, 64), "depths": (1, 1, 1, 1)},
@@ -171,6 +206,56 @@ def recnext_m5(**kwargs: Any) -> RecNeXt:
     return _build("recnext_m5", kwargs)
 
 
+def _build_attention(name: str, overrides: dict[str, Any]) -> RecNeXt:
+    if overrides.get("distillation"):  # the paper's code trains the distilled A models without drop path
+        overrides.setdefault("drop_path_rate", 0.0)
+    return _build(name, overrides)
+
+
+def recnext_a0(**kwargs: Any) -> RecNeXt:
+    """RecNeXt-A0 (widths 40-320, depths 2, 2, 9, 1, RecAttn token mixers) for ``(N, 3, H, W)`` images.
+
+    Keyword arguments override the preset's :class:`~recconv.models.RecNeXt` arguments.
+
+    Example:
+        >>> from recconv.models import recnext_a0
+        >>> sum(p.numel() for p in recnext_a0(device="meta").parameters())
+        3115220
+    """
+    return _build_attention("recnext_a0", kwargs)
+
+
+def recnext_a1(**kwargs: Any) -> RecNeXt:
+    """RecNeXt-A1 (widths 48-384, depths 3, 3, 15, 2, RecAttn) for ``(N, 3, H, W)`` images."""
+    return _build_attention("recnext_a1", kwargs)
+
+
+def recnext_a2(**kwargs: Any) -> RecNeXt:
+    """RecNeXt-A2 (widths 56-448, depths 3, 3, 15, 2, RecAttn) for ``(N, 3, H, W)`` images."""
+    return _build_attention("recnext_a2", kwargs)
+
+
+def recnext_a3(**kwargs: Any) -> RecNeXt:
+    """RecNeXt-A3 (widths 64-512, depths 3, 3, 13, 2, MLP ratio 1.875, RecAttn) for ``(N, 3, H, W)``."""
+    return _build_attention("recnext_a3", kwargs)
+
+
+def recnext_a4(**kwargs: Any) -> RecNeXt:
+    """RecNeXt-A4 (widths 64-512, depths 5, 5, 25, 4, MLP ratio 1.875, RecAttn) for ``(N, 3, H, W)``.
+
+    Drop path 0.2 in every block, or 0 with ``distillation=True``, as in the paper's code.
+    """
+    return _build_attention("recnext_a4", kwargs)
+
+
+def recnext_a5(**kwargs: Any) -> RecNeXt:
+    """RecNeXt-A5 (widths 80-640, depths 7, 7, 35, 2, MLP ratio 1.875, RecAttn) for ``(N, 3, H, W)``.
+
+    Drop path 0.3 in every block, or 0 with ``distillation=True``, as in the paper's code.
+    """
+    return _build_attention("recnext_a5", kwargs)
+
+
 def recnext_audio_tiny(**kwargs: Any) -> RecNeXt:
     """A keyword-spotting sized 2D RecNeXt for log-mel spectrograms ``(N, 1, mels, frames)``.
 
@@ -237,6 +322,12 @@ _BUILDERS: dict[str, Callable[..., RecNeXt]] = {
         recnext_m3,
         recnext_m4,
         recnext_m5,
+        recnext_a0,
+        recnext_a1,
+        recnext_a2,
+        recnext_a3,
+        recnext_a4,
+        recnext_a5,
         recnext_audio_tiny,
         recnext_audio_small,
         recnext_video_tiny,
