@@ -163,7 +163,7 @@ class RecConvNd(nn.Module):
             x = x.unsqueeze(0)
         # On the CPU, depthwise convs (their weight gradients most of all) and interpolation run several
         # times faster on channels-last tensors, which a 1D input reaches as (N, C, 1, L): recurse in
-        # that layout, answer in the caller's. The ops are the same, and so are the numbers.
+        # that layout, answer in the caller's. Same ops, same math, up to float rounding.
         on_cpu = x.device.type == "cpu"
         lift = on_cpu and self.spatial_dims == 1 and self._liftable
         if lift:
