@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 import sys
@@ -26,9 +25,10 @@ from recconv.models import (
     save_checkpoint,
 )
 
+from .official_layouts import official_layout
+
 # Keys and shapes of the official checkpoints, from shared/reference/recnext_m_state_dict_layout.json
 # (same content, one key per line).
-LAYOUT = Path(__file__).parent / "data" / "recnext_m_state_dict_layout.json"
 M_NAMES = [f"recnext_m{i}" for i in range(6)]
 PRESET_INPUTS = {
     "recnext_audio_tiny": (1, 40, 101),
@@ -37,10 +37,6 @@ PRESET_INPUTS = {
     "recnext_video_small": (3, 5, 32, 32),
     "recnext_seq_tiny": (1, 300),
 }
-
-
-def _layout() -> dict:
-    return json.loads(LAYOUT.read_text())
 
 
 def randomize_norms(model: nn.Module, generator: torch.Generator) -> nn.Module:
@@ -59,9 +55,9 @@ def randomize_norms(model: nn.Module, generator: torch.Generator) -> nn.Module:
 # --- the paper's layout and forward -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", M_NAMES)
+@pytest.mark.parametrize("name", M_NAMES + [f"recnext_a{i}" for i in range(6)])
 def test_state_dict_layout_and_params_equal_the_official_checkpoints(name):
-    reference = _layout()[name]
+    reference = official_layout(name)
     model = create_model(name, device="meta")
     layout = {k: list(v.shape) for k, v in model.state_dict().items()}
     assert list(layout.items()) == list(reference["state_dict"].items())
@@ -139,7 +135,7 @@ def official_format_checkpoint(name: str, path: Path, seed: int) -> dict[str, Te
     """A checkpoint shaped like the paper's release files ({"model": state_dict}) from the layout JSON."""
     generator = torch.Generator().manual_seed(seed)
     state = {}
-    for key, shape in _layout()[name]["state_dict"].items():
+    for key, shape in official_layout(name)["state_dict"].items():
         if key.endswith("num_batches_tracked"):
             state[key] = torch.tensor(100)
         elif key.endswith("running_var"):
