@@ -16,8 +16,6 @@ from . import reference
 from .official_layouts import official_layout
 from .test_attention import randomize
 
-A_NAMES = [f"recnext_a{i}" for i in range(6)]
-
 
 def test_fused_sizes_and_macs_round_to_the_papers_table():
     # The paper's repository lists fused A0..A3 with 2.8M / 5.9M / 7.9M / 9.0M params and
