@@ -138,3 +138,45 @@ def recattn(
         return conv_norm_depthwise(y + resize(coarse, y.shape[2:], "nearest"), state, prefix + name, ones)
 
     return mixer(x, level)
+
+
+def conv_norm(x: Tensor, state: dict[str, Tensor], prefix: str, stride: int = 1, padding: int = 0) -> Tensor:
+    """A bias-free conv and its BatchNorm (the paper's ConvNorm), by key names."""
+    conv = torch.nn.functional.conv2d(x, state[f"{prefix}.conv.weight"], None, stride, padding)
+    return batch_norm(conv, state, f"{prefix}.norm")
+
+
+def mlp(x: Tensor, state: dict[str, Tensor], prefix: str) -> Tensor:
+    gelu = torch.nn.functional.gelu(conv_norm(x, state, f"{prefix}.0"))
+    return conv_norm(gelu, state, f"{prefix}.2")
+
+
+def paper_backbone(state: dict[str, Tensor], x: Tensor, block) -> Tensor:
+    """The paper's RecNeXt eval forward, driven by key names only: stem, four stages, both heads averaged.
+
+    ``block(x, prefix, stage)`` applies one block of the series (M: RecConv, A: RecAttn).
+    """
+    x = conv_norm(
+        torch.nn.functional.gelu(conv_norm(x, state, "stem.stem.0", 2, 1)), state, "stem.stem.2", 2, 1
+    )
+    for stage in range(4):
+        prefix = f"stages.{stage}.downsample"
+        if f"{prefix}.token_mixer.weight" in state:
+            weight, bias = state[f"{prefix}.token_mixer.weight"], state[f"{prefix}.token_mixer.bias"]
+            x = batch_norm(
+                torch.nn.functional.conv2d(x, weight, bias, 2, 3, 1, x.shape[1]), state, f"{prefix}.norm"
+            )
+            x = x + mlp(x, state, f"{prefix}.channel_mixer")
+        depth = len({k.split(".")[3] for k in state if k.startswith(f"stages.{stage}.blocks.")})
+        for index in range(depth):
+            x = block(x, f"stages.{stage}.blocks.{index}", stage)
+    pooled = x.mean((2, 3))
+    heads = [
+        torch.nn.functional.linear(
+            batch_norm(pooled, state, f"head.{h}.norm"),
+            state[f"head.{h}.linear.weight"],
+            state[f"head.{h}.linear.bias"],
+        )
+        for h in ("head", "head_dist")
+    ]
+    return (heads[0] + heads[1]) / 2

@@ -25,7 +25,8 @@ from recconv.models import (
     save_checkpoint,
 )
 
-from .official_layouts import official_layout
+from . import reference
+from .official_layouts import official_format_checkpoint, official_layout
 
 # Keys and shapes of the official checkpoints, from shared/reference/recnext_m_state_dict_layout.json
 # (same content, one key per line).
@@ -75,23 +76,6 @@ def test_fused_sizes_and_macs_round_to_the_papers_table():
 def official_forward(state: dict[str, Tensor], x: Tensor) -> Tensor:
     """The paper's RecNeXt-M eval forward written with torch.nn.functional, driven by key names only."""
 
-    def bn(t: Tensor, prefix: str) -> Tensor:
-        return F.batch_norm(
-            t,
-            state[f"{prefix}.running_mean"],
-            state[f"{prefix}.running_var"],
-            state[f"{prefix}.weight"],
-            state[f"{prefix}.bias"],
-            training=False,
-            eps=1e-5,
-        )
-
-    def conv_norm(t: Tensor, prefix: str, stride: int = 1, padding: int = 0) -> Tensor:
-        return bn(F.conv2d(t, state[f"{prefix}.conv.weight"], None, stride, padding), f"{prefix}.norm")
-
-    def mlp(t: Tensor, prefix: str) -> Tensor:
-        return conv_norm(F.gelu(conv_norm(t, f"{prefix}.0")), f"{prefix}.2")
-
     def recconv(t: Tensor, prefix: str) -> Tensor:
         level = sum(1 for k in state if k.startswith(f"{prefix}.convs.")) - 1
         channels = t.shape[1]
@@ -110,40 +94,11 @@ def official_forward(state: dict[str, Tensor], x: Tensor) -> Tensor:
             )
         return dw(t + hidden, state[f"{prefix}.convs.{level}.weight"])
 
-    x = conv_norm(F.gelu(conv_norm(x, "stem.stem.0", 2, 1)), "stem.stem.2", 2, 1)
-    for stage in range(4):
-        prefix = f"stages.{stage}.downsample"
-        if f"{prefix}.token_mixer.weight" in state:
-            weight, bias = state[f"{prefix}.token_mixer.weight"], state[f"{prefix}.token_mixer.bias"]
-            x = bn(F.conv2d(x, weight, bias, 2, 3, 1, x.shape[1]), f"{prefix}.norm")
-            x = x + mlp(x, f"{prefix}.channel_mixer")
-        depth = len({k.split(".")[3] for k in state if k.startswith(f"stages.{stage}.blocks.")})
-        for block in range(depth):
-            prefix = f"stages.{stage}.blocks.{block}"
-            x = x + mlp(bn(recconv(x, f"{prefix}.token_mixer"), f"{prefix}.norm"), f"{prefix}.channel_mixer")
-    pooled = x.mean((2, 3))
-    heads = [
-        F.linear(
-            bn(pooled, f"head.{h}.norm"), state[f"head.{h}.linear.weight"], state[f"head.{h}.linear.bias"]
-        )
-        for h in ("head", "head_dist")
-    ]
-    return (heads[0] + heads[1]) / 2
+    def block(t: Tensor, prefix: str, stage: int) -> Tensor:
+        mixed = reference.batch_norm(recconv(t, f"{prefix}.token_mixer"), state, f"{prefix}.norm")
+        return t + reference.mlp(mixed, state, f"{prefix}.channel_mixer")
 
-
-def official_format_checkpoint(name: str, path: Path, seed: int) -> dict[str, Tensor]:
-    """A checkpoint shaped like the paper's release files ({"model": state_dict}) from the layout JSON."""
-    generator = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in official_layout(name)["state_dict"].items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(100)
-        elif key.endswith("running_var"):
-            state[key] = 0.5 + torch.rand(shape, generator=generator)
-        else:
-            state[key] = 0.1 * torch.randn(shape, generator=generator)
-    torch.save({"model": state, "epoch": 299}, path)
-    return state
+    return reference.paper_backbone(state, x, block)
 
 
 @pytest.mark.parametrize("size", [(48, 48), (50, 37)])

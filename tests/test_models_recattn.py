@@ -13,7 +13,7 @@ from recconv.cli import main
 from recconv.models import CHECKPOINT_URLS, RecNeXt, create_model, model_costs
 
 from . import reference
-from .official_layouts import official_layout
+from .official_layouts import official_format_checkpoint
 from .test_attention import randomize
 
 
@@ -28,51 +28,18 @@ def test_fused_sizes_and_macs_round_to_the_papers_table():
 def official_a_forward(state: dict[str, Tensor], x: Tensor) -> Tensor:
     """The paper's RecNeXt-A eval forward, written with functional ops and driven by key names only."""
 
-    def bn(t: Tensor, prefix: str) -> Tensor:
-        return reference.batch_norm(t, state, prefix)
-
-    def conv_norm(t: Tensor, prefix: str, stride: int = 1, padding: int = 0) -> Tensor:
-        return bn(F.conv2d(t, state[f"{prefix}.conv.weight"], None, stride, padding), f"{prefix}.norm")
-
-    def mlp(t: Tensor, prefix: str) -> Tensor:
-        return conv_norm(F.gelu(conv_norm(t, f"{prefix}.0")), f"{prefix}.2")
-
-    x = conv_norm(F.gelu(conv_norm(x, "stem.stem.0", 2, 1)), "stem.stem.2", 2, 1)
-    for stage in range(4):
-        prefix = f"stages.{stage}.downsample"
-        if f"{prefix}.token_mixer.weight" in state:
-            weight, bias = state[f"{prefix}.token_mixer.weight"], state[f"{prefix}.token_mixer.bias"]
-            x = bn(F.conv2d(x, weight, bias, 2, 3, 1, x.shape[1]), f"{prefix}.norm")
-            x = x + mlp(x, f"{prefix}.channel_mixer")
-        depth = len({k.split(".")[3] for k in state if k.startswith(f"stages.{stage}.blocks.")})
+    def block(t: Tensor, prefix: str, stage: int) -> Tensor:
         heads, variant = 2 ** (stage + 1), 2 if stage >= 3 else 1
-        for block in range(depth):
-            prefix = f"stages.{stage}.blocks.{block}"
-            mixed = reference.recattn(x, state, heads, variant, level=1, prefix=f"{prefix}.token_mixer.")
-            x = x + mlp(mixed, f"{prefix}.channel_mixer")
-    pooled = x.mean((2, 3))
-    heads = [
-        F.linear(
-            bn(pooled, f"head.{h}.norm"), state[f"head.{h}.linear.weight"], state[f"head.{h}.linear.bias"]
-        )
-        for h in ("head", "head_dist")
-    ]
-    return (heads[0] + heads[1]) / 2
+        mixed = reference.recattn(t, state, heads, variant, level=1, prefix=f"{prefix}.token_mixer.")
+        return t + reference.mlp(mixed, state, f"{prefix}.channel_mixer")
+
+    return reference.paper_backbone(state, x, block)
 
 
 @pytest.mark.parametrize("size", [(64, 48), (50, 37)])
 def test_official_checkpoint_gives_the_papers_outputs(tmp_path, size):
-    generator = torch.Generator().manual_seed(sum(size))
-    state = {}
-    for key, shape in official_layout("recnext_a0")["state_dict"].items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(100)
-        elif key.endswith("running_var"):
-            state[key] = 0.5 + torch.rand(shape, generator=generator)
-        else:
-            state[key] = 0.1 * torch.randn(shape, generator=generator)
     path = tmp_path / "recnext_a0_distill_300e.pth"
-    torch.save({"model": state, "epoch": 299}, path)
+    state = official_format_checkpoint("recnext_a0", path, seed=sum(size))
     model = create_model("recnext_a0", checkpoint_path=path).eval().double()
     x = torch.randn(2, 3, *size, dtype=torch.float64)
     expected = official_a_forward(
