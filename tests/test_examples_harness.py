@@ -1,0 +1,181 @@
+"""The shared training harness of the examples, on a tiny task that trains in a fraction of a second."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+
+import harness  # noqa: E402
+
+from recconv.models import load_checkpoint  # noqa: E402
+
+DEFAULTS = harness.Defaults(epochs=3, batch_size=8, lr=0.05, smoke_epochs=1, smoke_batch_size=4)
+
+
+def _splits() -> harness.Splits:
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(96, 2, 6, generator=generator)
+    labels = (inputs[:, 0].sum(dim=1) > 0).long() + (inputs[:, 1].sum(dim=1) > 0).long()  # 3 classes
+    return harness.Splits(
+        TensorDataset(inputs[:64], labels[:64]),
+        TensorDataset(inputs[64:80], labels[64:80]),
+        TensorDataset(inputs[80:], labels[80:]),
+        ["none", "one", "both"],
+    )
+
+
+def _tiny_model() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv1d(2, 4, 3, padding=1), nn.BatchNorm1d(4), nn.GELU(), nn.Flatten(), nn.Linear(24, 3)
+    )
+
+
+class _Double(nn.Module):
+    """A transform with a train/eval difference, standing in for augmentation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * (2.0 if self.training else 1.0)
+
+
+def _run(tmp_path: Path, *flags: str) -> dict:
+    args = harness.ExampleParser("tiny", DEFAULTS, out=str(tmp_path)).parse_args(["--device", "cpu", *flags])
+    runtime = harness.Runtime(0, 1, torch.device("cpu"))
+    harness.seed_everything(args.seed)
+    return harness.run("tiny", args, runtime, _splits(), {"net": _tiny_model}, _Double())
+
+
+def test_run_writes_results_plots_and_loadable_checkpoints(tmp_path: Path) -> None:
+    results = _run(tmp_path)
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written == json.loads(json.dumps(results))
+    net = written["models"]["net"]
+    assert set(net) >= {
+        "accuracy",
+        "params",
+        "flops",
+        "train_seconds",
+        "examples_per_second",
+        "history",
+        "confusion",
+    }
+    assert net["params"] == sum(p.numel() for p in _tiny_model().parameters())
+    assert net["flops"] == 2 * (4 * 2 * 3 * 6 + 24 * 3)  # conv and linear multiply-adds, one example
+    assert [h["epoch"] for h in net["history"]] == [1, 2, 3]
+    assert sum(map(sum, net["confusion"])) == 16  # every test example once
+    assert net["accuracy"] == sum(net["confusion"][i][i] for i in range(3)) / 16
+    assert net["examples_per_second"] == pytest.approx(3 * 64 / net["train_seconds"])
+    assert written["training"]["epochs"] == 3 and written["data"]["classes"] == ["none", "one", "both"]
+    for png in ("training_curves.png", "confusion_matrix.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    model = _tiny_model()
+    load_checkpoint(model, tmp_path / "net.pt")
+    trained = torch.load(tmp_path / "net.pt", weights_only=True)["model"]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in trained.items())
+
+
+def test_same_seed_same_numbers_and_resume_continues_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full = _run(tmp_path / "full")["models"]["net"]
+    again = _run(tmp_path / "again")["models"]["net"]
+    assert [h["train_loss"] for h in again["history"]] == [h["train_loss"] for h in full["history"]]
+
+    save = harness._save_atomic
+
+    def interrupt_after_first_epoch(state: dict, path: Path) -> None:
+        save(state, path)
+        if state["state"]["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(harness, "_save_atomic", interrupt_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "resumed")
+    monkeypatch.undo()
+    resumed = _run(tmp_path / "resumed", "--resume")["models"]["net"]
+    assert resumed["epochs"] == 3
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in full["history"]]
+    assert resumed["confusion"] == full["confusion"]
+    full_state = torch.load(tmp_path / "full" / "net.pt", weights_only=True)
+    resumed_state = torch.load(tmp_path / "resumed" / "net.pt", weights_only=True)
+    assert all(torch.equal(resumed_state["model"][k], v) for k, v in full_state["model"].items())
+    assert resumed_state["state"]["step"] == full_state["state"]["step"] == 3 * 8
+
+
+def test_resume_of_a_finished_run_only_tests(tmp_path: Path) -> None:
+    full = _run(tmp_path)["models"]["net"]
+    again = _run(tmp_path, "--resume")["models"]["net"]
+    assert again["history"] == full["history"] and again["accuracy"] == full["accuracy"]
+
+
+def test_resume_refuses_other_classes(tmp_path: Path) -> None:
+    _run(tmp_path, "--epochs", "1")
+    checkpoint = torch.load(tmp_path / "net.pt", weights_only=True)
+    checkpoint["classes"] = ["a", "b", "c"]
+    torch.save(checkpoint, tmp_path / "net.pt")
+    with pytest.raises(
+        harness.UsageError, match=r"--resume: .*net.pt was trained on classes \['a', 'b', 'c'\]"
+    ):
+        _run(tmp_path, "--resume")
+
+
+def test_too_small_training_set_and_indivisible_batch(tmp_path: Path) -> None:
+    with pytest.raises(
+        harness.UsageError, match="64 examples per process, fewer than one batch of 100; lower --batch-size"
+    ):
+        _run(tmp_path, "--batch-size", "100")
+    args = harness.ExampleParser("tiny", DEFAULTS, out=str(tmp_path)).parse_args(["--batch-size", "5"])
+    with pytest.raises(harness.UsageError, match="--batch-size 5 must be divisible by the 2 processes"):
+        harness.run("tiny", args, harness.Runtime(0, 2, torch.device("cpu")), _splits(), {"net": _tiny_model})
+
+
+def test_warmup_cosine_schedule() -> None:
+    schedule = harness.WarmupCosine(total_steps=10, warmup_steps=2)
+    factors = [schedule(step) for step in range(10)]
+    assert factors[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert factors[3:] == sorted(factors[3:], reverse=True) and factors[-1] == pytest.approx(
+        0.0380602, abs=1e-6
+    )
+
+
+def test_smoke_and_explicit_budget() -> None:
+    parser = harness.ExampleParser("tiny", DEFAULTS, out="runs/tiny")
+    full = parser.parse_args([])
+    assert (full.epochs, full.batch_size, full.out) == (3, 8, Path("runs/tiny"))
+    smoke = parser.parse_args(["--smoke"])
+    assert (smoke.epochs, smoke.batch_size) == (1, 4)
+    explicit = parser.parse_args(["--smoke", "--epochs", "5", "--batch-size", "2"])
+    assert (explicit.epochs, explicit.batch_size) == (5, 2)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--epochs", "0"], "argument --epochs: expected an int > 0, got '0'"),
+        (["--batch-size", "many"], "argument --batch-size: expected an int > 0, got 'many'"),
+        (["--lr", "nan"], "argument --lr: expected a float > 0, got 'nan'"),
+        (["--workers", "-1"], "argument --workers: expected an int >= 0, got '-1'"),
+        (["--device", "tpu:x"], "argument --device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu:x'"),
+        (["--seed", "1.5"], "argument --seed: invalid int value: '1.5'"),
+        (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    ],
+)
+def test_bad_flags_are_argparse_errors(flags: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        harness.ExampleParser("tiny", DEFAULTS, out="runs/tiny").parse_args(flags)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without CUDA")
+def test_cuda_without_cuda_is_an_argparse_error(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        harness.ExampleParser("tiny", DEFAULTS, out="runs/tiny").parse_args(["--device", "cuda"])
+    assert "--device cuda: CUDA is not available here; use --device cpu" in capsys.readouterr().err
