@@ -19,6 +19,7 @@ compare; the harness does the rest the same way for every modality:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -613,6 +614,20 @@ def plot_confusion(results: dict[str, Any], path: Path) -> None:
         confusion = torch.tensor(results["models"][name]["confusion"], dtype=torch.float64)
         rates = confusion / confusion.sum(dim=1, keepdim=True).clamp_min(1)
         ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+        if len(classes) <= 12:  # counts stay readable
+            for (i, j), count in zip(
+                itertools.product(range(len(classes)), repeat=2), confusion.flatten().tolist()
+            ):
+                if count:
+                    ax.text(
+                        j,
+                        i,
+                        int(count),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black",
+                    )
         ax.set_title(f"{name}: test accuracy {100 * results['models'][name]['accuracy']:.1f}%")
         ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
         ax.set_yticks(range(len(classes)), classes, fontsize=7)

@@ -50,7 +50,9 @@ def main() -> None:
         for slot, kind in enumerate(layout[label].tolist()):
             if 0 <= kind < len(audio_data.VOWELS):
                 centre = (0.03 + (slot + 0.4) * audio_data.SLOT_SECONDS) * 100
-                ax.text(centre, 37, names[kind], color="white", ha="center", va="top", fontsize=12, weight="bold")
+                ax.text(
+                    centre, 37, names[kind], color="white", ha="center", va="top", fontsize=12, weight="bold"
+                )
         ax.set_title(f"class {audio_data.PATTERNS[label]}")
         ax.set_xlabel("frame (10 ms)")
     axes[0].set_ylabel("mel band")
@@ -59,7 +61,10 @@ def main() -> None:
     fig.savefig(out, dpi=110)
     print(f"wrote {out.relative_to(ROOT)}")
     for name, levels in (("recconv", None), ("baseline", (0, 0, 0, 0))):
-        print(f"{name}: frames seen by the middle of stages 0-3 of a 101-frame clip:", time_receptive_fields(levels))
+        print(
+            f"{name}: frames seen by the middle of stages 0-3 of a 101-frame clip:",
+            time_receptive_fields(levels),
+        )
         print(f"{name}: the same on a 1001-frame input (no clipping):", time_receptive_fields(levels, 1001))
 
 
