@@ -22,24 +22,11 @@ from recconv.attention import _ATTEND, RecAttnNd, linear_attention
 from recconv.ops import ConvNorm
 
 from . import reference
+from .helpers import randomize_norms
 from .strategies import MAX_SIZE, ranks
 
 RECATTN = {1: RecAttn1d, 2: RecAttn2d, 3: RecAttn3d}
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
-
-
-def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BatchNorm statistics and affine parameters, so the norms and their folding count."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(0.2 * torch.randn(n, generator=generator))
-                m.running_var.copy_(0.5 + torch.rand(n, generator=generator))
-                m.weight.copy_(1 + 0.2 * torch.randn(n, generator=generator))
-                m.bias.copy_(0.2 * torch.randn(n, generator=generator))
-    return module
 
 
 @st.composite
@@ -77,7 +64,7 @@ def build(kwargs: dict) -> RecAttnNd:
     ],
 )
 def test_matches_a_plain_reference_of_the_formulas(d, size, heads, variant, level):
-    layer = randomize(RECATTN[d](8, heads, 5, level, variant=variant)).eval().double()
+    layer = randomize_norms(RECATTN[d](8, heads, 5, level, variant=variant)).eval().double()
     x = torch.randn(2, 8, *size, dtype=torch.float64)
     expected = reference.recattn(x, layer.state_dict(), heads, variant, level)
     torch.testing.assert_close(layer(x), expected, rtol=1e-10, atol=1e-10)
@@ -98,14 +85,14 @@ class PaperRecAttn(nn.Module):
 
 
 def test_state_dict_is_the_papers_module_structure():
-    ours = randomize(RecAttn2d(16, 4)).eval().double()
+    ours = randomize_norms(RecAttn2d(16, 4)).eval().double()
     paper = PaperRecAttn(16, 4).eval().double()
     assert list(paper.state_dict()) == list(ours.state_dict())
     paper.load_state_dict(ours.state_dict())  # strict: every name and shape the same
     x = torch.randn(2, 16, 15, 12, dtype=torch.float64)
     # Close, not equal: on the CPU the core runs its ops on channels-last tensors.
     torch.testing.assert_close(paper(x), ours(x), rtol=1e-12, atol=1e-12)
-    theirs = randomize(PaperRecAttn(16, 4), seed=1).eval().double()
+    theirs = randomize_norms(PaperRecAttn(16, 4), seed=1).eval().double()
     assert not torch.allclose(theirs(x), ours(x))
     ours.load_state_dict(theirs.state_dict())
     torch.testing.assert_close(ours(x), theirs(x), rtol=1e-12, atol=1e-12)
@@ -126,7 +113,7 @@ def test_state_dict_names_of_every_level_and_their_modules():
 
 
 def test_the_two_variants_are_one_function_in_exact_arithmetic():
-    first = randomize(LinearAttention(24, 4, spatial_dims=2)).eval().double()
+    first = randomize_norms(LinearAttention(24, 4, spatial_dims=2)).eval().double()
     second = LinearAttention(24, 4, variant=2, spatial_dims=2).double().eval()
     second.load_state_dict(first.state_dict())
     x = torch.randn(2, 24, 7, 9, dtype=torch.float64)
@@ -153,7 +140,7 @@ def test_attention_is_linear_in_the_values(variant, shape, a, b):
 @pytest.mark.parametrize("d", [1, 2, 3])
 @pytest.mark.parametrize("variant", [1, 2])
 def test_outputs_are_convex_combinations_of_the_values(d, variant):
-    attention = randomize(LinearAttention(8, 2, variant=variant, spatial_dims=d)).eval().double()
+    attention = randomize_norms(LinearAttention(8, 2, variant=variant, spatial_dims=d)).eval().double()
     nn.init.zeros_(attention.pe.norm.weight)  # pe then adds its BatchNorm's bias only
     nn.init.zeros_(attention.pe.norm.bias)
     x = torch.randn(3, 8, *(5,) * d, dtype=torch.float64)
@@ -202,7 +189,7 @@ def test_variant_one_cost_grows_linearly_with_positions():
 
 @pytest.mark.parametrize("d, level", [(1, 3), (2, 1), (3, 2)])
 def test_fuse_keeps_outputs_and_the_papers_names(d, level):
-    layer = randomize(RECATTN[d](8, 2, 3, level)).eval().double()
+    layer = randomize_norms(RECATTN[d](8, 2, 3, level)).eval().double()
     x = torch.randn(2, 8, *(9,) * d, dtype=torch.float64)
     expected = layer(x)
     names = [key.split(".conv.")[0] for key in layer.state_dict() if ".conv.weight" in key]
@@ -221,13 +208,13 @@ def test_training_gradients_reach_every_parameter():
 
 
 def test_gradcheck_float64():
-    layer = randomize(RecAttn1d(4, 2, 3, level=2, variant=2)).eval().double()
+    layer = randomize_norms(RecAttn1d(4, 2, 3, level=2, variant=2)).eval().double()
     x = torch.randn(1, 4, 11, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(layer, (x,))
 
 
 def test_channels_last_and_non_contiguous_inputs():
-    layer = randomize(RecAttn2d(8, 2)).eval()
+    layer = randomize_norms(RecAttn2d(8, 2)).eval()
     x = torch.randn(2, 8, 10, 12).transpose(2, 3)
     assert not x.is_contiguous()
     expected = layer(x.contiguous())
@@ -236,7 +223,7 @@ def test_channels_last_and_non_contiguous_inputs():
 
 
 def test_compile_fullgraph_matches_eager():
-    layer = randomize(RecAttn2d(8, 2, level=2)).eval()
+    layer = randomize_norms(RecAttn2d(8, 2, level=2)).eval()
     x = torch.randn(2, 8, 13, 11)
     torch._dynamo.reset()
     compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
@@ -244,7 +231,7 @@ def test_compile_fullgraph_matches_eager():
 
 
 def test_pickle_copy_and_state_dict_round_trips():
-    layer = randomize(RecAttn2d(8, 4, level=2, variant=2)).eval()
+    layer = randomize_norms(RecAttn2d(8, 4, level=2, variant=2)).eval()
     x = torch.randn(1, 8, 9, 9)
     buffer = io.BytesIO()
     torch.save(layer.state_dict(), buffer)
@@ -280,7 +267,7 @@ def _naive_low_precision(attention: LinearAttention, x: Tensor, dtype: torch.dty
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype, tolerance", [(torch.bfloat16, 1e-2), (torch.float16, 2e-3)])
 def test_autocast_error_against_float64(device, dtype, tolerance):
-    layer = randomize(RecAttn2d(32, 4, level=2)).eval().to(device)
+    layer = randomize_norms(RecAttn2d(32, 4, level=2)).eval().to(device)
     x = torch.randn(2, 32, 28, 28, device=device)
     expected = copy.deepcopy(layer).double()(x.double())
     with torch.autocast(device, dtype=dtype):
@@ -293,7 +280,7 @@ def test_autocast_error_against_float64(device, dtype, tolerance):
 @pytest.mark.parametrize("device", DEVICES)
 def test_float16_autocast_survives_sums_that_overflow_float16(device):
     # Large activations: k.v summed over positions exceeds float16's range (65504).
-    attention = randomize(LinearAttention(16, 2, spatial_dims=2)).eval().to(device)
+    attention = randomize_norms(LinearAttention(16, 2, spatial_dims=2)).eval().to(device)
     x = 60 * torch.randn(1, 16, 16, 16, device=device)
     with torch.autocast(device, dtype=torch.float16):
         out = attention(x)

@@ -26,6 +26,7 @@ from recconv.models import (
 )
 
 from . import reference
+from .helpers import randomize_norms
 from .official_layouts import official_format_checkpoint, official_layout
 
 # Keys and shapes of the official checkpoints, from shared/reference/recnext_m_state_dict_layout.json
@@ -38,19 +39,6 @@ PRESET_INPUTS = {
     "recnext_video_small": (3, 5, 32, 32),
     "recnext_seq_tiny": (1, 300),
 }
-
-
-def randomize_norms(model: nn.Module, generator: torch.Generator) -> nn.Module:
-    """Give every BatchNorm non-trivial statistics and affine parameters, so folding is tested."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                n = module.num_features
-                module.running_mean.copy_(0.2 * torch.randn(n, generator=generator))
-                module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
-                module.weight.copy_(1 + 0.2 * torch.randn(n, generator=generator))
-                module.bias.copy_(0.2 * torch.randn(n, generator=generator))
-    return model
 
 
 # --- the paper's layout and forward -------------------------------------------------------------
@@ -120,7 +108,7 @@ def test_official_checkpoint_gives_the_papers_outputs(tmp_path, size):
 )
 def test_fuse_keeps_outputs_and_removes_every_batchnorm(name, shape):
     generator = torch.Generator().manual_seed(0)
-    model = randomize_norms(create_model(name), generator).eval().double()
+    model = randomize_norms(create_model(name), seed=0).eval().double()
     x = torch.randn(shape, dtype=torch.float64, generator=generator)
     expected = model(x)
     fused = model.fuse()
@@ -177,7 +165,7 @@ def test_video_and_audio_strides_per_axis():
 
 def test_features_match_forward_features_and_heads():
     generator = torch.Generator().manual_seed(1)
-    model = randomize_norms(create_model("recnext_m0"), generator).eval()
+    model = randomize_norms(create_model("recnext_m0"), seed=1).eval()
     x = torch.randn(1, 3, 64, 64, generator=generator)
     pooled = model.forward_head(model.forward_features(x), pre_logits=True)
     assert pooled.shape == (1, 320)
@@ -273,7 +261,7 @@ def test_cli_prints_the_counted_table(capsys):
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_saved_checkpoint_restores_outputs_exactly(tmp_path, suffix):
     generator = torch.Generator().manual_seed(2)
-    model = randomize_norms(create_model("recnext_audio_tiny"), generator).eval()
+    model = randomize_norms(create_model("recnext_audio_tiny"), seed=2).eval()
     x = torch.randn(2, 1, 40, 101, generator=generator)
     path = tmp_path / f"audio{suffix}"
     save_checkpoint(model, path)

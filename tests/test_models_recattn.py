@@ -13,8 +13,8 @@ from recconv.cli import main
 from recconv.models import CHECKPOINT_URLS, RecNeXt, create_model, model_costs
 
 from . import reference
+from .helpers import randomize_norms
 from .official_layouts import official_format_checkpoint
-from .test_attention import randomize
 
 
 def test_fused_sizes_and_macs_round_to_the_papers_table():
@@ -61,7 +61,7 @@ def test_official_checkpoint_gives_the_papers_outputs(tmp_path, size):
     ],
 )
 def test_fuse_folds_every_conv_norm_and_keeps_outputs(make, shape):
-    model = randomize(make()).eval().double()
+    model = randomize_norms(make()).eval().double()
     x = torch.randn(shape, dtype=torch.float64)
     expected = model(x)
     names = [key for key in model.state_dict() if key.endswith(".conv.weight")]
@@ -75,7 +75,7 @@ def test_fuse_folds_every_conv_norm_and_keeps_outputs(make, shape):
 def test_features_only_follows_feature_info():
     model = create_model("recnext_a0", features_only=True, out_indices=(0, 2, 3)).eval()
     assert [info["reduction"] for info in model.feature_info] == [4, 16, 32]
-    full = randomize(create_model("recnext_a0")).eval()
+    full = randomize_norms(create_model("recnext_a0")).eval()
     model.load_state_dict(full.state_dict(), strict=False)
     x = torch.randn(1, 3, 64, 96)
     features = model(x)
@@ -114,7 +114,7 @@ def test_multilevel_recattn_backbone_trains():
 
 def test_onnx_export_matches_onnxruntime(tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    model = randomize(create_model("recnext_a0", num_classes=10)).eval().fuse()
+    model = randomize_norms(create_model("recnext_a0", num_classes=10)).eval().fuse()
     x = torch.randn(2, 3, 64, 48)
     path = tmp_path / "recnext_a0.onnx"
     with warnings.catch_warnings():
