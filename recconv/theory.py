@@ -21,6 +21,8 @@ import math
 from collections.abc import Sequence
 from fractions import Fraction
 
+from torch import Tensor
+
 from .core import RecConvNd
 
 _PARAMETRIC_DOWN = {"conv": True, "avgpool": False, "maxpool": False}
@@ -63,12 +65,13 @@ def num_params(layer: RecConvNd) -> int:
     """Exact parameter count of a layer built from the built-in ops."""
     down, up = _builtin_ops(layer)
     channels, level = layer.in_channels, layer.level
-    bias = channels if layer.has_bias else 0
-    conv = channels * math.prod(layer.kernel_size) + bias
+    conv = channels * math.prod(layer.kernel_size)
     downs = (1 if layer.shared_down else level) if level > 0 and _PARAMETRIC_DOWN[down] else 0
     up_kernel = math.prod(k + f - 1 for k, f in zip(layer.kernel_size, layer.factor))
-    ups = level * (channels * up_kernel + bias) if up == "transposed" else 0
-    return (level + 1 + downs) * conv + ups
+    ups = level * channels * up_kernel if up == "transposed" else 0
+    # Biases are counted where they are: swap gives convs[-1] the bias of the conv it replaced.
+    biases = sum(op.bias.numel() for op in layer.modules() if isinstance(getattr(op, "bias", None), Tensor))
+    return (level + 1 + downs) * conv + ups + biases
 
 
 def level_sizes(layer: RecConvNd, input_size: Sequence[int]) -> list[tuple[int, ...]]:

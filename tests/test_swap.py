@@ -134,6 +134,13 @@ def test_preserve_centers_a_smaller_kernel_in_a_larger_base_kernel():
     assert not final.any()  # zeros around the old kernel
 
 
+def test_num_params_counts_the_bias_a_swap_moves_into_the_layer():
+    conv = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=True)
+    layer, _ = recconv.swap(conv, level=2)
+    assert isinstance(layer, RecConv2d) and layer.convs[-1].bias is not None
+    assert recconv.num_params(layer) == sum(p.numel() for p in layer.parameters()) == 4 * 8 * 9 + 8
+
+
 @pytest.mark.parametrize(
     "make, rank, size, swapped, skipped",
     [(tiny_audio_net, 1, (2, 64), ["1", "4"], 7), (tiny_video_net, 3, (3, 8, 16, 16), ["1", "4"], 1)],
