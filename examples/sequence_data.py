@@ -3,12 +3,14 @@ problem, and UCR-style folders of real time series.
 
 Why long-range context decides the pattern-position task: every series is white noise with one
 bump, and the class is only *where* the bump sits, at 10 % or at 65 % of the length. A
-convolutional network that pools globally is blind to absolute position; the only clue it has is
-the zero padding at the two ends. The bump is always at least 8 % of the length (328 samples at
-the default 4096) away from an end, so a network tells the classes apart only if its receptive
-field reaches from the bump to the nearer end. ``recnext_seq_tiny`` at ``level=0`` spans 432
-samples (216 either way) and cannot; with its RecConv levels it spans 1238 (619 either way), which
-reaches the start from a bump at 10 % (at most 12 % = 492 samples in) but not the end from 65 %.
+convolutional network that pools globally is blind to absolute position; its only clue is the
+zero padding at the two ends, so it tells the classes apart only if its receptive field reaches
+from the bump to the nearer end. At the default length of 2048 the early bump sits 164-246
+samples from the start and the late one 676-758 samples from the end. ``recnext_seq_tiny`` at
+``level=0`` has a theoretical span of 432 samples (216 either way, and 90 % of its gradient
+within 75 either way): it cannot see the start from most bumps and gets no usable signal from
+the rest. With its RecConv levels the same network spans 1238 samples (619 either way), which
+reaches the start from the early bump but not the end from the late one.
 
 The adding problem (Hochreiter and Schmidhuber, 1997) is the classic memory test of recurrent
 networks: channel 0 holds random numbers in [0, 1], channel 1 marks two of them (one in each
