@@ -1,13 +1,13 @@
 """Pathfinder (Long Range Arena) with a 2D RecNeXt against the same network at level 0.
 
-Trains a one-stage 2D RecNeXt (width 32, three RecConv blocks at level 4, stride 4) and the same
+Trains a one-stage 2D RecNeXt (width 32, two RecConv blocks at level 4, stride 4) and the same
 architecture with every RecConv at level 0 (one 5x5 depthwise conv, the small-kernel baseline),
 then tests both. Without further stages the token mixer is the network's only source of
 long-range context.
 
-Data: by default an embedded Pathfinder-style task generated from --seed: two dots and curvy
-dashed paths, and the class says whether the dots sit on the two ends of the same path, which
-only long-range context tells (see docs/pathfinder.md). With --data-dir, an image folder in
+Data: by default an embedded Pathfinder-style task generated from --seed: two dots, two long
+dashed paths and a distractor, and the class says whether the dots sit on the two ends of the
+same path, which only long-range context tells (see docs/pathfinder.md). With --data-dir, an image folder in
 torchvision's ImageFolder layout: DIR/train/<class>/*.png and DIR/test/<class>/*.png, with
 DIR/val/<class>/ optional (otherwise 10 % of train is held out).
 
@@ -30,7 +30,7 @@ from torch.utils.data import Subset
 from recconv.models import create_model
 
 MODEL = "recnext_m0"
-MODEL_OPTIONS = {"widths": (32,), "depths": (3,)}
+MODEL_OPTIONS = {"widths": (32,), "depths": (2,)}
 LEVELS = (4,)
 DEFAULTS = Defaults(epochs=8, batch_size=32, lr=3e-3, smoke_epochs=1, smoke_batch_size=16)
 SYNTHETIC_SIZES = {"full": (2048, 512, 512), "smoke": (32, 16, 16)}  # train / val / test images

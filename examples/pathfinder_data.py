@@ -1,15 +1,16 @@
 """Data for the Pathfinder example: the embedded connectivity task and ImageFolder-style folders.
 
 The embedded task follows Pathfinder (Linsley et al., 2018), one of the Long Range Arena tasks:
-an image holds two long, curvy, dashed paths, a few shorter distractor paths and two endpoint
-dots. In a *connected* image both dots sit on the two ends of the same long path; otherwise
-each long path carries one dot at one end. Path lengths, shapes, dashes and positions are random.
+an image holds two long, slightly curved, dashed paths, a short distractor path and two dots.
+One dot sits on the start of the first long path; in a *connected* image the other sits on the
+end of the same path, otherwise on the end of the second long path.
 
 Why long-range context decides: locally both classes look the same. Every image has two dots,
-each at the end of a dashed curve, two undotted path ends, the same number of curves and the
-same dash pattern; any patch smaller than the distance between the dots looks alike in both
-classes. Only following a curve from one dot along its whole length (or at least seeing both
-dots and the curves between them) tells whether they are joined.
+each at the end of a dashed path, the same paths, dashes and distractor; the only difference is
+which path end carries the second dot. Paths are drawn without steering at the border, so a
+path's start and end look alike, and in both classes the two dots are at least ``APART`` x size
+apart (41.6 px at the default 64 px), more than the small-kernel baseline sees. Telling the
+classes apart needs a view that holds both dots (and the path between them).
 """
 
 from __future__ import annotations
@@ -26,41 +27,76 @@ from torch import Tensor
 from torch.utils.data import Subset
 
 CLASSES = ["not connected", "connected"]
-SAMPLE_STEP = 0.4
-SEGMENTS, TURN = 2, math.radians(15)  # pixels between the points that draw a path
+SAMPLE_STEP = 0.4  # pixels between the points that draw a path
+SEGMENTS, TURN = 2, math.radians(15)  # pieces of a long path, largest turn between pieces
+LONG, SHORT = (0.7, 0.9), (0.15, 0.3)  # path lengths over the image size: long paths, distractors
+DISTRACTORS = 1
+MARGIN = 3.0  # pixels between a path and the image border
+OTHER_TRIES, APART, SEPARATION = 256, 0.65, 0.2  # see render_pathfinder
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 IMAGE_LAYOUT = "DIR/train/<class>/*.png and DIR/test/<class>/*.png (optionally DIR/val/...), as torchvision's ImageFolder"
 
 
-def random_paths(
-    count: int, segments: int, segment_length: Tensor, max_turn: float, size: int, generator: torch.Generator
+def path_tries(
+    count: int,
+    tries: int,
+    segments: int,
+    segment_length: Tensor,
+    max_turn: float,
+    size: int,
+    generator: torch.Generator,
 ) -> Tensor:
-    """Points ``(count, points, 2)`` (pixel coordinates) of smooth random paths inside the image.
+    """Joints ``(count, tries, segments + 1, 2)`` (pixel coordinates) of random paths: ``tries``
+    candidates for each of ``count`` paths.
 
-    Each path is ``segments`` straight pieces of ``segment_length`` pixels (one per path), the
-    direction turning by up to ``max_turn`` radians at each joint, drawn at ``SAMPLE_STEP``
-    spacing. A path that would leave the image bends back toward the centre instead.
+    A path is ``segments`` straight pieces of ``segment_length`` pixels (one length per path,
+    the same for all its candidates) from a random point in a random direction, turning by up
+    to ``max_turn`` radians at each joint. Nothing steers a path at the border (callers keep a
+    candidate that stays inside), so a path and its reverse are equally likely: a path's start
+    and end look alike.
     """
-    steps = max(int(segment_length.max().item() / SAMPLE_STEP), 1)
-    margin = 3.0
-    position = margin + (size - 2 * margin) * torch.rand(count, 2, generator=generator)
-    heading = 2 * math.pi * torch.rand(count, generator=generator)
-    turn = max_turn * (2 * torch.rand(count, segments, generator=generator) - 1)
-    points = [position]
-    fraction = (torch.arange(1, steps + 1) / steps)[None, :, None]
-    for k in range(segments):
-        heading = heading + turn[:, k]
-        direction = torch.stack([heading.cos(), heading.sin()], dim=-1)
-        end = position + segment_length[:, None] * direction
-        outside = ((end < margin) | (end > size - 1 - margin)).any(dim=1)
-        # Bend back: aim at the centre, off by up to max_turn.
-        to_centre = torch.atan2(size / 2 - position[:, 1], size / 2 - position[:, 0])
-        heading = torch.where(outside, to_centre + turn[:, k], heading)
-        direction = torch.stack([heading.cos(), heading.sin()], dim=-1)
-        end = (position + segment_length[:, None] * direction).clamp(margin, size - 1 - margin)
-        points.append(position[:, None] + fraction * (end - position)[:, None])
-        position = end
-    return torch.cat([points[0][:, None], *points[1:]], dim=1)
+    start = MARGIN + (size - 2 * MARGIN) * torch.rand(count, tries, 1, 2, generator=generator)
+    heading = 2 * math.pi * torch.rand(count, tries, 1, generator=generator)
+    turn = max_turn * (2 * torch.rand(count, tries, segments - 1, generator=generator) - 1)
+    heading = torch.cat([heading, heading + turn.cumsum(dim=2)], dim=2)
+    moves = segment_length[:, None, None, None] * torch.stack([heading.cos(), heading.sin()], dim=-1)
+    return torch.cat([start, start + moves.cumsum(dim=2)], dim=2)
+
+
+def inside(joints: Tensor, size: int) -> Tensor:
+    """Whether each path of ``joints`` ``(..., joints, 2)`` stays ``MARGIN`` pixels inside the
+    image (its joints do, so its straight pieces do)."""
+    return ((joints >= MARGIN) & (joints <= size - 1 - MARGIN)).flatten(-2).all(dim=-1)
+
+
+def pick_path(joints: Tensor, ok: Tensor, size: int, cost: Tensor | None = None) -> Tensor:
+    """Points ``(count, points, 2)``, ``SAMPLE_STEP`` apart, of the first candidate where ``ok``
+    ``(count, tries)``; where none is, of the candidate of lowest ``cost`` (default: the last),
+    pushed inside the image."""
+    count, tries = ok.shape
+    fallback = cost.argmin(dim=1) if cost is not None else torch.full((count,), tries - 1)
+    chosen = joints[torch.arange(count), torch.where(ok.any(dim=1), ok.float().argmax(dim=1), fallback)]
+    piece = (chosen[:, 1] - chosen[:, 0]).norm(dim=-1).max().item()
+    steps = max(int(piece / SAMPLE_STEP), 1)
+    fraction = (torch.arange(steps) / steps)[None, None, :, None]
+    pieces = chosen[:, :-1, None] + fraction * (chosen[:, 1:] - chosen[:, :-1])[:, :, None]
+    points = torch.cat([pieces.flatten(1, 2), chosen[:, -1:]], dim=1)
+    return points.clamp(MARGIN, size - 1 - MARGIN)
+
+
+def random_paths(
+    count: int,
+    segments: int,
+    segment_length: Tensor,
+    max_turn: float,
+    size: int,
+    generator: torch.Generator,
+    tries: int = 64,
+) -> Tensor:
+    """Points ``(count, points, 2)`` of random paths (see :func:`path_tries`) inside the image:
+    of ``tries`` candidates the first that stays inside."""
+    joints = path_tries(count, tries, segments, segment_length, max_turn, size, generator)
+    return pick_path(joints, inside(joints, size), size)
 
 
 def _draw(image: Tensor, points: Tensor, keep: Tensor) -> None:
@@ -71,32 +107,65 @@ def _draw(image: Tensor, points: Tensor, keep: Tensor) -> None:
     image[rows[keep], pixel[..., 1][keep], pixel[..., 0][keep]] = 1.0
 
 
-def render_pathfinder(labels: Tensor, size: int, generator: torch.Generator, distractors: int = 0) -> Tensor:
+def pathfinder_layout(
+    labels: Tensor, size: int, generator: torch.Generator, distractors: int = DISTRACTORS
+) -> tuple[list[Tensor], Tensor]:
+    """The paths (points ``(len(labels), points, 2)`` each: the two long ones, then the
+    distractors) and the dots ``(len(labels), 2, 2)`` of Pathfinder images (see
+    :func:`render_pathfinder`), in pixel coordinates.
+
+    The second long path is drawn like the first, then kept only if its end is at least
+    ``APART`` x size from the first path's start and ``SEPARATION`` x size from the first path's
+    end (the first of ``OTHER_TRIES`` candidates that is; the closest to it otherwise). The
+    first path's own end is at least about ``LONG[0]`` x size from its start, so in both classes
+    the dots are far apart. Everything here is independent of the labels except which end
+    carries the second dot.
+    """
+    n = len(labels)
+
+    def length(bounds: tuple[float, float]) -> Tensor:
+        return size * (bounds[0] + (bounds[1] - bounds[0]) * torch.rand(n, generator=generator))
+
+    first = random_paths(n, SEGMENTS, length(LONG) / SEGMENTS, TURN, size, generator)
+    start, end = first[:, 0], first[:, -1]
+    joints = path_tries(n, OTHER_TRIES, SEGMENTS, length(LONG) / SEGMENTS, TURN, size, generator)
+    ends = joints[:, :, -1]
+    # How far each candidate falls short of both distances (0: far enough), in pixels.
+    shortfall = (APART * size - (ends - start[:, None]).norm(dim=-1)).clamp_min(0) + (
+        SEPARATION * size - (ends - end[:, None]).norm(dim=-1)
+    ).clamp_min(0)
+    fits = inside(joints, size)
+    second = pick_path(joints, fits & (shortfall == 0), size, cost=shortfall + size * ~fits)
+    paths, other_end = [first, second], second[:, -1]
+    short = [random_paths(n, 1, length(SHORT), TURN, size, generator) for _ in range(distractors)]
+    dots = torch.stack([start, torch.where(labels[:, None].bool(), end, other_end)], dim=1)
+    return paths + short, dots
+
+
+def render_pathfinder(
+    labels: Tensor, size: int, generator: torch.Generator, distractors: int = DISTRACTORS
+) -> Tensor:
     """Images ``(len(labels), 1, size, size)`` in [0, 1]: label 1 connected, 0 not connected.
 
-    Two long paths (6 segments of 0.12-0.16 x size pixels, turning by up to 40 degrees) and
-    ``distractors`` short ones (2 segments), all dashed (dash 3-5 px, gap 2-3 px, per image),
-    1 px wide after a light blur; dots of radius 1.5 px (at 32 px) at the ends the label says.
+    Two long paths (``SEGMENTS`` pieces, together ``LONG`` x size pixels long, turning by up to
+    ``TURN`` at each joint) and ``distractors`` short ones (``SHORT`` x size), all dashed with
+    the same dash (3-5 px at 32 px) and gap (1-2 px) per image, 1 px wide after a light blur.
+    Two dots (radius 1.5 px at 32 px) sit on the start of the first long path and on the end of
+    the first (connected) or the second long path (not connected); see :func:`pathfinder_layout`.
     """
     n = len(labels)
     scale = size / 32
-    long_length = size * (0.3 + 0.05 * torch.rand(n, generator=generator))
-    paths = [random_paths(n, SEGMENTS, long_length, TURN, size, generator) for _ in range(2)]
-    short = [random_paths(n, 1, long_length, TURN, size, generator) for _ in range(distractors)]
+    paths, dots = pathfinder_layout(labels, size, generator, distractors)
     dash = scale * (3 + 2 * torch.rand(n, 1, generator=generator))
     gap = scale * (1 + torch.rand(n, 1, generator=generator))
     image = torch.zeros(n, size, size)
-    for path in paths + short:
+    for path in paths:
         along = torch.arange(path.shape[1]) * SAMPLE_STEP
         phase = torch.rand(n, 1, generator=generator) * (dash + gap)
         _draw(image, path, (along + phase) % (dash + gap) < dash)
     blur = torch.tensor([0.25, 0.5, 0.25])
     kernel = (blur[:, None] * blur[None, :])[None, None]
     image = torch.nn.functional.conv2d(image[:, None], kernel, padding=1)[:, 0] * 1.6
-    # Dots: both ends of path 0 (connected), or the start of path 0 and of path 1 (not connected).
-    first, second = paths
-    ends = torch.where(labels[:, None].bool(), first[:, -1], second[:, 0])
-    dots = torch.stack([first[:, 0], ends], dim=1)  # (n, 2, 2)
     grid = torch.arange(size, dtype=torch.float32)
     dy = (grid[None, None, :] - dots[..., 1, None]) ** 2
     dx = (grid[None, None, :] - dots[..., 0, None]) ** 2
