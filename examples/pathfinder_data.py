@@ -28,11 +28,10 @@ from torch.utils.data import Subset
 
 CLASSES = ["not connected", "connected"]
 SAMPLE_STEP = 0.4  # pixels between the points that draw a path
-SEGMENTS, TURN = 2, math.radians(15)  # pieces of a long path, largest turn between pieces
-LONG, SHORT = (0.7, 0.9), (0.15, 0.3)  # path lengths over the image size: long paths, distractors
-DISTRACTORS = 1
+TURN = math.radians(15)  # largest turn between the pieces of a path
+SHORT, DISTRACTORS = (0.15, 0.3), 1  # distractor length over the image size, and their number
 MARGIN = 3.0  # pixels between a path and the image border
-OTHER_TRIES, APART, SEPARATION = 256, 0.65, 0.2  # see render_pathfinder
+APART, BEND, SEPARATION, DOT_TRIES = (0.65, 0.85), 0.15, 0.25, 64  # see pathfinder_layout
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 IMAGE_LAYOUT = "DIR/train/<class>/*.png and DIR/test/<class>/*.png (optionally DIR/val/...), as torchvision's ImageFolder"
 
@@ -45,17 +44,21 @@ def path_tries(
     max_turn: float,
     size: int,
     generator: torch.Generator,
+    start: Tensor | None = None,
 ) -> Tensor:
     """Joints ``(count, tries, segments + 1, 2)`` (pixel coordinates) of random paths: ``tries``
     candidates for each of ``count`` paths.
 
     A path is ``segments`` straight pieces of ``segment_length`` pixels (one length per path,
-    the same for all its candidates) from a random point in a random direction, turning by up
-    to ``max_turn`` radians at each joint. Nothing steers a path at the border (callers keep a
-    candidate that stays inside), so a path and its reverse are equally likely: a path's start
-    and end look alike.
+    the same for all its candidates) from ``start`` ``(count, 2)`` or a random point, in a
+    random direction, turning by up to ``max_turn`` radians at each joint. Nothing steers a
+    path at the border (callers keep a candidate that stays inside), so a path and its reverse
+    are equally likely: a path's start and end look alike.
     """
-    start = MARGIN + (size - 2 * MARGIN) * torch.rand(count, tries, 1, 2, generator=generator)
+    if start is None:
+        start = MARGIN + (size - 2 * MARGIN) * torch.rand(count, tries, 1, 2, generator=generator)
+    else:
+        start = start[:, None, None].expand(count, tries, 1, 2)
     heading = 2 * math.pi * torch.rand(count, tries, 1, generator=generator)
     turn = max_turn * (2 * torch.rand(count, tries, segments - 1, generator=generator) - 1)
     heading = torch.cat([heading, heading + turn.cumsum(dim=2)], dim=2)
@@ -91,11 +94,12 @@ def random_paths(
     max_turn: float,
     size: int,
     generator: torch.Generator,
+    start: Tensor | None = None,
     tries: int = 64,
 ) -> Tensor:
     """Points ``(count, points, 2)`` of random paths (see :func:`path_tries`) inside the image:
     of ``tries`` candidates the first that stays inside."""
-    joints = path_tries(count, tries, segments, segment_length, max_turn, size, generator)
+    joints = path_tries(count, tries, segments, segment_length, max_turn, size, generator, start)
     return pick_path(joints, inside(joints, size), size)
 
 
@@ -114,32 +118,58 @@ def pathfinder_layout(
     distractors) and the dots ``(len(labels), 2, 2)`` of Pathfinder images (see
     :func:`render_pathfinder`), in pixel coordinates.
 
-    The second long path is drawn like the first, then kept only if its end is at least
-    ``APART`` x size from the first path's start and ``SEPARATION`` x size from the first path's
-    end (the first of ``OTHER_TRIES`` candidates that is; the closest to it otherwise). The
-    first path's own end is at least about ``LONG[0]`` x size from its start, so in both classes
-    the dots are far apart. Everything here is independent of the labels except which end
-    carries the second dot.
+    The dots come first, drawn the same way in both classes: two points ``APART`` x size apart. In a connected image one long path joins them (two straight pieces through a
+    point off their midpoint by up to ``BEND`` of their distance) and the other long path lies
+    anywhere; otherwise each dot starts a long path of its own in a random direction. All long
+    paths are made of two pieces of the same length, so they are equally long.
     """
     n = len(labels)
+    low, high = MARGIN + 2, size - 1 - MARGIN - 2
+    pairs = low + (high - low) * torch.rand(n, DOT_TRIES, 2, 2, generator=generator)
+    distance = (pairs[:, :, 0] - pairs[:, :, 1]).norm(dim=-1)
+    apart = (distance >= APART[0] * size) & (distance <= APART[1] * size)
+    dots = pairs[torch.arange(n), apart.float().argmax(dim=1)]  # the first pair far enough apart
+    first, second = dots[:, 0], dots[:, 1]
+    across = second - first
+    normal = torch.stack([-across[:, 1], across[:, 0]], dim=-1)
+    bend = BEND * (2 * torch.rand(n, 1, generator=generator) - 1)
+    middle = ((first + second) / 2 + bend * normal).clamp(MARGIN, size - 1 - MARGIN)
+    piece = ((middle - first).norm(dim=-1) + (second - middle).norm(dim=-1)) / 2
+    joints = torch.stack([first, middle, second], dim=1)[:, None]
+    link = pick_path(joints, torch.ones(n, 1, dtype=torch.bool), size)
+    elsewhere = random_paths(n, 2, piece, TURN, size, generator)
+    from_first, from_second = (
+        _path_away(start, other, piece, size, generator)
+        for start, other in ((first, second), (second, first))
+    )
+    connected = labels.bool()
+    long = [
+        _per_image(connected, link, from_first),
+        _per_image(connected, elsewhere, from_second),
+    ]
+    lengths = size * (SHORT[0] + (SHORT[1] - SHORT[0]) * torch.rand(n, distractors, generator=generator))
+    short = [random_paths(n, 1, lengths[:, k], TURN, size, generator) for k in range(distractors)]
+    return long + short, dots
 
-    def length(bounds: tuple[float, float]) -> Tensor:
-        return size * (bounds[0] + (bounds[1] - bounds[0]) * torch.rand(n, generator=generator))
 
-    first = random_paths(n, SEGMENTS, length(LONG) / SEGMENTS, TURN, size, generator)
-    start, end = first[:, 0], first[:, -1]
-    joints = path_tries(n, OTHER_TRIES, SEGMENTS, length(LONG) / SEGMENTS, TURN, size, generator)
-    ends = joints[:, :, -1]
-    # How far each candidate falls short of both distances (0: far enough), in pixels.
-    shortfall = (APART * size - (ends - start[:, None]).norm(dim=-1)).clamp_min(0) + (
-        SEPARATION * size - (ends - end[:, None]).norm(dim=-1)
-    ).clamp_min(0)
+def _path_away(start: Tensor, other: Tensor, piece: Tensor, size: int, generator: torch.Generator) -> Tensor:
+    """A two-piece path from ``start`` that stays inside and ends ``SEPARATION`` x size away from
+    ``other`` (the other dot), so that it does not seem to join the dots: the first of
+    ``DOT_TRIES`` candidates that does, or one that stays inside (a few percent of images)."""
+    joints = path_tries(len(start), DOT_TRIES, 2, piece, TURN, size, generator, start)
+    away = (joints[:, :, -1] - other[:, None]).norm(dim=-1) >= SEPARATION * size
     fits = inside(joints, size)
-    second = pick_path(joints, fits & (shortfall == 0), size, cost=shortfall + size * ~fits)
-    paths, other_end = [first, second], second[:, -1]
-    short = [random_paths(n, 1, length(SHORT), TURN, size, generator) for _ in range(distractors)]
-    dots = torch.stack([start, torch.where(labels[:, None].bool(), end, other_end)], dim=1)
-    return paths + short, dots
+    return pick_path(joints, fits & away, size, cost=(~fits).float() * 2 + (~away).float())
+
+
+def _per_image(choose: Tensor, first: Tensor, second: Tensor) -> Tensor:
+    """``first``'s points where ``choose``, else ``second``'s; the shorter one padded with its
+    last point."""
+    points = max(first.shape[1], second.shape[1])
+    first, second = (
+        torch.cat([p, p[:, -1:].expand(-1, points - p.shape[1], -1)], dim=1) for p in (first, second)
+    )
+    return torch.where(choose[:, None, None], first, second)
 
 
 def render_pathfinder(
@@ -147,11 +177,10 @@ def render_pathfinder(
 ) -> Tensor:
     """Images ``(len(labels), 1, size, size)`` in [0, 1]: label 1 connected, 0 not connected.
 
-    Two long paths (``SEGMENTS`` pieces, together ``LONG`` x size pixels long, turning by up to
-    ``TURN`` at each joint) and ``distractors`` short ones (``SHORT`` x size), all dashed with
+    Two long paths and ``distractors`` short ones (``SHORT`` x size), all dashed with
     the same dash (3-5 px at 32 px) and gap (1-2 px) per image, 1 px wide after a light blur.
-    Two dots (radius 1.5 px at 32 px) sit on the start of the first long path and on the end of
-    the first (connected) or the second long path (not connected); see :func:`pathfinder_layout`.
+    Two dots (radius 1.5 px at 32 px) sit on the two ends of one long path (connected) or on
+    one end of each (not connected); see :func:`pathfinder_layout`.
     """
     n = len(labels)
     scale = size / 32

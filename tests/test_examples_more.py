@@ -26,6 +26,8 @@ from harness import UsageError  # noqa: E402
 from recconv.models import load_checkpoint  # noqa: E402
 from recconv.models.blocks import RecNeXtBlock  # noqa: E402
 
+from .torchrun_check import torchrun_two_processes  # noqa: E402
+
 EXAMPLES = {"video": video_actions, "pathfinder": image_pathfinder, "sequence": sequence_long_range}
 
 
@@ -93,14 +95,20 @@ def test_rendered_clips_show_the_dot_on_its_trajectory() -> None:
     assert ((found - expected).abs() <= 1.0).all()
 
 
-def test_pathfinder_dots_sit_on_path_ends_as_the_label_says() -> None:
-    # Render the same paths twice with the labels swapped: only the second dot moves.
-    labels = torch.tensor([0, 1])
-    connected = pathfinder_data.render_pathfinder(labels, 48, _generator(2))
-    swapped = pathfinder_data.render_pathfinder(1 - labels, 48, _generator(2))
-    differs = (connected - swapped).abs()[:, 0] > 0.5
-    assert differs.any(dim=(1, 2)).all()  # each image changes where the second dot went
-    assert differs.sum() < 0.05 * differs.numel()  # and nowhere else
+def test_pathfinder_dots_are_far_apart_and_on_path_ends_as_the_label_says() -> None:
+    labels = torch.arange(200) % 2
+    paths, dots = pathfinder_data.pathfinder_layout(labels, 64, _generator(1))
+    assert len(paths) == 2 + pathfinder_data.DISTRACTORS
+    distance = (dots[:, 0] - dots[:, 1]).norm(dim=-1)
+    low, high = pathfinder_data.APART
+    assert ((distance >= low * 64) & (distance <= high * 64)).all()
+    connected = labels.bool()
+    assert torch.equal(paths[0][:, 0], dots[:, 0])  # the first dot starts a long path
+    assert torch.equal(paths[0][connected, -1], dots[connected, 1])  # which ends at the second
+    assert torch.equal(paths[1][~connected, 0], dots[~connected, 1])  # or the second starts its own
+    ends = torch.stack([paths[0][:, -1], paths[1][:, 0], paths[1][:, -1]], dim=1)[~connected]
+    away = (ends - dots[~connected, :1]).norm(dim=-1) >= pathfinder_data.SEPARATION * 64
+    assert away[:, :2].all() and away[:, 2].float().mean() > 0.8  # mostly (57 % of free paths do)
 
 
 def test_random_paths_stay_inside_the_image() -> None:
@@ -391,6 +399,12 @@ def test_smoke_run_writes_results_plots_and_checkpoints(tmp_path: Path, name: st
     )
     assert all(b.token_mixer.level > 0 for b in recconv.modules() if isinstance(b, RecNeXtBlock))
     assert recconv.widths == baseline.widths and recconv.depths == baseline.depths
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_torchrun_two_processes_end_with_identical_parameters(tmp_path: Path, name: str) -> None:
+    results = torchrun_two_processes(EXAMPLES[name].__name__, tmp_path, "--smoke")
+    assert results["models"]["baseline"]["epochs"] == 1
 
 
 def test_sequence_smoke_run_on_a_ucr_folder(tmp_path: Path) -> None:
