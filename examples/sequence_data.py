@@ -7,10 +7,10 @@ convolutional network that pools globally is blind to absolute position; its onl
 zero padding at the two ends, so it tells the classes apart only if its receptive field reaches
 from the bump to the nearer end. At the default length of 2048 the early bump sits 164-246
 samples from the start and the late one 676-758 samples from the end. ``recnext_seq_tiny`` at
-``level=0`` has a theoretical span of 432 samples (216 either way, and 90 % of its gradient
-within 75 either way): it cannot see the start from most bumps and gets no usable signal from
-the rest. With its RecConv levels the same network spans 1238 samples (619 either way), which
-reaches the start from the early bump but not the end from the late one.
+``level=0`` reaches 479 samples (about 240 either way): the start is at the edge of its reach
+from the early bump, and the end is out of its reach from the late one. With its RecConv levels
+the same network reaches 3831 samples, so every position sees the whole series (numbers from
+``python docs/scripts/example_figures.py``).
 
 The adding problem (Hochreiter and Schmidhuber, 1997) is the classic memory test of recurrent
 networks: channel 0 holds random numbers in [0, 1], channel 1 marks two of them (one in each
