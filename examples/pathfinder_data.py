@@ -118,10 +118,11 @@ def pathfinder_layout(
     distractors) and the dots ``(len(labels), 2, 2)`` of Pathfinder images (see
     :func:`render_pathfinder`), in pixel coordinates.
 
-    The dots come first, drawn the same way in both classes: two points ``APART`` x size apart. In a connected image one long path joins them (two straight pieces through a
-    point off their midpoint by up to ``BEND`` of their distance) and the other long path lies
-    anywhere; otherwise each dot starts a long path of its own in a random direction. All long
-    paths are made of two pieces of the same length, so they are equally long.
+    The dots come first, drawn the same way in both classes: two points ``APART`` x size apart.
+    In a connected image one long path joins them (two straight pieces through a point off
+    their midpoint by up to ``BEND`` of their distance) and the other long path lies anywhere;
+    otherwise each dot starts a long path of its own in a random direction. All long paths are
+    made of two pieces of the same length, so they are equally long.
     """
     n = len(labels)
     low, high = MARGIN + 2, size - 1 - MARGIN - 2
@@ -189,7 +190,8 @@ def render_pathfinder(
     gap = scale * (1 + torch.rand(n, 1, generator=generator))
     image = torch.zeros(n, size, size)
     for path in paths:
-        along = torch.arange(path.shape[1]) * SAMPLE_STEP
+        # Arc length along the path: points are at most SAMPLE_STEP apart, closer on shorter paths.
+        along = torch.cat([torch.zeros(n, 1), (path[:, 1:] - path[:, :-1]).norm(dim=-1).cumsum(dim=1)], dim=1)
         phase = torch.rand(n, 1, generator=generator) * (dash + gap)
         _draw(image, path, (along + phase) % (dash + gap) < dash)
     blur = torch.tensor([0.25, 0.5, 0.25])
