@@ -29,7 +29,7 @@ from video_data import load_clip_folder, synthetic_clips
 from recconv.models import create_model
 
 MODEL = "recnext_video_tiny"
-DEFAULTS = Defaults(epochs=6, batch_size=16, lr=3e-3, smoke_epochs=1, smoke_batch_size=8)
+DEFAULTS = Defaults(epochs=10, batch_size=16, lr=3e-3, smoke_epochs=1, smoke_batch_size=8)
 SYNTHETIC_SIZES = {"full": (512, 256, 256), "smoke": (16, 8, 8)}  # train / val / test clips
 DEFAULT_SHAPE, SMOKE_SHAPE = (16, 32), (8, 16)  # frames, pixels per side
 
