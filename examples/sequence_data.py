@@ -17,7 +17,7 @@ networks: channel 0 holds random numbers in [0, 1], channel 1 marks two of them 
 half), and the class says whether the marked numbers add up to more than 1. For a network that
 pools globally it is *not* long-range: the sum of the two marked values is a sum over positions
 of a purely local feature (marker times value), which global average pooling computes with any
-receptive field. It is kept as the control that shows this (see docs/sequence.md).
+receptive field. It is kept as a control: RecConv should have no edge on it (see docs/sequence.md).
 """
 
 from __future__ import annotations
