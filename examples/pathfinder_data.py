@@ -31,7 +31,7 @@ SAMPLE_STEP = 0.4  # pixels between the points that draw a path
 TURN = math.radians(15)  # largest turn between the pieces of a path
 SHORT, DISTRACTORS = (0.15, 0.3), 1  # distractor length over the image size, and their number
 MARGIN = 3.0  # pixels between a path and the image border
-APART, BEND, SEPARATION, DOT_TRIES = (0.65, 0.85), 0.15, 0.25, 64  # see pathfinder_layout
+APART, SEPARATION, DOT_TRIES = (0.65, 0.85), 0.25, 64  # see pathfinder_layout
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 IMAGE_LAYOUT = "DIR/train/<class>/*.png and DIR/test/<class>/*.png (optionally DIR/val/...), as torchvision's ImageFolder"
 
@@ -119,8 +119,8 @@ def pathfinder_layout(
     :func:`render_pathfinder`), in pixel coordinates.
 
     The dots come first, drawn the same way in both classes: two points ``APART`` x size apart.
-    In a connected image one long path joins them (two straight pieces through a point off
-    their midpoint by up to ``BEND`` of their distance) and the other long path lies anywhere;
+    In a connected image one long path joins them (two straight pieces that turn by up to
+    ``TURN``, like every path, at a point off their midpoint) and the other long path lies anywhere;
     otherwise each dot starts a long path of its own in a random direction. All long paths are
     made of two pieces of the same length, so they are equally long.
     """
@@ -133,8 +133,9 @@ def pathfinder_layout(
     first, second = dots[:, 0], dots[:, 1]
     across = second - first
     normal = torch.stack([-across[:, 1], across[:, 0]], dim=-1)
-    bend = BEND * (2 * torch.rand(n, 1, generator=generator) - 1)
-    middle = ((first + second) / 2 + bend * normal).clamp(MARGIN, size - 1 - MARGIN)
+    # The joining path turns at its middle by as much as a free path turns at its joint.
+    turn = TURN * (2 * torch.rand(n, 1, generator=generator) - 1)
+    middle = ((first + second) / 2 + (turn / 2).tan() / 2 * normal).clamp(MARGIN, size - 1 - MARGIN)
     piece = ((middle - first).norm(dim=-1) + (second - middle).norm(dim=-1)) / 2
     joints = torch.stack([first, middle, second], dim=1)[:, None]
     link = pick_path(joints, torch.ones(n, 1, dtype=torch.bool), size)
