@@ -1,16 +1,15 @@
 """Data for the Pathfinder example: the embedded connectivity task and ImageFolder-style folders.
 
 The embedded task follows Pathfinder (Linsley et al., 2018), one of the Long Range Arena tasks:
-an image holds two long, slightly curved, dashed paths, a short distractor path and two dots.
-One dot sits on the start of the first long path; in a *connected* image the other sits on the
-end of the same path, otherwise on the end of the second long path.
+an image holds two long, slightly bent, dashed paths side by side, a short distractor path and
+two dots. One dot sits on one end of the first long path; in a *connected* image the other sits
+on the far end of the same path, otherwise on the far end of the other path.
 
-Why long-range context decides: locally both classes look the same. Every image has two dots,
-each at the end of a dashed path, the same paths, dashes and distractor; the only difference is
-which path end carries the second dot. Paths are drawn without steering at the border, so a
-path's start and end look alike, and in both classes the two dots are at least ``APART`` x size
-apart (41.6 px at the default 64 px), more than the small-kernel baseline sees. Telling the
-classes apart needs a view that holds both dots (and the path between them).
+Why long-range context decides: locally both classes look the same. The paths, dashes and
+distractor are drawn the same way whatever the label (only the second dot moves), every dot has
+the end of the other path beside it, and the two dots are at least ``LENGTH[0]`` x size apart
+(41.6 px at the default 64 px), more than the small-kernel baseline sees. Telling the classes
+apart needs a view that holds both dots and the paths between them.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ SAMPLE_STEP = 0.4  # pixels between the points that draw a path
 TURN = math.radians(15)  # largest turn between the pieces of a path
 SHORT, DISTRACTORS = (0.15, 0.3), 1  # distractor length over the image size, and their number
 MARGIN = 3.0  # pixels between a path and the image border
-APART, SEPARATION, DOT_TRIES = (0.65, 0.85), 0.25, 64  # see pathfinder_layout
+LENGTH, SIDE, LAYOUT_TRIES = (0.65, 0.85), (0.25, 0.45), 128  # see pathfinder_layout
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 IMAGE_LAYOUT = "DIR/train/<class>/*.png and DIR/test/<class>/*.png (optionally DIR/val/...), as torchvision's ImageFolder"
 
@@ -72,18 +71,14 @@ def inside(joints: Tensor, size: int) -> Tensor:
     return ((joints >= MARGIN) & (joints <= size - 1 - MARGIN)).flatten(-2).all(dim=-1)
 
 
-def pick_path(joints: Tensor, ok: Tensor, size: int, cost: Tensor | None = None) -> Tensor:
-    """Points ``(count, points, 2)``, ``SAMPLE_STEP`` apart, of the first candidate where ``ok``
-    ``(count, tries)``; where none is, of the candidate of lowest ``cost`` (default: the last),
-    pushed inside the image."""
-    count, tries = ok.shape
-    fallback = cost.argmin(dim=1) if cost is not None else torch.full((count,), tries - 1)
-    chosen = joints[torch.arange(count), torch.where(ok.any(dim=1), ok.float().argmax(dim=1), fallback)]
-    piece = (chosen[:, 1] - chosen[:, 0]).norm(dim=-1).max().item()
-    steps = max(int(piece / SAMPLE_STEP), 1)
+def densify(joints: Tensor, size: int) -> Tensor:
+    """Points ``(count, points, 2)``, at most ``SAMPLE_STEP`` apart, along the straight pieces
+    between ``joints`` ``(count, joints, 2)``, pushed inside the image."""
+    piece = (joints[:, 1:] - joints[:, :-1]).norm(dim=-1).max().item()
+    steps = max(math.ceil(piece / SAMPLE_STEP), 1)
     fraction = (torch.arange(steps) / steps)[None, None, :, None]
-    pieces = chosen[:, :-1, None] + fraction * (chosen[:, 1:] - chosen[:, :-1])[:, :, None]
-    points = torch.cat([pieces.flatten(1, 2), chosen[:, -1:]], dim=1)
+    pieces = joints[:, :-1, None] + fraction * (joints[:, 1:] - joints[:, :-1])[:, :, None]
+    points = torch.cat([pieces.flatten(1, 2), joints[:, -1:]], dim=1)
     return points.clamp(MARGIN, size - 1 - MARGIN)
 
 
@@ -100,7 +95,10 @@ def random_paths(
     """Points ``(count, points, 2)`` of random paths (see :func:`path_tries`) inside the image:
     of ``tries`` candidates the first that stays inside."""
     joints = path_tries(count, tries, segments, segment_length, max_turn, size, generator, start)
-    return pick_path(joints, inside(joints, size), size)
+    fits = inside(joints, size)
+    return densify(
+        joints[torch.arange(count), torch.where(fits.any(dim=1), fits.float().argmax(dim=1), -1)], size
+    )
 
 
 def _draw(image: Tensor, points: Tensor, keep: Tensor) -> None:
@@ -118,60 +116,40 @@ def pathfinder_layout(
     distractors) and the dots ``(len(labels), 2, 2)`` of Pathfinder images (see
     :func:`render_pathfinder`), in pixel coordinates.
 
-    The dots come first, drawn the same way in both classes: two points ``APART`` x size apart.
-    In a connected image one long path joins them (two straight pieces that turn by up to
-    ``TURN``, like every path, at a point off their midpoint) and the other long path lies anywhere;
-    otherwise each dot starts a long path of its own in a random direction. All long paths are
-    made of two pieces of the same length, so they are equally long.
+    Both classes draw the same two long paths: side by side, ``LENGTH`` x size long and
+    ``SIDE`` x their length apart, each two straight pieces that turn by up to ``TURN`` at
+    their joint, anywhere in the image at any angle (the first of ``LAYOUT_TRIES`` draws that
+    stays inside). The first dot sits on the start of the first path. The second sits on its
+    end (connected) or on the end of the other path, diagonally across (not connected). So
+    every dot has a path end of the other path beside it in both classes; only which of the
+    far ends carries the dot differs.
     """
-    n = len(labels)
-    low, high = MARGIN + 2, size - 1 - MARGIN - 2
-    pairs = low + (high - low) * torch.rand(n, DOT_TRIES, 2, 2, generator=generator)
-    distance = (pairs[:, :, 0] - pairs[:, :, 1]).norm(dim=-1)
-    apart = (distance >= APART[0] * size) & (distance <= APART[1] * size)
-    dots = pairs[torch.arange(n), apart.float().argmax(dim=1)]  # the first pair far enough apart
-    first, second = dots[:, 0], dots[:, 1]
-    across = second - first
-    normal = torch.stack([-across[:, 1], across[:, 0]], dim=-1)
-    # The joining path turns at its middle by as much as a free path turns at its joint.
-    turn = TURN * (2 * torch.rand(n, 1, generator=generator) - 1)
-    middle = ((first + second) / 2 + (turn / 2).tan() / 2 * normal).clamp(MARGIN, size - 1 - MARGIN)
-    piece = ((middle - first).norm(dim=-1) + (second - middle).norm(dim=-1)) / 2
-    joints = torch.stack([first, middle, second], dim=1)[:, None]
-    link = pick_path(joints, torch.ones(n, 1, dtype=torch.bool), size)
-    elsewhere = random_paths(n, 2, piece, TURN, size, generator)
-    from_first, from_second = (
-        _path_away(start, other, piece, size, generator)
-        for start, other in ((first, second), (second, first))
-    )
-    connected = labels.bool()
-    long = [
-        _per_image(connected, link, from_first),
-        _per_image(connected, elsewhere, from_second),
-    ]
+    n, tries = len(labels), LAYOUT_TRIES
+    length = size * (LENGTH[0] + (LENGTH[1] - LENGTH[0]) * torch.rand(n, tries, generator=generator))
+    apart = length * (SIDE[0] + (SIDE[1] - SIDE[0]) * torch.rand(n, tries, generator=generator))
+    centre = size * (0.25 + 0.5 * torch.rand(n, tries, 2, generator=generator))  # where a pair can fit
+    heading = 2 * math.pi * torch.rand(n, tries, generator=generator)
+    turns = TURN * (2 * torch.rand(n, tries, 2, generator=generator) - 1)
+    along = torch.stack([heading.cos(), heading.sin()], dim=-1)
+    across = torch.stack([-heading.sin(), heading.cos()], dim=-1)
+    paths = []
+    for k, sign in enumerate((-0.5, 0.5)):
+        start = centre - length[..., None] / 2 * along + sign * apart[..., None] * across
+        # Two pieces whose end lies straight ahead of the start at ``length``, whatever the turn.
+        half = turns[..., k] / 2
+        one = torch.stack([(heading - half).cos(), (heading - half).sin()], dim=-1)
+        two = torch.stack([(heading + half).cos(), (heading + half).sin()], dim=-1)
+        piece = (length / 2 / half.cos())[..., None]
+        paths.append(torch.stack([start, start + piece * one, start + piece * (one + two)], dim=-2))
+    fits = inside(torch.cat(paths, dim=-2), size)
+    pick = torch.where(fits.any(dim=1), fits.float().argmax(dim=1), 0)
+    rows = torch.arange(n)
+    first, second = (p[rows, pick] for p in paths)
+    ends = torch.where(labels.bool()[:, None], first[:, -1], second[:, -1])
+    dots = torch.stack([first[:, 0], ends], dim=1)
     lengths = size * (SHORT[0] + (SHORT[1] - SHORT[0]) * torch.rand(n, distractors, generator=generator))
     short = [random_paths(n, 1, lengths[:, k], TURN, size, generator) for k in range(distractors)]
-    return long + short, dots
-
-
-def _path_away(start: Tensor, other: Tensor, piece: Tensor, size: int, generator: torch.Generator) -> Tensor:
-    """A two-piece path from ``start`` that stays inside and ends ``SEPARATION`` x size away from
-    ``other`` (the other dot), so that it does not seem to join the dots: the first of
-    ``DOT_TRIES`` candidates that does, or one that stays inside (a few percent of images)."""
-    joints = path_tries(len(start), DOT_TRIES, 2, piece, TURN, size, generator, start)
-    away = (joints[:, :, -1] - other[:, None]).norm(dim=-1) >= SEPARATION * size
-    fits = inside(joints, size)
-    return pick_path(joints, fits & away, size, cost=(~fits).float() * 2 + (~away).float())
-
-
-def _per_image(choose: Tensor, first: Tensor, second: Tensor) -> Tensor:
-    """``first``'s points where ``choose``, else ``second``'s; the shorter one padded with its
-    last point."""
-    points = max(first.shape[1], second.shape[1])
-    first, second = (
-        torch.cat([p, p[:, -1:].expand(-1, points - p.shape[1], -1)], dim=1) for p in (first, second)
-    )
-    return torch.where(choose[:, None, None], first, second)
+    return [densify(first, size), densify(second, size), *short], dots
 
 
 def render_pathfinder(
