@@ -32,7 +32,7 @@ from recconv.models import create_model
 MODEL = "recnext_m0"
 MODEL_OPTIONS = {"widths": (32,), "depths": (2,)}
 LEVELS = (4,)
-DEFAULTS = Defaults(epochs=8, batch_size=32, lr=3e-3, smoke_epochs=1, smoke_batch_size=16)
+DEFAULTS = Defaults(epochs=14, batch_size=32, lr=3e-3, smoke_epochs=1, smoke_batch_size=16)
 SYNTHETIC_SIZES = {"full": (2048, 512, 512), "smoke": (32, 16, 16)}  # train / val / test images
 DEFAULT_SIZE, SMOKE_SIZE = 64, 32
 
