@@ -7,9 +7,9 @@ on the far end of the same path, otherwise on the far end of the other path.
 
 Why long-range context decides: locally both classes look the same. The paths, dashes and
 distractor are drawn the same way whatever the label (only the second dot moves), every dot has
-the end of the other path beside it, and the two dots are at least ``LENGTH[0]`` x size apart
-(41.6 px at the default 64 px), more than the small-kernel baseline sees. Telling the classes
-apart needs a view that holds both dots and the paths between them.
+the end of the other path beside it, on a random side, and the two dots are at least
+``LENGTH[0]`` x size apart (41.6 px at the default 64 px), more than the small-kernel baseline
+sees. Telling the classes apart needs a view that holds both dots and the paths between them.
 """
 
 from __future__ import annotations
@@ -130,6 +130,10 @@ def pathfinder_layout(
     centre = size * (0.25 + 0.5 * torch.rand(n, tries, 2, generator=generator))  # where a pair can fit
     heading = 2 * math.pi * torch.rand(n, tries, generator=generator)
     turns = TURN * (2 * torch.rand(n, tries, 2, generator=generator) - 1)
+    # Which side the second path lies on, seen along the first: random, or the side the other
+    # path lies on at a dot (left at both dots when not connected, left at one and right at the
+    # other when connected) would tell the class from one dot alone.
+    apart = apart * torch.where(torch.rand(n, tries, generator=generator) < 0.5, -1.0, 1.0)
     along = torch.stack([heading.cos(), heading.sin()], dim=-1)
     across = torch.stack([-heading.sin(), heading.cos()], dim=-1)
     paths = []
