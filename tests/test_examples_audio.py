@@ -5,9 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import re
-import subprocess
 import sys
 import wave
 from pathlib import Path
@@ -24,6 +21,8 @@ import audio_keywords  # noqa: E402
 from harness import UsageError  # noqa: E402
 
 from recconv.models import PRESETS, create_model, load_checkpoint  # noqa: E402
+
+from .torchrun_check import torchrun_two_processes  # noqa: E402
 
 WORDS = {"yes": 440.0, "no": 660.0, "up": 880.0}  # tone frequency per keyword
 OTHERS = {"cat": 330.0, "dog": 550.0}  # words that become _unknown_
@@ -345,50 +344,5 @@ def test_smoke_run_on_a_speech_commands_folder(tmp_path: Path) -> None:
 
 
 def test_torchrun_two_processes_end_with_identical_parameters(tmp_path: Path) -> None:
-    driver = tmp_path / "driver.py"
-    driver.write_text(
-        "import os, sys, torch\n"
-        f"sys.path.insert(0, {str(ROOT / 'examples')!r})\n"
-        "import audio_keywords, harness\n"
-        "trained, train_model = {}, harness.train_model\n"
-        "def capture(name, *args, **kwargs):\n"
-        "    trained[name], result = train_model(name, *args, **kwargs)\n"
-        "    return trained[name], result\n"
-        "harness.train_model = capture\n"
-        "audio_keywords.main(sys.argv[1:])\n"
-        "state = {name: model.state_dict() for name, model in trained.items()}\n"
-        f"torch.save(state, os.path.join({str(tmp_path)!r}, 'rank' + os.environ['RANK'] + '.pt'))\n"
-    )
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(driver),
-    ]
-    done = subprocess.run(
-        [*command, "--smoke", "--device", "cpu", "--out", str(tmp_path / "out")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "2 process(es) on cpu" in done.stdout and done.stdout.count("wrote results.json") == 1
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
-    assert set(ranks[0]) == {"recconv", "baseline"}
-    for name, state in ranks[0].items():
-        assert state.keys() == ranks[1][name].keys()
-        assert all(torch.equal(value, ranks[1][name][key]) for key, value in state.items()), name
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert results["training"]["processes"] == 2
-    assert sum(map(sum, results["models"]["recconv"]["confusion"])) == results["data"]["test"]
-    saved = torch.load(tmp_path / "out" / "recconv.pt", weights_only=True)["model"]
-    assert all(torch.equal(saved[key], value) for key, value in ranks[0]["recconv"].items())
-    assert re.search(r"recconv test accuracy", done.stdout)
+    results = torchrun_two_processes("audio_keywords", tmp_path, "--smoke")
+    assert results["models"]["recconv"]["epochs"] == 1
