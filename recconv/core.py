@@ -107,6 +107,8 @@ class RecConvNd(nn.Module):
         self._label = f"{owner}({in_channels}, level={level})"
         # Only the built-in ops know how to run a 1D layer lifted to (N, C, 1, L) (see forward).
         self._liftable = all(isinstance(op, str) for op in (upsample, downsample, conv)) and coarse is None
+        # A built-in up op returns a new tensor that nothing else holds, so sums may go into it in place.
+        self._sum_in_place = isinstance(upsample, str)
 
         down_builder = resolve_builder(downsample, DOWNSAMPLE, "downsample", owner)
         up_builder = resolve_builder(upsample, UPSAMPLE, "upsample", owner)
@@ -180,13 +182,20 @@ class RecConvNd(nn.Module):
         for conv, up, coarse, fine in zip(
             self.convs, self.ups, reversed(features[1:]), reversed(features[:-1])
         ):
-            hidden = up(conv(coarse if hidden is None else coarse + hidden), fine.shape[2:])
-        out = self.convs[-1](x if hidden is None else x + hidden)
+            hidden = up(conv(coarse if hidden is None else self._add(hidden, coarse)), fine.shape[2:])
+        out = self.convs[-1](x if hidden is None else self._add(hidden, x))
         if lift:
             out = out.squeeze(2)
         if restore:
             out = out.contiguous()
         return out.squeeze(0) if unbatched else out
+
+    def _add(self, upsampled: Tensor, features: Tensor) -> Tensor:
+        """``features + upsampled``, written into ``upsampled`` where that is safe: one full-size
+        buffer less per level, which on the CPU saves its allocation (page faults) and a pass."""
+        if self._sum_in_place and upsampled.dtype == features.dtype:
+            return upsampled.add_(features)
+        return features + upsampled
 
     def extra_repr(self) -> str:
         k = self.kernel_size

@@ -305,6 +305,28 @@ def test_user_builders_plug_into_the_core():
         recconv.num_params(layer)
 
 
+class _KeepingUp(nn.Module):
+    """A user up op that keeps a reference to what it returns, as a cache or a hook might."""
+
+    def __init__(self, channels, kernel_size, factor, *, bias, causal_axis, device, dtype) -> None:
+        super().__init__()
+        self.kept = []
+
+    def forward(self, x, size):
+        out = nn.functional.interpolate(x, size=list(size), mode="bilinear", align_corners=False)
+        self.kept.append((out, out.clone()))
+        return out
+
+
+def test_sums_go_in_place_only_into_tensors_of_the_built_in_up_ops():
+    builtin = RecConv2d(4, 3, 2).double()
+    keeping = RecConv2d(4, 3, 2, upsample=_KeepingUp).double()
+    keeping.load_state_dict(builtin.state_dict())
+    x = torch.randn(2, 4, 12, 10, dtype=torch.float64)
+    torch.testing.assert_close(keeping(x), builtin(x), rtol=0, atol=0)  # in place or not, the same sums
+    assert all(torch.equal(out, copy) for up in keeping.ups for out, copy in up.kept)
+
+
 class _Zero(nn.Module):
     """A coarse op that discards its input: the coarsest level then adds nothing."""
 
