@@ -19,7 +19,6 @@ import argparse
 import sys
 import warnings
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 from audio_data import (
@@ -30,20 +29,24 @@ from audio_data import (
     load_speech_commands,
     synthetic_keywords,
 )
-from harness import Defaults, ExampleParser, Splits, UsageError, distributed, run
+from harness import (
+    Defaults,
+    ExampleParser,
+    Runtime,
+    Splits,
+    UsageError,
+    at_least,
+    level_zero_baseline,
+    run_example,
+)
+from torch import nn
 
-from recconv.models import PRESETS, create_model
+from recconv.models import PRESETS
 
 DEFAULTS = Defaults(epochs=8, batch_size=64, lr=3e-3, smoke_epochs=1, smoke_batch_size=16)
 BACKBONES = {"2d": "recnext_audio_tiny", "seq": "recnext_seq_tiny"}
 SYNTHETIC_TRAIN_PER_CLASS = 600
 SYNTHETIC_EVAL_PER_CLASS = {"full": (100, 200), "smoke": (4, 4)}  # validation, test clips per class
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected an int > 0, got {text!r}")
-    return int(text)
 
 
 def _words(text: str) -> list[str]:
@@ -71,7 +74,7 @@ def build_parser() -> ExampleParser:
     )
     parser.add_argument(
         "--clips-per-class",
-        type=_positive_int,
+        type=at_least(1),
         help=f"embedded data: training clips per class (default {SYNTHETIC_TRAIN_PER_CLASS}; 12 with --smoke)",
     )
     return parser
@@ -84,54 +87,33 @@ def load_data(args: argparse.Namespace) -> Splits:
         val, test = SYNTHETIC_EVAL_PER_CLASS["smoke" if args.smoke else "full"]
         return synthetic_keywords(train, val, test, seed=args.seed)
     splits = load_speech_commands(args.data_dir, args.words, seed=args.seed)
-    if args.smoke:  # a few batches of the real data
-        splits = Splits(
-            *(_head(d, 4 * args.batch_size) for d in (splits.train, splits.val, splits.test)),
-            splits.classes,
-            splits.info,
-        )
-    return splits
-
-
-def _head(dataset: Any, count: int) -> Any:
-    from torch.utils.data import Subset
-
-    return Subset(dataset, range(min(count, len(dataset))))
+    return splits.head(4 * args.batch_size) if args.smoke else splits  # a few batches of the real data
 
 
 def model_builders(backbone: str, num_classes: int) -> dict[str, Any]:
     """``recconv``: the preset; ``baseline``: the same network with every RecConv at level 0."""
     name = BACKBONES[backbone]
-    options: dict[str, Any] = {"num_classes": num_classes}
-    if backbone == "seq":
-        options["in_chans"] = 40
-    stages = len(PRESETS[name].config["widths"])
-    return {
-        "recconv": partial(create_model, name, **options),
-        "baseline": partial(create_model, name, levels=(0,) * stages, **options),
-    }
+    options: dict[str, Any] = {"num_classes": num_classes, **({"in_chans": 40} if backbone == "seq" else {})}
+    return level_zero_baseline(name, len(PRESETS[name].config["widths"]), **options)
+
+
+def setup(args: argparse.Namespace, runtime: Runtime) -> tuple[str, Splits, dict[str, Any], nn.Module]:
+    """The run's title, data, models and log-mel front end."""
+    if args.words is not None and args.data_dir is None:
+        raise UsageError("--words needs --data-dir (the embedded data has its own classes)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("default" if runtime.is_main else "ignore")  # one warning, from rank 0
+        splits = load_data(args)
+    augmentation = SYNTHETIC_AUGMENTATION if args.data_dir is None else SPEECH_AUGMENTATION
+    noise = background_crops(splits, seed=args.seed)
+    front_end = LogMelFrontEnd(augmentation, sequence=args.backbone == "seq", noise=noise)
+    builders = model_builders(args.backbone, len(splits.classes))
+    return f"audio_keywords ({BACKBONES[args.backbone]})", splits, builders, front_end
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the example; returns the results (also written to ``--out/results.json``)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.words is not None and args.data_dir is None:
-        parser.error("--words needs --data-dir (the embedded data has its own classes)")
-    with distributed(args.device) as runtime:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("default" if runtime.is_main else "ignore")  # one warning, from rank 0
-                splits = load_data(args)
-            augmentation = SYNTHETIC_AUGMENTATION if args.data_dir is None else SPEECH_AUGMENTATION
-            noise = background_crops(splits, seed=args.seed)
-            front_end = LogMelFrontEnd(augmentation, sequence=args.backbone == "seq", noise=noise)
-            builders = model_builders(args.backbone, len(splits.classes))
-            return run(
-                f"audio_keywords ({BACKBONES[args.backbone]})", args, runtime, splits, builders, front_end
-            )
-        except UsageError as err:
-            parser.error(str(err))
+    return run_example(build_parser(), argv, setup)
 
 
 if __name__ == "__main__":

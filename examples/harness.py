@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 from torch.utils.flop_counter import FlopCounterMode
+
+from recconv.models import create_model
 
 ModelBuilder = Callable[[], nn.Module]
 
@@ -68,6 +71,11 @@ class Splits:
     test: Dataset
     classes: list[str]
     info: dict[str, Any] = field(default_factory=dict)  # written to results.json under "data"
+
+    def head(self, count: int) -> Splits:
+        """The first ``count`` examples of every split: a few batches of real data for ``--smoke``."""
+        subsets = (Subset(d, range(min(count, len(d)))) for d in (self.train, self.val, self.test))
+        return Splits(*subsets, self.classes, self.info)
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,11 @@ def _number(kind: type, minimum: float, exclusive: bool) -> Callable[[str], Any]
 
     convert.__name__ = kind.__name__  # argparse names the type in its own messages
     return convert
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type for an int of at least ``minimum``, with the shared flags' error message."""
+    return _number(int, minimum, exclusive=False)
 
 
 def _device(text: str) -> str:
@@ -568,6 +581,38 @@ def run(
             f"wrote results.json, training_curves.png, confusion_matrix.png and checkpoints to {args.out}",
         )
     return results
+
+
+def level_zero_baseline(name: str, stages: int, **options: Any) -> dict[str, ModelBuilder]:
+    """The two models every example compares: ``recconv`` is ``create_model(name, **options)`` and
+    ``baseline`` the same network with the RecConv of each of its ``stages`` stages at level 0."""
+    baseline = {**options, "levels": (0,) * stages}
+    return {
+        "recconv": partial(create_model, name, **options),
+        "baseline": partial(create_model, name, **baseline),
+    }
+
+
+Setup = Callable[
+    [argparse.Namespace, Runtime], tuple[str, Splits, Mapping[str, ModelBuilder], nn.Module | None]
+]
+
+
+def run_example(parser: ExampleParser, argv: Sequence[str] | None, setup: Setup) -> dict[str, Any]:
+    """An example's command line: parse ``argv``, start the processes, let ``setup`` build the run's
+    title, data, models and input transform, and :func:`run` it. A :class:`UsageError` raised on
+    the way is reported like a bad flag.
+
+    Returns:
+        The results (the content of ``results.json``).
+    """
+    args = parser.parse_args(argv)
+    with distributed(args.device) as runtime:
+        try:
+            title, splits, models, transform = setup(args, runtime)
+            return run(title, args, runtime, splits, models, transform)
+        except UsageError as err:
+            parser.error(str(err))
 
 
 def _pyplot() -> Any:

@@ -20,14 +20,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
-from harness import Defaults, ExampleParser, Splits, UsageError, distributed, run
+from harness import Defaults, ExampleParser, Runtime, Splits, at_least, level_zero_baseline, run_example
 from pathfinder_data import load_image_folder, synthetic_pathfinder
-from torch.utils.data import Subset
-
-from recconv.models import create_model
 
 MODEL = "recnext_m0"
 MODEL_OPTIONS = {"widths": (32,), "depths": (2,)}
@@ -37,22 +33,12 @@ SYNTHETIC_SIZES = {"full": (2048, 512, 512), "smoke": (32, 16, 16)}  # train / v
 DEFAULT_SIZE, SMOKE_SIZE = 64, 32
 
 
-def _size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 24:
-        raise argparse.ArgumentTypeError(f"expected an int >= 24, got {text!r}")
-    return value
-
-
 def build_parser() -> ExampleParser:
     """The example's flags: the shared ones plus ``--size``."""
     parser = ExampleParser(__doc__, DEFAULTS, out="runs/image_pathfinder")
     parser.add_argument(
         "--size",
-        type=_size,
+        type=at_least(24),
         help=f"pixels per side: of the embedded images (default {DEFAULT_SIZE}; {SMOKE_SIZE} with --smoke), "
         "or the size real images are resized to (default: keep)",
     )
@@ -65,35 +51,29 @@ def load_data(args: argparse.Namespace) -> Splits:
         size = args.size or (SMOKE_SIZE if args.smoke else DEFAULT_SIZE)
         return synthetic_pathfinder(SYNTHETIC_SIZES["smoke" if args.smoke else "full"], size, args.seed)
     splits = load_image_folder(args.data_dir, size=args.size, seed=args.seed)
-    if args.smoke:  # a few batches of the real data
-        heads = (
-            Subset(d, range(min(4 * args.batch_size, len(d))))
-            for d in (splits.train, splits.val, splits.test)
-        )
-        splits = Splits(*heads, splits.classes, splits.info)
-    return splits
+    return splits.head(4 * args.batch_size) if args.smoke else splits  # a few batches of the real data
 
 
 def model_builders(in_chans: int, num_classes: int) -> dict[str, Any]:
     """``recconv``: the preset; ``baseline``: the same network with every RecConv at level 0."""
     options = {"in_chans": in_chans, "num_classes": num_classes, **MODEL_OPTIONS}
-    return {
-        "recconv": partial(create_model, MODEL, levels=LEVELS, **options),
-        "baseline": partial(create_model, MODEL, levels=(0,) * len(LEVELS), **options),
-    }
+    return level_zero_baseline(MODEL, len(LEVELS), levels=LEVELS, **options)
+
+
+def setup(args: argparse.Namespace, runtime: Runtime) -> tuple[str, Splits, dict[str, Any], None]:
+    """The run's title, data and models."""
+    splits = load_data(args)
+    return (
+        f"image_pathfinder ({MODEL})",
+        splits,
+        model_builders(splits.train[0][0].shape[0], len(splits.classes)),
+        None,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the example; returns the results (also written to ``--out/results.json``)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    with distributed(args.device) as runtime:
-        try:
-            splits = load_data(args)
-            builders = model_builders(splits.train[0][0].shape[0], len(splits.classes))
-            return run(f"image_pathfinder ({MODEL})", args, runtime, splits, builders)
-        except UsageError as err:
-            parser.error(str(err))
+    return run_example(build_parser(), argv, setup)
 
 
 if __name__ == "__main__":

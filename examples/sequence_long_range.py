@@ -18,29 +18,26 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
-from harness import Defaults, ExampleParser, Splits, UsageError, distributed, run
+from harness import (
+    Defaults,
+    ExampleParser,
+    Runtime,
+    Splits,
+    UsageError,
+    at_least,
+    level_zero_baseline,
+    run_example,
+)
 from sequence_data import TASKS, load_ucr, synthetic_sequences
-from torch.utils.data import Subset
 
-from recconv.models import PRESETS, create_model
+from recconv.models import PRESETS
 
 MODEL = "recnext_seq_tiny"
 DEFAULTS = Defaults(epochs=6, batch_size=32, lr=3e-3, smoke_epochs=1, smoke_batch_size=16)
 SYNTHETIC_SIZES = {"full": (1024, 256, 256), "smoke": (32, 16, 16)}  # train / val / test series
 DEFAULT_LENGTH, SMOKE_LENGTH = 2048, 512
-
-
-def _length(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 64:
-        raise argparse.ArgumentTypeError(f"expected an int >= 64, got {text!r}")
-    return value
 
 
 def build_parser() -> ExampleParser:
@@ -49,7 +46,7 @@ def build_parser() -> ExampleParser:
     parser.add_argument("--task", choices=TASKS, help="embedded task (default position)")
     parser.add_argument(
         "--length",
-        type=_length,
+        type=at_least(64),
         help=f"samples per embedded series (default {DEFAULT_LENGTH}; {SMOKE_LENGTH} with --smoke)",
     )
     return parser
@@ -63,38 +60,31 @@ def load_data(args: argparse.Namespace) -> Splits:
             args.task or "position", SYNTHETIC_SIZES["smoke" if args.smoke else "full"], length, args.seed
         )
     splits = load_ucr(args.data_dir, seed=args.seed)
-    if args.smoke:  # a few batches of the real data
-        heads = (
-            Subset(d, range(min(4 * args.batch_size, len(d))))
-            for d in (splits.train, splits.val, splits.test)
-        )
-        splits = Splits(*heads, splits.classes, splits.info)
-    return splits
+    return splits.head(4 * args.batch_size) if args.smoke else splits  # a few batches of the real data
 
 
 def model_builders(in_chans: int, num_classes: int) -> dict[str, Any]:
     """``recconv``: the preset; ``baseline``: the same network with every RecConv at level 0."""
     options = {"in_chans": in_chans, "num_classes": num_classes}
-    stages = len(PRESETS[MODEL].config["widths"])
-    return {
-        "recconv": partial(create_model, MODEL, **options),
-        "baseline": partial(create_model, MODEL, levels=(0,) * stages, **options),
-    }
+    return level_zero_baseline(MODEL, len(PRESETS[MODEL].config["widths"]), **options)
+
+
+def setup(args: argparse.Namespace, runtime: Runtime) -> tuple[str, Splits, dict[str, Any], None]:
+    """The run's title, data and models."""
+    if args.data_dir is not None and (args.length is not None or args.task is not None):
+        raise UsageError("--task and --length choose the embedded data; they do not apply with --data-dir")
+    splits = load_data(args)
+    return (
+        f"sequence_long_range ({MODEL})",
+        splits,
+        model_builders(splits.train[0][0].shape[0], len(splits.classes)),
+        None,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the example; returns the results (also written to ``--out/results.json``)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.data_dir is not None and (args.length is not None or args.task is not None):
-        parser.error("--task and --length choose the embedded data; they do not apply with --data-dir")
-    with distributed(args.device) as runtime:
-        try:
-            splits = load_data(args)
-            builders = model_builders(splits.train[0][0].shape[0], len(splits.classes))
-            return run(f"sequence_long_range ({MODEL})", args, runtime, splits, builders)
-        except UsageError as err:
-            parser.error(str(err))
+    return run_example(build_parser(), argv, setup)
 
 
 if __name__ == "__main__":

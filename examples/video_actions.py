@@ -19,14 +19,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
-from harness import Defaults, ExampleParser, Splits, UsageError, distributed, run
-from torch.utils.data import Subset
+from harness import Defaults, ExampleParser, Runtime, Splits, at_least, level_zero_baseline, run_example
 from video_data import load_clip_folder, synthetic_clips
-
-from recconv.models import create_model
 
 MODEL = "recnext_video_tiny"
 DEFAULTS = Defaults(epochs=10, batch_size=16, lr=3e-3, smoke_epochs=1, smoke_batch_size=8)
@@ -34,32 +30,18 @@ SYNTHETIC_SIZES = {"full": (512, 256, 256), "smoke": (16, 8, 8)}  # train / val 
 DEFAULT_SHAPE, SMOKE_SHAPE = (16, 32), (8, 16)  # frames, pixels per side
 
 
-def _at_least(minimum: int) -> Any:
-    def convert(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an int >= {minimum}, got {text!r}")
-        return value
-
-    convert.__name__ = "int"
-    return convert
-
-
 def build_parser() -> ExampleParser:
     """The example's flags: the shared ones plus ``--frames`` and ``--size``."""
     parser = ExampleParser(__doc__, DEFAULTS, out="runs/video_actions")
     parser.add_argument(
         "--frames",
-        type=_at_least(8),
+        type=at_least(8),
         help=f"frames per clip: embedded clips have this many (default {DEFAULT_SHAPE[0]}), "
         "real clips are sampled evenly to it (default: the first clip's)",
     )
     parser.add_argument(
         "--size",
-        type=_at_least(16),
+        type=at_least(16),
         help=f"pixels per side: of embedded clips (default {DEFAULT_SHAPE[1]}), "
         "real frames are resized to it (default: keep)",
     )
@@ -73,36 +55,29 @@ def load_data(args: argparse.Namespace) -> Splits:
         sizes = SYNTHETIC_SIZES["smoke" if args.smoke else "full"]
         return synthetic_clips(sizes, args.frames or frames, args.size or size, args.seed)
     splits = load_clip_folder(args.data_dir, frames=args.frames, size=args.size, seed=args.seed)
-    if args.smoke:  # a few batches of the real data
-        heads = (
-            Subset(d, range(min(4 * args.batch_size, len(d))))
-            for d in (splits.train, splits.val, splits.test)
-        )
-        splits = Splits(*heads, splits.classes, splits.info)
-    return splits
+    return splits.head(4 * args.batch_size) if args.smoke else splits  # a few batches of the real data
 
 
 def model_builders(in_chans: int, num_classes: int) -> dict[str, Any]:
     """``recconv``: the preset; ``baseline``: the same network with every RecConv at level 0."""
     options = {"in_chans": in_chans, "num_classes": num_classes, "widths": (32,), "depths": (2,)}
-    stages = 1
-    return {
-        "recconv": partial(create_model, MODEL, levels=(4,), **options),
-        "baseline": partial(create_model, MODEL, levels=(0,) * stages, **options),
-    }
+    return level_zero_baseline(MODEL, 1, levels=(4,), **options)
+
+
+def setup(args: argparse.Namespace, runtime: Runtime) -> tuple[str, Splits, dict[str, Any], None]:
+    """The run's title, data and models."""
+    splits = load_data(args)
+    return (
+        f"video_actions ({MODEL})",
+        splits,
+        model_builders(splits.train[0][0].shape[0], len(splits.classes)),
+        None,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the example; returns the results (also written to ``--out/results.json``)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    with distributed(args.device) as runtime:
-        try:
-            splits = load_data(args)
-            builders = model_builders(splits.train[0][0].shape[0], len(splits.classes))
-            return run(f"video_actions ({MODEL})", args, runtime, splits, builders)
-        except UsageError as err:
-            parser.error(str(err))
+    return run_example(build_parser(), argv, setup)
 
 
 if __name__ == "__main__":
