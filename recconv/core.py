@@ -192,7 +192,9 @@ class RecConvNd(nn.Module):
 
     def _add(self, upsampled: Tensor, features: Tensor) -> Tensor:
         """``features + upsampled``, written into ``upsampled`` where that is safe: one full-size
-        buffer less per level, which on the CPU saves its allocation (page faults) and a pass."""
+        buffer less per level, which on the CPU saves its allocation (page faults) and a pass.
+        A forward hook on a built-in up op therefore sees its output before the sum only if it
+        copies it."""
         if self._sum_in_place and upsampled.dtype == features.dtype:
             return upsampled.add_(features)
         return features + upsampled
