@@ -598,6 +598,23 @@ Setup = Callable[
 ]
 
 
+def plain_setup(
+    title: str,
+    load_data: Callable[[argparse.Namespace], Splits],
+    model_builders: Callable[[int, int], Mapping[str, ModelBuilder]],
+) -> Setup:
+    """The :data:`Setup` of an example without an input transform: its data from ``load_data`` and
+    its models from ``model_builders(input channels, classes)``, read off the first training example."""
+
+    def setup(
+        args: argparse.Namespace, runtime: Runtime
+    ) -> tuple[str, Splits, Mapping[str, ModelBuilder], None]:
+        splits = load_data(args)
+        return title, splits, model_builders(splits.train[0][0].shape[0], len(splits.classes)), None
+
+    return setup
+
+
 def run_example(parser: ExampleParser, argv: Sequence[str] | None, setup: Setup) -> dict[str, Any]:
     """An example's command line: parse ``argv``, start the processes, let ``setup`` build the run's
     title, data, models and input transform, and :func:`run` it. A :class:`UsageError` raised on

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from harness import Defaults, ExampleParser, Runtime, Splits, at_least, level_zero_baseline, run_example
+from harness import Defaults, ExampleParser, Splits, at_least, level_zero_baseline, plain_setup, run_example
 from pathfinder_data import load_image_folder, synthetic_pathfinder
 
 MODEL = "recnext_m0"
@@ -60,20 +60,11 @@ def model_builders(in_chans: int, num_classes: int) -> dict[str, Any]:
     return level_zero_baseline(MODEL, len(LEVELS), levels=LEVELS, **options)
 
 
-def setup(args: argparse.Namespace, runtime: Runtime) -> tuple[str, Splits, dict[str, Any], None]:
-    """The run's title, data and models."""
-    splits = load_data(args)
-    return (
-        f"image_pathfinder ({MODEL})",
-        splits,
-        model_builders(splits.train[0][0].shape[0], len(splits.classes)),
-        None,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the example; returns the results (also written to ``--out/results.json``)."""
-    return run_example(build_parser(), argv, setup)
+    return run_example(
+        build_parser(), argv, plain_setup(f"image_pathfinder ({MODEL})", load_data, model_builders)
+    )
 
 
 if __name__ == "__main__":

@@ -23,11 +23,11 @@ from typing import Any
 from harness import (
     Defaults,
     ExampleParser,
-    Runtime,
     Splits,
     UsageError,
     at_least,
     level_zero_baseline,
+    plain_setup,
     run_example,
 )
 from sequence_data import TASKS, load_ucr, synthetic_sequences
@@ -54,6 +54,8 @@ def build_parser() -> ExampleParser:
 
 def load_data(args: argparse.Namespace) -> Splits:
     """The embedded task, or the UCR-style folder in ``args.data_dir``."""
+    if args.data_dir is not None and (args.length is not None or args.task is not None):
+        raise UsageError("--task and --length choose the embedded data; they do not apply with --data-dir")
     if args.data_dir is None:
         length = args.length or (SMOKE_LENGTH if args.smoke else DEFAULT_LENGTH)
         return synthetic_sequences(
@@ -69,22 +71,11 @@ def model_builders(in_chans: int, num_classes: int) -> dict[str, Any]:
     return level_zero_baseline(MODEL, len(PRESETS[MODEL].config["widths"]), **options)
 
 
-def setup(args: argparse.Namespace, runtime: Runtime) -> tuple[str, Splits, dict[str, Any], None]:
-    """The run's title, data and models."""
-    if args.data_dir is not None and (args.length is not None or args.task is not None):
-        raise UsageError("--task and --length choose the embedded data; they do not apply with --data-dir")
-    splits = load_data(args)
-    return (
-        f"sequence_long_range ({MODEL})",
-        splits,
-        model_builders(splits.train[0][0].shape[0], len(splits.classes)),
-        None,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the example; returns the results (also written to ``--out/results.json``)."""
-    return run_example(build_parser(), argv, setup)
+    return run_example(
+        build_parser(), argv, plain_setup(f"sequence_long_range ({MODEL})", load_data, model_builders)
+    )
 
 
 if __name__ == "__main__":
