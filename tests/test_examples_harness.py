@@ -179,3 +179,12 @@ def test_cuda_without_cuda_is_an_argparse_error(capsys: pytest.CaptureFixture) -
     with pytest.raises(SystemExit):
         harness.ExampleParser("tiny", DEFAULTS, out="runs/tiny").parse_args(["--device", "cuda"])
     assert "--device cuda: CUDA is not available here; use --device cpu" in capsys.readouterr().err
+
+
+def test_splits_head_keeps_the_first_examples_of_every_split() -> None:
+    data = [TensorDataset(torch.arange(n).float()[:, None], torch.arange(n) % 2) for n in (10, 3, 5)]
+    splits = harness.Splits(*data, classes=["a", "b"], info={"source": "test"})
+    head = splits.head(4)
+    assert [len(d) for d in (head.train, head.val, head.test)] == [4, 3, 4]
+    assert [head.train[i][0].item() for i in range(4)] == [0.0, 1.0, 2.0, 3.0]
+    assert (head.classes, head.info) == (["a", "b"], {"source": "test"})
