@@ -1,6 +1,6 @@
 """Pathfinder (Long Range Arena) with a 2D RecNeXt against the same network at level 0.
 
-Trains a one-stage 2D RecNeXt (width 32, two RecConv blocks at level 4, stride 4) and the same
+Trains a one-stage 2D RecNeXt (width 48, three RecConv blocks at level 4, stride 4) and the same
 architecture with every RecConv at level 0 (one 5x5 depthwise conv, the small-kernel baseline),
 then tests both. Without further stages the token mixer is the network's only source of
 long-range context.
@@ -23,13 +23,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness import Defaults, ExampleParser, Splits, at_least, level_zero_baseline, plain_setup, run_example
-from pathfinder_data import load_image_folder, synthetic_pathfinder
+from pathfinder_data import MIN_SIZE, load_image_folder, synthetic_pathfinder
 
 MODEL = "recnext_m0"
-MODEL_OPTIONS = {"widths": (32,), "depths": (2,)}
+MODEL_OPTIONS = {"widths": (48,), "depths": (3,)}
 LEVELS = (4,)
-DEFAULTS = Defaults(epochs=14, batch_size=32, lr=3e-3, smoke_epochs=1, smoke_batch_size=16)
-SYNTHETIC_SIZES = {"full": (2048, 512, 512), "smoke": (32, 16, 16)}  # train / val / test images
+DEFAULTS = Defaults(epochs=10, batch_size=32, lr=6e-3, smoke_epochs=1, smoke_batch_size=16)
+SYNTHETIC_SIZES = {"full": (2816, 256, 512), "smoke": (32, 16, 16)}  # train / val / test images
 DEFAULT_SIZE, SMOKE_SIZE = 64, 32
 
 
@@ -38,7 +38,7 @@ def build_parser() -> ExampleParser:
     parser = ExampleParser(__doc__, DEFAULTS, out="runs/image_pathfinder")
     parser.add_argument(
         "--size",
-        type=at_least(24),
+        type=at_least(MIN_SIZE),
         help=f"pixels per side: of the embedded images (default {DEFAULT_SIZE}; {SMOKE_SIZE} with --smoke), "
         "or the size real images are resized to (default: keep)",
     )

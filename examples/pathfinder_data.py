@@ -3,13 +3,14 @@
 The embedded task follows Pathfinder (Linsley et al., 2018), one of the Long Range Arena tasks:
 an image holds two long, slightly bent, dashed paths side by side, a short distractor path and
 two dots. One dot sits on one end of the first long path; in a *connected* image the other sits
-on the far end of the same path, otherwise on the far end of the other path.
+on the far end of the same path, otherwise on the near end of the other path, across the gap.
 
-Why long-range context decides: locally both classes look the same. The paths, dashes and
-distractor are drawn the same way whatever the label (only the second dot moves), every dot has
-the end of the other path beside it, on a random side, and the two dots are at least
-``LENGTH[0]`` x size apart (41.6 px at the default 64 px), more than the small-kernel baseline
-sees. Telling the classes apart needs a view that holds both dots and the paths between them.
+Why long-range context decides: locally both classes look the same. The paths and distractor
+are drawn the same way whatever the label (only the second dot moves), every dot sits on the end
+of a path, and the path length and the gap between the paths are drawn from the same range, so
+the other long path is about as far from a dot as the other dot, and the two dots are as far apart in
+both classes (41.6-54.4 px at the default 64 px). Telling the classes apart needs a view that
+holds both dots and whether a path joins them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ SAMPLE_STEP = 0.4  # pixels between the points that draw a path
 TURN = math.radians(15)  # largest turn between the pieces of a path
 SHORT, DISTRACTORS = (0.15, 0.3), 1  # distractor length over the image size, and their number
 MARGIN = 3.0  # pixels between a path and the image border
-LENGTH, SIDE, LAYOUT_TRIES = (0.65, 0.85), (0.25, 0.45), 128  # see pathfinder_layout
+MIN_SIZE = 32  # pixels per side: below, two long paths side by side rarely fit at any angle
+SPAN, LAYOUT_TRIES = (0.65, 0.85), 512  # see pathfinder_layout
+PATH_INK = 0.6  # paths are dimmer than the dots: finding a dot is local, the task is what joins them
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 IMAGE_LAYOUT = "DIR/train/<class>/*.png and DIR/test/<class>/*.png (optionally DIR/val/...), as torchvision's ImageFolder"
 
@@ -116,41 +119,42 @@ def pathfinder_layout(
     distractors) and the dots ``(len(labels), 2, 2)`` of Pathfinder images (see
     :func:`render_pathfinder`), in pixel coordinates.
 
-    Both classes draw the same two long paths: side by side, ``LENGTH`` x size long and
-    ``SIDE`` x their length apart, each two straight pieces that turn by up to ``TURN`` at
-    their joint, anywhere in the image at any angle (the first of ``LAYOUT_TRIES`` draws that
-    stays inside). The first dot sits on the start of the first path. The second sits on its
-    end (connected) or on the end of the other path, diagonally across (not connected). So
-    every dot has a path end of the other path beside it in both classes; only which of the
-    far ends carries the dot differs.
+    Both classes draw the same two long paths: side by side, each ``SPAN`` x size long, two
+    straight pieces that turn by up to ``TURN`` at their joint, with their starts (and ends)
+    ``SPAN`` x size apart, the second path on a random side of the first, at any angle that fits
+    (the first of ``LAYOUT_TRIES`` draws) and anywhere it fits. The first dot sits on
+    the start of the first path. The second sits on its end (connected) or on the start of the
+    other path, across the gap (not connected). Length and gap come from the same range, so the
+    dots are as far apart in both classes, and each dot sits on a path end with the other path
+    about as far away as the other dot: only whether a path joins the two dots differs.
     """
     n, tries = len(labels), LAYOUT_TRIES
-    length = size * (LENGTH[0] + (LENGTH[1] - LENGTH[0]) * torch.rand(n, tries, generator=generator))
-    apart = length * (SIDE[0] + (SIDE[1] - SIDE[0]) * torch.rand(n, tries, generator=generator))
-    centre = size * (0.25 + 0.5 * torch.rand(n, tries, 2, generator=generator))  # where a pair can fit
+    length, apart = size * (SPAN[0] + (SPAN[1] - SPAN[0]) * torch.rand(2, n, tries, generator=generator))
     heading = 2 * math.pi * torch.rand(n, tries, generator=generator)
     turns = TURN * (2 * torch.rand(n, tries, 2, generator=generator) - 1)
-    # Which side the second path lies on, seen along the first: random, or the side the other
-    # path lies on at a dot (left at both dots when not connected, left at one and right at the
-    # other when connected) would tell the class from one dot alone.
+    # The second path on a random side of the first, so that the layout (and a shape drawn in
+    # it) is mirror-symmetric in both classes.
     apart = apart * torch.where(torch.rand(n, tries, generator=generator) < 0.5, -1.0, 1.0)
-    along = torch.stack([heading.cos(), heading.sin()], dim=-1)
     across = torch.stack([-heading.sin(), heading.cos()], dim=-1)
     paths = []
     for k, sign in enumerate((-0.5, 0.5)):
-        start = centre - length[..., None] / 2 * along + sign * apart[..., None] * across
+        start = sign * apart[..., None] * across  # around the origin; moved into the image below
         # Two pieces whose end lies straight ahead of the start at ``length``, whatever the turn.
         half = turns[..., k] / 2
         one = torch.stack([(heading - half).cos(), (heading - half).sin()], dim=-1)
         two = torch.stack([(heading + half).cos(), (heading + half).sin()], dim=-1)
         piece = (length / 2 / half.cos())[..., None]
         paths.append(torch.stack([start, start + piece * one, start + piece * (one + two)], dim=-2))
-    fits = inside(torch.cat(paths, dim=-2), size)
+    joints = torch.cat(paths, dim=-2)
+    low = joints.amin(dim=-2)
+    room = size - 1 - 2 * MARGIN - (joints.amax(dim=-2) - low)  # per axis; negative: does not fit
+    # A layout that fits goes anywhere it fits: rotation and shape need tries, the place does not.
+    shift = MARGIN - low + room.clamp(min=0) * torch.rand(n, tries, 2, generator=generator)
+    fits = (room >= 0).all(dim=-1)
     pick = torch.where(fits.any(dim=1), fits.float().argmax(dim=1), 0)
     rows = torch.arange(n)
-    first, second = (p[rows, pick] for p in paths)
-    ends = torch.where(labels.bool()[:, None], first[:, -1], second[:, -1])
-    dots = torch.stack([first[:, 0], ends], dim=1)
+    first, second = (p[rows, pick] + shift[rows, pick, None] for p in paths)
+    dots = torch.stack([first[:, 0], torch.where(labels.bool()[:, None], first[:, -1], second[:, 0])], dim=1)
     lengths = size * (SHORT[0] + (SHORT[1] - SHORT[0]) * torch.rand(n, distractors, generator=generator))
     short = [random_paths(n, 1, lengths[:, k], TURN, size, generator) for k in range(distractors)]
     return [densify(first, size), densify(second, size), *short], dots
@@ -162,9 +166,10 @@ def render_pathfinder(
     """Images ``(len(labels), 1, size, size)`` in [0, 1]: label 1 connected, 0 not connected.
 
     Two long paths and ``distractors`` short ones (``SHORT`` x size), all dashed with
-    the same dash (3-5 px at 32 px) and gap (1-2 px) per image, 1 px wide after a light blur.
-    Two dots (radius 1.5 px at 32 px) sit on the two ends of one long path (connected) or on
-    one end of each (not connected); see :func:`pathfinder_layout`.
+    the same dash (3-5 px at 32 px) and gap (1-2 px) per image, 1 px wide after a light blur,
+    at ``PATH_INK`` brightness. Two full-brightness dots (radius 1.5 px at 32 px) sit on the two
+    ends of one long path (connected) or on one end of each (not connected); see
+    :func:`pathfinder_layout`.
     """
     n = len(labels)
     scale = size / 32
@@ -186,7 +191,7 @@ def render_pathfinder(
     radius = 1.5 * scale
     discs = ((dy[..., :, None] + dx[..., None, :]) <= radius**2).any(dim=1).float()
     noise = 0.05 * torch.randn(n, size, size, generator=generator)
-    return (torch.maximum(image.clamp(max=1.0), discs) + noise).clamp(0, 1).unsqueeze(1)
+    return (torch.maximum(PATH_INK * image.clamp(max=1.0), discs) + noise).clamp(0, 1).unsqueeze(1)
 
 
 def synthetic_pathfinder(sizes: Sequence[int], size: int = 32, seed: int = 0) -> Splits:
@@ -194,10 +199,10 @@ def synthetic_pathfinder(sizes: Sequence[int], size: int = 32, seed: int = 0) ->
     images ``(1, size, size)`` each, from ``seed``.
 
     Raises:
-        ValueError: For a size under 24 pixels.
+        ValueError: For a size under ``MIN_SIZE`` pixels.
     """
-    if size < 24:
-        raise ValueError(f"synthetic_pathfinder: size must be at least 24 pixels, got {size}")
+    if size < MIN_SIZE:
+        raise ValueError(f"synthetic_pathfinder: size must be at least {MIN_SIZE} pixels, got {size}")
     info = {"source": f"embedded pathfinder task, seed {seed}", "size": size}
     return generated_splits(render_pathfinder, (size,), sizes, CLASSES, seed, info)
 

@@ -95,19 +95,29 @@ def test_rendered_clips_show_the_dot_on_its_trajectory() -> None:
     assert ((found - expected).abs() <= 1.0).all()
 
 
-def test_pathfinder_dots_sit_on_path_ends_as_the_label_says() -> None:
+@pytest.mark.parametrize("size", [pathfinder_data.MIN_SIZE, 64])
+def test_pathfinder_dots_sit_on_path_ends_as_the_label_says(size: int) -> None:
     labels = torch.arange(200) % 2
-    paths, dots = pathfinder_data.pathfinder_layout(labels, 64, _generator(1))
+    paths, dots = pathfinder_data.pathfinder_layout(labels, size, _generator(1))
     assert len(paths) == 2 + pathfinder_data.DISTRACTORS
     assert torch.equal(dots[:, 0], paths[0][:, 0])
-    assert torch.equal(dots[:, 1], torch.where(labels[:, None].bool(), paths[0][:, -1], paths[1][:, -1]))
-    assert ((dots[:, 0] - dots[:, 1]).norm(dim=-1) >= pathfinder_data.LENGTH[0] * 64 - 1e-3).all()
+    assert torch.equal(dots[:, 1], torch.where(labels[:, None].bool(), paths[0][:, -1], paths[1][:, 0]))
+    assert ((dots[:, 0] - dots[:, 1]).norm(dim=-1) >= pathfinder_data.SPAN[0] * size - 1e-3).all()
     # The label moves the second dot and nothing else.
-    swapped, _ = pathfinder_data.pathfinder_layout(1 - labels, 64, _generator(1))
+    swapped, _ = pathfinder_data.pathfinder_layout(1 - labels, size, _generator(1))
     assert all(torch.equal(path, other) for path, other in zip(paths, swapped))
     images = pathfinder_data.render_pathfinder(labels[:2], 48, _generator(2))
     differs = (images - pathfinder_data.render_pathfinder(1 - labels[:2], 48, _generator(2))).abs() > 0.5
     assert differs.any(dim=(1, 2, 3)).all() and differs.sum() < 0.05 * differs.numel()
+
+
+def test_pathfinder_dot_distance_does_not_tell_the_class() -> None:
+    labels = torch.arange(4000) % 2
+    _, dots = pathfinder_data.pathfinder_layout(labels, 64, _generator(3))
+    distance = (dots[:, 0] - dots[:, 1]).norm(dim=-1)
+    # The best a threshold on the distance does, either way round: chance, up to sampling noise.
+    right = torch.stack([((distance < t) == labels.bool()).float().mean() for t in distance.unique()])
+    assert max(right.max().item(), 1 - right.min().item()) < 0.55
 
 
 def test_random_paths_stay_inside_the_image() -> None:
@@ -143,8 +153,8 @@ def test_synthetic_splits_fix_validation_and_test_by_seed() -> None:
     assert one.classes == sequence_data.POSITION_CLASSES
     clips = video_data.synthetic_clips((8, 8, 8), frames=8, size=16)
     assert clips.classes == list(video_data.SHAPES) and clips.test.tensors[0].shape == (8, 1, 8, 16, 16)
-    images = pathfinder_data.synthetic_pathfinder((4, 4, 4), size=24)
-    assert images.classes == pathfinder_data.CLASSES and images.val.tensors[0].shape == (4, 1, 24, 24)
+    images = pathfinder_data.synthetic_pathfinder((4, 4, 4), size=32)
+    assert images.classes == pathfinder_data.CLASSES and images.val.tensors[0].shape == (4, 1, 32, 32)
 
 
 @pytest.mark.parametrize(
@@ -153,7 +163,7 @@ def test_synthetic_splits_fix_validation_and_test_by_seed() -> None:
         (lambda: sequence_data.synthetic_sequences("copy", (4, 4, 4), 128), "unknown task 'copy'"),
         (lambda: sequence_data.synthetic_sequences("adding", (4, 4, 4), 32), "length must be at least 64"),
         (lambda: video_data.synthetic_clips((4, 4, 4), frames=4), "needs at least 8 frames of 16 x 16"),
-        (lambda: pathfinder_data.synthetic_pathfinder((4, 4, 4), size=16), "size must be at least 24"),
+        (lambda: pathfinder_data.synthetic_pathfinder((4, 4, 4), size=24), "size must be at least 32"),
     ],
 )
 def test_synthetic_data_errors(call, message: str) -> None:
@@ -433,7 +443,7 @@ def test_sequence_smoke_run_on_a_ucr_folder(tmp_path: Path) -> None:
         ("sequence", ["--data-dir", "/nonexistent/ucr"], "--data-dir /nonexistent/ucr: no such folder"),
         ("video", ["--frames", "4"], "argument --frames: expected an int >= 8, got '4'"),
         ("video", ["--data-dir", "/nonexistent/clips"], "--data-dir /nonexistent/clips: no such folder"),
-        ("pathfinder", ["--size", "big"], "argument --size: expected an int >= 24, got 'big'"),
+        ("pathfinder", ["--size", "big"], "argument --size: expected an int >= 32, got 'big'"),
         (
             "pathfinder",
             ["--data-dir", "/nonexistent/images"],
