@@ -132,8 +132,8 @@ def pathfinder_layout(
     length, apart = size * (SPAN[0] + (SPAN[1] - SPAN[0]) * torch.rand(2, n, tries, generator=generator))
     heading = 2 * math.pi * torch.rand(n, tries, generator=generator)
     turns = TURN * (2 * torch.rand(n, tries, 2, generator=generator) - 1)
-    # The second path on a random side of the first, so that the layout (and a shape drawn in
-    # it) is mirror-symmetric in both classes.
+    # The second path on a random side of the first, so that no handedness (the side the other
+    # path lies on, seen from a dot along its own path) goes with a class.
     apart = apart * torch.where(torch.rand(n, tries, generator=generator) < 0.5, -1.0, 1.0)
     across = torch.stack([-heading.sin(), heading.cos()], dim=-1)
     paths = []
