@@ -41,8 +41,6 @@ from harness import (
 )
 from torch import nn
 
-from recconv.models import PRESETS
-
 DEFAULTS = Defaults(epochs=8, batch_size=64, lr=3e-3, smoke_epochs=1, smoke_batch_size=16)
 BACKBONES = {"2d": "recnext_audio_tiny", "seq": "recnext_seq_tiny"}
 SYNTHETIC_TRAIN_PER_CLASS = 600
@@ -94,7 +92,7 @@ def model_builders(backbone: str, num_classes: int) -> dict[str, Any]:
     """``recconv``: the preset; ``baseline``: the same network with every RecConv at level 0."""
     name = BACKBONES[backbone]
     options: dict[str, Any] = {"num_classes": num_classes, **({"in_chans": 40} if backbone == "seq" else {})}
-    return level_zero_baseline(name, len(PRESETS[name].config["widths"]), **options)
+    return level_zero_baseline(name, **options)
 
 
 def setup(args: argparse.Namespace, runtime: Runtime) -> tuple[str, Splits, dict[str, Any], nn.Module]:

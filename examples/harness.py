@@ -40,7 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 from torch.utils.flop_counter import FlopCounterMode
 
-from recconv.models import create_model
+from recconv.models import PRESETS, create_model
 
 ModelBuilder = Callable[[], nn.Module]
 
@@ -583,9 +583,10 @@ def run(
     return results
 
 
-def level_zero_baseline(name: str, stages: int, **options: Any) -> dict[str, ModelBuilder]:
+def level_zero_baseline(name: str, **options: Any) -> dict[str, ModelBuilder]:
     """The two models every example compares: ``recconv`` is ``create_model(name, **options)`` and
-    ``baseline`` the same network with the RecConv of each of its ``stages`` stages at level 0."""
+    ``baseline`` the same network with the RecConv of each of its stages at level 0."""
+    stages = len(options.get("widths", PRESETS[name].config["widths"]))
     baseline = {**options, "levels": (0,) * stages}
     return {
         "recconv": partial(create_model, name, **options),

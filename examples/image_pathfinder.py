@@ -57,7 +57,7 @@ def load_data(args: argparse.Namespace) -> Splits:
 def model_builders(in_chans: int, num_classes: int) -> dict[str, Any]:
     """``recconv``: the preset; ``baseline``: the same network with every RecConv at level 0."""
     options = {"in_chans": in_chans, "num_classes": num_classes, **MODEL_OPTIONS}
-    return level_zero_baseline(MODEL, len(LEVELS), levels=LEVELS, **options)
+    return level_zero_baseline(MODEL, levels=LEVELS, **options)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

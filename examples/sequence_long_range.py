@@ -32,8 +32,6 @@ from harness import (
 )
 from sequence_data import TASKS, load_ucr, synthetic_sequences
 
-from recconv.models import PRESETS
-
 MODEL = "recnext_seq_tiny"
 DEFAULTS = Defaults(epochs=6, batch_size=32, lr=3e-3, smoke_epochs=1, smoke_batch_size=16)
 SYNTHETIC_SIZES = {"full": (1024, 256, 256), "smoke": (32, 16, 16)}  # train / val / test series
@@ -68,7 +66,7 @@ def load_data(args: argparse.Namespace) -> Splits:
 def model_builders(in_chans: int, num_classes: int) -> dict[str, Any]:
     """``recconv``: the preset; ``baseline``: the same network with every RecConv at level 0."""
     options = {"in_chans": in_chans, "num_classes": num_classes}
-    return level_zero_baseline(MODEL, len(PRESETS[MODEL].config["widths"]), **options)
+    return level_zero_baseline(MODEL, **options)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

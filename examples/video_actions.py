@@ -61,7 +61,7 @@ def load_data(args: argparse.Namespace) -> Splits:
 def model_builders(in_chans: int, num_classes: int) -> dict[str, Any]:
     """``recconv``: the preset; ``baseline``: the same network with every RecConv at level 0."""
     options = {"in_chans": in_chans, "num_classes": num_classes, "widths": (32,), "depths": (2,)}
-    return level_zero_baseline(MODEL, 1, levels=(4,), **options)
+    return level_zero_baseline(MODEL, levels=(4,), **options)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
