@@ -1,0 +1,28 @@
+"""Outputs are bit for bit those recorded before the op-protocol refactor (see tests/data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.data.make_bitwise_reference import LAYERS, MODELS
+
+_REFERENCE = Path(__file__).parent / "data" / "bitwise_reference.pt"
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    return torch.load(_REFERENCE, weights_only=True)
+
+
+@pytest.mark.parametrize("name", [*LAYERS, *MODELS])
+def test_outputs_are_bitwise_those_recorded_before_the_refactor(reference, name):
+    make, _ = {**LAYERS, **MODELS}[name]
+    record = reference[name]
+    module = make().eval()
+    module.load_state_dict(record["state"])
+    with torch.no_grad():
+        out = module(record["input"])
+    assert torch.equal(out, record["output"])
