@@ -43,11 +43,13 @@ def per_rank(table: Sequence[T], spatial_dims: int, owner: str = "recconv") -> T
     return table[spatial_dims - 1]
 
 
-def look_up(value: object, table: Mapping[str, T] | Iterable[str], *, what: str, owner: str) -> Any:
+def look_up(
+    value: object, table: Mapping[str, T] | Iterable[str], *, what: str, owner: str, also: str = ""
+) -> Any:
     """The entry of ``table`` named ``value`` (or the name itself for a list of names).
 
-    Raises ``ValueError`` naming the owner, the valid names and the closest one, or
-    ``TypeError`` for a name that is not a string.
+    Raises ``ValueError`` naming the owner, the valid names (``also`` names what else is
+    accepted) and the closest one, or ``TypeError`` for a name that is not a string.
 
     Example:
         >>> look_up("lineer", {"linear": 1, "nearest": 2}, what="upsample", owner="RecConv2d")
@@ -58,11 +60,12 @@ def look_up(value: object, table: Mapping[str, T] | Iterable[str], *, what: str,
     names = list(table)
     if not isinstance(value, str):
         raise TypeError(f"{owner}: {what} must be a name from {names}, got {type(value).__name__}")
+    alternatives = f" or {also}" if also else ""
     if value in names:
         return table[value] if isinstance(table, Mapping) else value
     close = difflib.get_close_matches(value, names, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"{owner}: unknown {what} {value!r}; expected one of {names}.{hint}")
+    raise ValueError(f"{owner}: unknown {what} {value!r}; expected one of {names}{alternatives}.{hint}")
 
 
 def is_int(value: object) -> bool:
@@ -79,12 +82,12 @@ def check_int(value: object, name: str, owner: str, *, minimum: int | None = Non
         >>> check_int(2.0, "level", "RecConv2d", minimum=0)
         Traceback (most recent call last):
         ...
-        TypeError: RecConv2d: level must be an int, got 2.0
+        ValueError: RecConv2d: level must be an int >= 0, got 2.0
     """
+    if minimum is not None and not (is_int(value) and value >= minimum):  # type: ignore[operator]
+        raise ValueError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
     if not is_int(value):
         raise TypeError(f"{owner}: {name} must be an int, got {value!r}")
-    if minimum is not None and value < minimum:  # type: ignore[operator]
-        raise ValueError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
     return value  # type: ignore[return-value]
 
 

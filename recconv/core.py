@@ -19,10 +19,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .ops import CONV, DOWNSAMPLE, UPSAMPLE, Builder, as_tuple, resolve_builder
-
-_LAYOUTS = ("L", "H, W", "D, H, W")
-_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}  # by tensor rank
+from ._util import CHANNELS_LAST, LAYOUTS, as_tuple, check_int, is_int
+from .ops import CONV_OPS, DOWNSAMPLE_OPS, UPSAMPLE_OPS, Builder, Window, ask, build_op, resolve_builder
 
 
 def _name_of(op: str | Builder) -> str:
@@ -85,50 +83,97 @@ class RecConvNd(nn.Module):
         if not hasattr(self, "spatial_dims"):
             raise TypeError("RecConvNd is abstract: use RecConv1d, RecConv2d or RecConv3d")
         dims = self.spatial_dims
-        if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
+        if not (is_int(in_channels) and in_channels >= 1):
             raise ValueError(f"{owner}: in_channels must be a positive int, got {in_channels!r}")
-        if not isinstance(level, int) or isinstance(level, bool) or level < 0:
-            raise ValueError(f"{owner}: level must be an int >= 0, got {level!r}")
         self.in_channels = in_channels
-        self.level = level
+        self.level = check_int(level, "level", owner, minimum=0)
         self.kernel_size = as_tuple(kernel_size, dims, "kernel_size", owner)
         if any(k < 1 or k % 2 == 0 for k in self.kernel_size):
             raise ValueError(f"{owner}: kernel_size must be odd and positive, got {kernel_size!r}")
-        self.factor = as_tuple(factor, dims, "factor", owner)
-        if any(f < 1 for f in self.factor):
-            raise ValueError(f"{owner}: factor must be >= 1 on every axis, got {factor!r}")
+        self.factor = as_tuple(factor, dims, "factor", owner, minimum=1)
         self.causal_axis = self._causal_axis(causal, owner)
         self.has_bias = bias
-        self.upsample = upsample
-        self.downsample = downsample
         self.shared_down = shared_down
-        self.conv_op = conv
-        self.coarse_op = coarse
         self._label = f"{owner}({in_channels}, level={level})"
-        # Only the built-in ops know how to run a 1D layer lifted to (N, C, 1, L) (see forward).
-        self._liftable = all(isinstance(op, str) for op in (upsample, downsample, conv)) and coarse is None
-        # A built-in up op returns a new tensor that nothing else holds, so sums may go into it in place.
-        self._sum_in_place = isinstance(upsample, str)
-
-        down_builder = resolve_builder(downsample, DOWNSAMPLE, "downsample", owner)
-        up_builder = resolve_builder(upsample, UPSAMPLE, "upsample", owner)
-        conv_builder = resolve_builder(conv, CONV, "conv", owner)
-        coarse_builder = conv_builder if coarse is None else resolve_builder(coarse, CONV, "coarse", owner)
+        self.downsample, down_builder = resolve_builder(downsample, DOWNSAMPLE_OPS, "downsample", owner)
+        self.upsample, up_builder = resolve_builder(upsample, UPSAMPLE_OPS, "upsample", owner)
+        self.conv_op, conv_builder = resolve_builder(conv, CONV_OPS, "conv", owner)
+        self.coarse_op, coarse_builder = (
+            (None, conv_builder) if coarse is None else resolve_builder(coarse, CONV_OPS, "coarse", owner)
+        )
         op_kwargs = {"bias": bias, "causal_axis": self.causal_axis, "device": device, "dtype": dtype}
 
-        def build(builder: Builder) -> nn.Module:
-            return builder(in_channels, self.kernel_size, self.factor, **op_kwargs)
+        def build(builder: Builder, role: str) -> nn.Module:
+            return build_op(builder, role, owner, in_channels, self.kernel_size, self.factor, **op_kwargs)
 
-        def build_conv(builder: Builder) -> nn.Module:
-            return builder(in_channels, self.kernel_size, **op_kwargs)
+        def build_conv(builder: Builder, role: str) -> nn.Module:
+            return build_op(builder, role, owner, in_channels, self.kernel_size, **op_kwargs)
 
         levels = range(level)
-        self.down = build(down_builder) if shared_down and level > 0 else None
-        self.downs = None if shared_down else nn.ModuleList(build(down_builder) for _ in levels)
-        self.ups = nn.ModuleList(build(up_builder) for _ in levels)
+        self.down = build(down_builder, "downsample") if shared_down and level > 0 else None
+        self.downs = None if shared_down else nn.ModuleList(build(down_builder, "downsample") for _ in levels)
+        self.ups = nn.ModuleList(build(up_builder, "upsample") for _ in levels)
         self.convs = nn.ModuleList(
-            build_conv(coarse_builder if i == 0 else conv_builder) for i in range(level + 1)
+            build_conv(coarse_builder, "coarse")
+            if i == 0 and coarse is not None
+            else build_conv(conv_builder, "conv")
+            for i in range(level + 1)
         )
+        # The ops say how the layer may run them (see the op protocol in recconv.ops): a 1D layer
+        # runs lifted to (N, C, 1, L) only if every op accepts it, and sums go into up outputs
+        # in place only if every up op returns a fresh tensor.
+        self._liftable = dims == 1 and all(getattr(op, "liftable", False) for op in self._ops())
+        self._sum_in_place = all(getattr(up, "fresh_output", False) for up in self.ups)
+
+    def _ops(self) -> list[nn.Module]:
+        downs = [] if self.down is None else [self.down]
+        return [*downs, *(self.downs or []), *self.ups, *self.convs]
+
+    def down_op(self, level: int) -> nn.Module:
+        """The down op that makes level ``level`` (1..``self.level``) from the level above."""
+        return self.down if self.downs is None else self.downs[level - 1]
+
+    def level_sizes(self, input_size: Sequence[int]) -> list[tuple[int, ...]]:
+        """Spatial size of every level, from the input (level 0) to the coarsest: ``ceil(size / factor)``."""
+        sizes = [tuple(input_size)]
+        for _ in range(self.level):
+            sizes.append(tuple(-(-s // f) for s, f in zip(sizes[-1], self.factor)))
+        return sizes
+
+    def flops(self, input_size: Sequence[int], output_size: Sequence[int] | None = None) -> int:
+        """FLOPs of one forward pass on one sample of spatial size ``input_size``, as
+        ``FlopCounterMode`` counts them: the sum of what every op reports (op protocol)."""
+        sizes = self.level_sizes(input_size)
+        total = 0
+        for i in range(1, self.level + 1):
+            total += ask(self.down_op(i), "flops", self._label)(sizes[i - 1], sizes[i])
+            total += ask(self.ups[self.level - i], "flops", self._label)(sizes[i], sizes[i - 1])
+        for conv, size in zip(self.convs, reversed(sizes)):
+            total += ask(conv, "flops", self._label)(size, size)
+        return total
+
+    def input_window(
+        self, axis: int, lo: int, hi: int, input_size: int, output_size: int, exact: bool = True
+    ) -> Window:
+        """Input indices along ``axis`` that outputs ``lo..hi`` may depend on (inclusive, clipped
+        to the input), walking the recursion back through what every op reports."""
+        sizes = [s[axis] for s in self.level_sizes([input_size] * self.spatial_dims)]
+
+        def through(op: nn.Module, lo: int, hi: int, source: int, target: int) -> Window:
+            lo, hi = ask(op, "input_window", self._label)(axis, lo, hi, sizes[source], sizes[target], exact)
+            return max(lo, 0), min(hi, sizes[source] - 1)
+
+        # Level 0 reads convs[-1]'s window of x; level i adds the path up from the coarse conv.
+        lo, hi = through(self.convs[-1], lo, hi, 0, 0)
+        first, last = lo, hi
+        for level in range(1, self.level + 1):
+            a, b = through(self.ups[self.level - level], lo, hi, level, level - 1)
+            lo, hi = through(self.convs[self.level - level], a, b, level, level)
+            a, b = lo, hi
+            for coarse in range(level, 0, -1):
+                a, b = through(self.down_op(coarse), a, b, coarse - 1, coarse)
+            first, last = min(first, a), max(last, b)
+        return first, last
 
     def _causal_axis(self, causal: bool | int, owner: str) -> int | None:
         if isinstance(causal, bool):
@@ -146,7 +191,7 @@ class RecConvNd(nn.Module):
         if not isinstance(x, Tensor):
             raise TypeError(f"{self._label}: expected a tensor, got {type(x).__name__}")
         dims = self.spatial_dims
-        layout = _LAYOUTS[dims - 1]
+        layout = LAYOUTS[dims - 1]
         if x.dim() not in (dims + 1, dims + 2) or x.shape[-dims - 1] != self.in_channels:
             raise ValueError(
                 f"{self._label}: expected (N, {self.in_channels}, {layout}) or "
@@ -170,14 +215,13 @@ class RecConvNd(nn.Module):
         lift = on_cpu and self.spatial_dims == 1 and self._liftable
         if lift:
             x = x.unsqueeze(2)
-        layout = _CHANNELS_LAST.get(x.dim()) if on_cpu else None
+        layout = CHANNELS_LAST.get(x.dim()) if on_cpu else None
         restore = layout is not None and not x.is_contiguous(memory_format=layout)
         if restore:
             x = x.contiguous(memory_format=layout)
         features = [x]
-        for i in range(self.level):
-            down = self.down if self.downs is None else self.downs[i]
-            features.append(down(features[-1]))
+        for i in range(1, self.level + 1):
+            features.append(self.down_op(i)(features[-1]))
         hidden = None
         for conv, up, coarse, fine in zip(
             self.convs, self.ups, reversed(features[1:]), reversed(features[:-1])

@@ -1,7 +1,9 @@
-"""Rank-generic building blocks of the recursive core: depthwise convs, ConvNorm and resize ops.
+"""The ops of the recursive core and the protocol they follow: built-in and user ops alike.
 
-This is the only module that looks up per-rank torch functions for the layers. Every op of
-the core is a builder with one protocol, so built-in and user ops plug in the same way:
+Every op of a :class:`~recconv.RecConvNd` is built by a **builder**, a class or any callable
+returning an ``nn.Module``. Names such as ``"linear"`` are keys of one table per role
+(:data:`CONV_OPS`, :data:`DOWNSAMPLE_OPS`, :data:`UPSAMPLE_OPS`); passing the class behind a name, or a
+``functools.partial`` of it, builds the same layer.
 
 * a **downsample builder** is called as
   ``builder(channels, kernel_size, factor, *, bias, causal_axis, device, dtype)`` and
@@ -14,45 +16,122 @@ the core is a builder with one protocol, so built-in and user ops plug in the sa
 
 ``kernel_size`` and ``factor`` arrive as per-axis tuples. ``causal_axis`` is ``None`` or
 the index of the spatial axis along which the op must not look ahead; a builder that
-cannot honour it must raise ``ValueError``. Subclassing :class:`ResizeOp` gives a user op
-the protocol's constructor. A layer with a user op gives every op the input layout named
-here; only the built-in ops are also run on a 1D layer lifted to ``(N, C, 1, L)``.
+cannot honour it must raise ``ValueError``.
+
+The rest of the library asks the built op about itself instead of branching on its name:
+
+* ``op.input_window(axis, lo, hi, input_size, output_size)``: the inclusive range of input
+  indices along spatial ``axis`` that outputs ``lo..hi`` read, before clipping to the input
+  (``input_size``/``output_size`` are that axis's lengths). Used by
+  :func:`recconv.receptive_field` and :func:`recconv.receptive_field_window`.
+* ``op.flops(input_size, output_size)``: FLOPs of one call on one sample with these spatial
+  sizes, as ``torch.utils.flop_counter.FlopCounterMode`` counts them (2 per multiply-add of
+  convolutions and matrix products). Used by :func:`recconv.conv_flops`.
+* ``op.fresh_output`` (up ops): ``True`` if ``forward`` always returns a new tensor that
+  nothing else holds, so the core may add the finer features into it in place.
+* ``op.liftable``: ``True`` if ``forward`` also accepts extra leading singleton spatial axes,
+  so a 1D layer may run as 2D on ``(N, C, 1, L)`` (faster on the CPU).
+
+The two flags are optional (missing means ``False``: slower, never wrong). A layer with an op
+that lacks a method still runs; asking a theory helper about it raises
+:class:`OpProtocolError` naming the op and the method. :class:`ResizeOp` gives a user resize
+op the protocol's constructor; the docs' op-protocol page builds a new op in one class.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from fractions import Fraction
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-_CONV = (F.conv1d, F.conv2d, F.conv3d)
-_CONV_TRANSPOSE = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
-_AVG_POOL = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)
-_MAX_POOL = (F.max_pool1d, F.max_pool2d, F.max_pool3d)
-_LINEAR_MODE = ("linear", "bilinear", "trilinear")
-_DENSE_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_BATCH_NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+from ._util import (
+    AVG_POOL_FN,
+    BATCH_NORM,
+    CONV,
+    CONV_FN,
+    CONV_TRANSPOSE_FN,
+    LINEAR_MODE,
+    MAX_POOL_FN,
+    look_up,
+    per_rank,
+)
 
 Builder = Callable[..., nn.Module]
+Window = tuple[int, int]
 
 
-def per_rank(table: Sequence[Any], spatial_dims: int) -> Any:
-    """Pick the entry of ``table`` for 1, 2 or 3 spatial dimensions."""
-    if not 1 <= spatial_dims <= len(table):
-        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
-    return table[spatial_dims - 1]
+class OpProtocolError(TypeError):
+    """An op does not answer a question of the op protocol (see :mod:`recconv.ops`)."""
+
+
+def ask(op: nn.Module, question: str, owner: str) -> Callable[..., Any]:
+    """The bound method ``question`` of ``op``, or an :class:`OpProtocolError` naming both."""
+    answer = getattr(op, question, None)
+    if not callable(answer):
+        raise OpProtocolError(
+            f"{owner}: the op {type(op).__qualname__} does not answer {question}(); "
+            f"give it that method of the op protocol (see recconv.ops)"
+        )
+    return answer
+
+
+def conv_window(lo: int, hi: int, kernel: int, stride: int, before: int, dilation: int = 1) -> Window:
+    """Input range of outputs ``lo..hi`` of a conv that pads ``before`` samples at the start."""
+    return lo * stride - before, hi * stride - before + dilation * (kernel - 1)
+
+
+def conv_flops_of(
+    channels_out: int, channels_in_per_group: int, kernel: Sequence[int], output_size: Sequence[int]
+) -> int:
+    """FLOPs of one convolution call on one sample: 2 per multiply-add."""
+    return 2 * channels_out * channels_in_per_group * math.prod(kernel) * math.prod(output_size)
+
+
+def resolve_builder(
+    value: object, table: dict[str, Builder], role: str, owner: str
+) -> tuple[str | Builder, Builder]:
+    """The canonical form of an op argument and its builder.
+
+    A name and the class behind it resolve alike (to the name), so both build the same layer.
+    """
+    if isinstance(value, str):
+        return value, look_up(value, table, what=role, owner=owner, also="a builder callable")
+    if isinstance(value, nn.Module):
+        raise TypeError(
+            f"{owner}: {role} must be a name from {list(table)} or a builder (a class or callable "
+            f"that returns a module), got the module instance {type(value).__name__}; pass its class "
+            f"or a functools.partial of it, so every level gets its own op"
+        )
+    if not callable(value):
+        raise TypeError(f"{owner}: {role} must be a name or a builder callable, got {type(value).__name__}")
+    for name, builder in table.items():
+        if value is builder:
+            return name, builder
+    return value, value  # type: ignore[return-value]
+
+
+def build_op(builder: Builder, role: str, owner: str, *args: Any, **kwargs: Any) -> nn.Module:
+    """Call an op builder and check that it returned a module."""
+    op = builder(*args, **kwargs)
+    if not isinstance(op, nn.Module):
+        name = getattr(builder, "__qualname__", type(builder).__name__)
+        raise TypeError(
+            f"{owner}: the {role} builder {name} returned {type(op).__name__}, expected an nn.Module "
+            f"(the op protocol in recconv.ops)"
+        )
+    return op
 
 
 def dense_depthwise_conv(
     channels: int, kernel_size: tuple[int, ...], *, bias: bool = False, **factory_kwargs: Any
 ) -> nn.Module:
     """A plain ``nn.ConvNd`` depthwise conv with 'same' padding (the dense baseline)."""
-    conv_class = per_rank(_DENSE_CONV, len(kernel_size))
+    conv_class = per_rank(CONV, len(kernel_size))
     return conv_class(
         channels,
         channels,
@@ -62,31 +141,6 @@ def dense_depthwise_conv(
         bias=bias,
         **factory_kwargs,
     )
-
-
-def as_tuple(value: int | Sequence[int], spatial_dims: int, name: str, owner: str) -> tuple[int, ...]:
-    """Broadcast an int to ``spatial_dims`` axes, or check a per-axis sequence."""
-    values = (value,) * spatial_dims if isinstance(value, int) else tuple(value)
-    if len(values) != spatial_dims:
-        raise ValueError(f"{owner}: {name} must be an int or a tuple of {spatial_dims} ints, got {value!r}")
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise TypeError(f"{owner}: {name} must contain ints, got {value!r}")
-    return values
-
-
-def resolve_builder(value: str | Builder, table: Mapping[str, Builder], name: str, owner: str) -> Builder:
-    """Turn an op name into its builder (or pass a user builder through)."""
-    if isinstance(value, str):
-        if value in table:
-            return table[value]
-        close = difflib.get_close_matches(value, list(table), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
-            f"{owner}: unknown {name} {value!r}; expected one of {sorted(table)} or a builder callable.{hint}"
-        )
-    if callable(value):
-        return value
-    raise TypeError(f"{owner}: {name} must be a name or a builder callable, got {type(value).__name__}")
 
 
 def pad_before(x: Tensor, axis: int, amount: int) -> Tensor:
@@ -104,6 +158,16 @@ def lifted(weight: Tensor, lift: int) -> Tensor:
     are faster on the CPU); every op then sees ``lift`` more spatial axes than its geometry names.
     """
     return weight.reshape(*weight.shape[:2], *(1,) * lift, *weight.shape[2:])
+
+
+def torch_conv_window(conv: nn.Module, axis: int, lo: int, hi: int) -> Window:
+    """:func:`conv_window` of an ``nn.ConvNd`` (integer padding) along spatial ``axis``."""
+    padding = conv.padding
+    if isinstance(padding, str):  # "same" pads (k - 1) // 2 before for odd or even k; "valid" none
+        before = (conv.dilation[axis] * (conv.kernel_size[axis] - 1)) // 2 if padding == "same" else 0
+    else:
+        before = padding[axis]
+    return conv_window(lo, hi, conv.kernel_size[axis], conv.stride[axis], before, conv.dilation[axis])
 
 
 def _symmetric_padding(kernel_size: tuple[int, ...], causal_axis: int | None) -> tuple[int, ...]:
@@ -131,6 +195,8 @@ class DepthwiseConv(nn.Module):
 
     The output size along every axis is ``ceil(size / stride)``.
     """
+
+    liftable = True
 
     def __init__(
         self,
@@ -161,9 +227,19 @@ class DepthwiseConv(nn.Module):
         lift = x.dim() - self.weight.dim()
         if self.causal_axis is not None:
             x = pad_before(x, self.causal_axis + lift, self.kernel_size[self.causal_axis] - 1)
-        conv = per_rank(_CONV, x.dim() - 2)
+        conv = per_rank(CONV_FN, x.dim() - 2)
         stride, padding = (1,) * lift + self.stride, (0,) * lift + self.padding
         return conv(x, lifted(self.weight, lift), self.bias, stride, padding, 1, self.weight.shape[0])
+
+    def input_window(
+        self, axis: int, lo: int, hi: int, input_size: int, output_size: int, exact: bool = True
+    ) -> Window:
+        k = self.kernel_size[axis]
+        before = k - 1 if axis == self.causal_axis else self.padding[axis]
+        return conv_window(lo, hi, k, self.stride[axis], before)
+
+    def flops(self, input_size: Sequence[int], output_size: Sequence[int]) -> int:
+        return conv_flops_of(self.weight.shape[0], 1, self.kernel_size, output_size)
 
     def extra_repr(self) -> str:
         causal = f", causal_axis={self.causal_axis}" if self.causal_axis is not None else ""
@@ -221,7 +297,7 @@ class ConvNorm(nn.Sequential):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        conv_class = per_rank(_DENSE_CONV, spatial_dims)
+        conv_class = per_rank(CONV, spatial_dims)
         self.conv = conv_class(
             in_channels,
             out_channels,
@@ -233,7 +309,18 @@ class ConvNorm(nn.Sequential):
             device=device,
             dtype=dtype,
         )
-        self.norm = per_rank(_BATCH_NORM, spatial_dims)(out_channels, device=device, dtype=dtype)
+        self.norm = per_rank(BATCH_NORM, spatial_dims)(out_channels, device=device, dtype=dtype)
+
+    def input_window(
+        self, axis: int, lo: int, hi: int, input_size: int, output_size: int, exact: bool = True
+    ) -> Window:
+        return torch_conv_window(self.conv, axis, lo, hi)
+
+    def flops(self, input_size: Sequence[int], output_size: Sequence[int]) -> int:
+        conv = self.conv
+        return conv_flops_of(
+            conv.out_channels, conv.in_channels // conv.groups, conv.kernel_size, output_size
+        )
 
     @torch.no_grad()
     def fuse(self) -> nn.Module:
@@ -297,7 +384,7 @@ class ResizeOp(nn.Module):
     """Base of the built-in resize ops: keeps the geometry every builder is called with.
 
     Args follow the builder protocol of this module; ``channels``, ``bias``, ``device`` and
-    ``dtype`` matter only to ops with parameters.
+    ``dtype`` matter only to ops with parameters. Subclasses answer the rest of the op protocol.
     """
 
     def __init__(
@@ -329,6 +416,7 @@ class _PoolDown(ResizeOp):
     """
 
     pools: tuple[Callable[..., Tensor], ...]
+    liftable = True
 
     def forward(self, x: Tensor) -> Tensor:
         padding: list[int] = []  # F.pad order: last axis first
@@ -341,17 +429,26 @@ class _PoolDown(ResizeOp):
         ones = (1,) * lift
         return pool(F.pad(x, padding, mode="replicate"), ones + self.kernel_size, ones + self.factor)
 
+    def input_window(
+        self, axis: int, lo: int, hi: int, input_size: int, output_size: int, exact: bool = True
+    ) -> Window:
+        k = self.kernel_size[axis]
+        return conv_window(lo, hi, k, self.factor[axis], k - 1 if axis == self.causal_axis else k // 2)
+
+    def flops(self, input_size: Sequence[int], output_size: Sequence[int]) -> int:
+        return 0  # FlopCounterMode counts no pooling
+
 
 class AvgPoolDown(_PoolDown):
     """Average over the k-window of each stride-f step."""
 
-    pools = _AVG_POOL
+    pools = AVG_POOL_FN
 
 
 class MaxPoolDown(_PoolDown):
     """Maximum over the k-window of each stride-f step."""
 
-    pools = _MAX_POOL
+    pools = MAX_POOL_FN
 
 
 def _causal_resample(x: Tensor, axis: int, size: int, factor: int, linear: bool) -> Tensor:
@@ -377,6 +474,8 @@ class _InterpolateUp(ResizeOp):
     """Parameter-free upsampling through ``F.interpolate``, causal along one axis if asked."""
 
     linear: bool
+    liftable = True
+    fresh_output = True
 
     def forward(self, x: Tensor, size: Sequence[int]) -> Tensor:
         size = list(size)
@@ -386,13 +485,42 @@ class _InterpolateUp(ResizeOp):
             # Interpolate the other axes first; same size along the causal axis is the identity.
             target = size[axis]
             size[axis] = x.shape[axis + 2]
+        resized = False
         if list(x.shape[2:]) != size:
-            mode = per_rank(_LINEAR_MODE, x.dim() - 2) if self.linear else "nearest"
+            mode = per_rank(LINEAR_MODE, x.dim() - 2) if self.linear else "nearest"
             align = False if self.linear else None
             x = F.interpolate(x, size=size, mode=mode, align_corners=align)
+            resized = True
         if axis is not None and self.factor[self.causal_axis] > 1:
             x = _causal_resample(x, axis, target, self.factor[self.causal_axis], self.linear)
-        return x
+            resized = True
+        return x if resized else x.clone()  # fresh_output: the core sums into what it gets
+
+    def input_window(
+        self, axis: int, lo: int, hi: int, input_size: int, output_size: int, exact: bool = True
+    ) -> Window:
+        n, m, f = input_size, output_size, self.factor[axis]
+        if axis == self.causal_axis and f > 1:
+            start = lo // f
+            if self.linear and lo % f != f - 1:
+                start -= 1  # the lagged ramp also reads the previous coarse sample
+            return start, hi // f
+        if n == m:  # same size: the resize is skipped, an identity
+            return lo, hi
+        scale = Fraction(n, m)
+        if not self.linear:
+            start, stop = math.floor(lo * scale), math.floor(hi * scale)
+        else:  # align_corners=False: source (q + 1/2) * n / m - 1/2, clamped at 0
+            first = max(Fraction(0), (lo + Fraction(1, 2)) * scale - Fraction(1, 2))
+            last = max(Fraction(0), (hi + Fraction(1, 2)) * scale - Fraction(1, 2))
+            start = math.floor(first)
+            stop = math.floor(last) + (0 if last.denominator == 1 else 1)
+        if not exact and scale.denominator & (scale.denominator - 1):
+            start, stop = start - 1, stop + 1  # the float scale is inexact: rounding may shift an index
+        return start, stop
+
+    def flops(self, input_size: Sequence[int], output_size: Sequence[int]) -> int:
+        return 0  # FlopCounterMode counts no interpolation
 
 
 class LinearUp(_InterpolateUp):
@@ -417,6 +545,9 @@ class TransposedUp(ResizeOp):
     kernel; the output (``n * f`` long, or ``n * f + k - 1`` when causal) is cropped at the
     end, so any target size ``ceil(size / f) == n`` works, odd sizes included.
     """
+
+    liftable = True
+    fresh_output = True  # a crop of the conv's new output
 
     def __init__(
         self,
@@ -443,7 +574,7 @@ class TransposedUp(ResizeOp):
 
     def forward(self, x: Tensor, size: Sequence[int]) -> Tensor:
         lift = x.dim() - self.weight.dim()
-        conv_transpose = per_rank(_CONV_TRANSPOSE, x.dim() - 2)
+        conv_transpose = per_rank(CONV_TRANSPOSE_FN, x.dim() - 2)
         stride, padding = (1,) * lift + self.factor, (0,) * lift + self.padding
         y = conv_transpose(x, lifted(self.weight, lift), self.bias, stride, padding, 0, self.weight.shape[0])
         if any(have < want for have, want in zip(y.shape[2:], size)):
@@ -453,10 +584,22 @@ class TransposedUp(ResizeOp):
             )
         return y[(..., *(slice(0, s) for s in size))]
 
+    def input_window(
+        self, axis: int, lo: int, hi: int, input_size: int, output_size: int, exact: bool = True
+    ) -> Window:
+        f = self.factor[axis]
+        width = self.weight.shape[2 + axis]
+        pad = 0 if axis == self.causal_axis else self.padding[axis]
+        return -(-(lo + pad - width + 1) // f), (hi + pad) // f
+
+    def flops(self, input_size: Sequence[int], output_size: Sequence[int]) -> int:
+        return conv_flops_of(self.weight.shape[0], 1, self.weight.shape[2:], input_size)
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, bias={self.bias is not None}"
 
 
-CONV: dict[str, Builder] = {"depthwise": DepthwiseConv}
-DOWNSAMPLE: dict[str, Builder] = {"conv": DepthwiseConv, "avgpool": AvgPoolDown, "maxpool": MaxPoolDown}
-UPSAMPLE: dict[str, Builder] = {"linear": LinearUp, "nearest": NearestUp, "transposed": TransposedUp}
+# The one table per role: a name is only a key here.
+CONV_OPS: dict[str, Builder] = {"depthwise": DepthwiseConv}
+DOWNSAMPLE_OPS: dict[str, Builder] = {"conv": DepthwiseConv, "avgpool": AvgPoolDown, "maxpool": MaxPoolDown}
+UPSAMPLE_OPS: dict[str, Builder] = {"linear": LinearUp, "nearest": NearestUp, "transposed": TransposedUp}

@@ -31,8 +31,8 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 from torch.utils.flop_counter import FlopCounterMode
 
+from ._util import as_tuple, per_rank
 from .core import RecConv1d, RecConv2d, RecConv3d, RecConvNd
-from .ops import as_tuple, per_rank
 from .theory import conv_flops, receptive_field
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)

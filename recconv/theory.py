@@ -8,25 +8,27 @@ For the paper's layer (conv down shared by all levels, linear up) with base kern
   below ``1 + 2 / (2**d - 1)``: 3 in 1D, 5/3 in 2D, 9/7 in 3D;
 * effective kernel: ``k * 2**l`` per axis.
 
-The helpers below are exact for any rank, level, per-axis kernel and factor, and the
-built-in ops: :func:`conv_flops` counts what ``torch.utils.flop_counter.FlopCounterMode``
-counts (convolutions only: interpolation, pooling and additions are free there), odd sizes
-included, and :func:`receptive_field_window` gives the input window each output position
-can see, following the index arithmetic of every op.
+The helpers below are exact for any rank, level, per-axis kernel and factor, and any op
+that answers the op protocol (:mod:`recconv.ops`): the built-in ops, RecAttn's attention and
+a user's. They ask the layer's ops and never branch on op names. :func:`conv_flops` counts
+what ``torch.utils.flop_counter.FlopCounterMode`` counts (convolutions and matrix products:
+interpolation, pooling and additions are free there), odd sizes included, and
+:func:`receptive_field_window` gives the input window each output position can see, following
+the index arithmetic of every op. Each also takes a whole model, composed over its modules.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from fractions import Fraction
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
+from ._util import CONV, as_tuple, check_int, is_int
+from ._util import num_params as count_params
 from .core import RecConvNd
-
-_PARAMETRIC_DOWN = {"conv": True, "avgpool": False, "maxpool": False}
-_UPSAMPLE_NAMES = ("linear", "nearest", "transposed")
+from .ops import OpProtocolError, Window, torch_conv_window
 
 
 def flop_ratio(spatial_dims: int, level: int, factor: int | Sequence[int] = 2) -> float:
@@ -36,7 +38,7 @@ def flop_ratio(spatial_dims: int, level: int, factor: int | Sequence[int] = 2) -
         >>> flop_ratio(2, 3)
         1.65625
     """
-    shrink = 1 / math.prod(_per_axis(factor, spatial_dims))
+    shrink = 1 / math.prod(as_tuple(factor, spatial_dims, "factor", "flop_ratio", minimum=1))
     return 1 + 2 * sum(shrink**i for i in range(1, level + 1))
 
 
@@ -47,175 +49,230 @@ def flop_ratio_limit(spatial_dims: int, factor: int | Sequence[int] = 2) -> floa
         >>> tuple(round(flop_ratio_limit(d), 4) for d in (1, 2, 3))
         (3.0, 1.6667, 1.2857)
     """
-    cells = math.prod(_per_axis(factor, spatial_dims))
+    cells = math.prod(as_tuple(factor, spatial_dims, "factor", "flop_ratio_limit", minimum=1))
     return math.inf if cells == 1 else 1 + 2 / (cells - 1)
 
 
 def effective_kernel_size(layer: RecConvNd) -> tuple[int, ...]:
-    """The paper's effective kernel ``k * factor**level`` per axis (convs at every level)."""
-    if layer.coarse_op is not None:
-        layer_call = f"{type(layer).__name__}({layer.extra_repr()})"
-        raise ValueError(
-            f"effective_kernel_size: {layer_call} has a custom coarse op, not a conv of known size"
+    """The paper's effective kernel ``k * factor**level`` per axis (convs at every level).
+
+    Raises:
+        OpProtocolError: If the coarsest op is not a conv with a ``kernel_size`` (RecAttn's attention).
+    """
+    _check_layer(layer, "effective_kernel_size")
+    coarse = layer.convs[0]
+    if tuple(getattr(coarse, "kernel_size", ())) != layer.kernel_size:
+        raise OpProtocolError(
+            f"effective_kernel_size: {layer._label}'s coarsest op {type(coarse).__qualname__} is not "
+            f"a conv of the layer's kernel {layer.kernel_size}, so the layer has no effective kernel"
         )
     return tuple(k * f**layer.level for k, f in zip(layer.kernel_size, layer.factor))
 
 
-def num_params(layer: RecConvNd) -> int:
-    """Exact parameter count of a layer built from the built-in ops."""
-    down, up = _builtin_ops(layer)
-    channels, level = layer.in_channels, layer.level
-    conv = channels * math.prod(layer.kernel_size)
-    downs = (1 if layer.shared_down else level) if level > 0 and _PARAMETRIC_DOWN[down] else 0
-    up_kernel = math.prod(k + f - 1 for k, f in zip(layer.kernel_size, layer.factor))
-    ups = level * channels * up_kernel if up == "transposed" else 0
-    # Biases are counted where they are: swap gives convs[-1] the bias of the conv it replaced.
-    biases = sum(op.bias.numel() for op in layer.modules() if isinstance(getattr(op, "bias", None), Tensor))
-    return (level + 1 + downs) * conv + ups + biases
+def num_params(module: nn.Module) -> int:
+    """Exact parameter count of a layer or a whole model (each shared parameter once).
+
+    For the paper's layer it is ``(level + 2) * C * k**d``.
+
+    Example:
+        >>> from recconv import RecConv2d
+        >>> num_params(RecConv2d(64, kernel_size=5, level=3)) == (3 + 2) * 64 * 5 * 5
+        True
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"num_params: expected an nn.Module, got {type(module).__name__}")
+    return count_params(module)
 
 
 def level_sizes(layer: RecConvNd, input_size: Sequence[int]) -> list[tuple[int, ...]]:
     """Spatial size of every level, from the input (level 0) to the coarsest: ``ceil(size / factor)``."""
-    sizes = [tuple(input_size)]
-    for _ in range(layer.level):
-        sizes.append(tuple(-(-s // f) for s, f in zip(sizes[-1], layer.factor)))
-    return sizes
+    _check_layer(layer, "level_sizes")
+    return layer.level_sizes(_check_size(input_size, layer.spatial_dims, "level_sizes"))
 
 
-def conv_flops(layer: RecConvNd, input_size: Sequence[int], batch_size: int = 1) -> int:
-    """Convolution FLOPs of one forward pass, as ``FlopCounterMode`` counts them (2 per MAC)."""
-    down, up = _builtin_ops(layer)
-    sizes = [math.prod(s) for s in level_sizes(layer, input_size)]
-    per_position = 2 * batch_size * layer.in_channels
-    kernel = math.prod(layer.kernel_size)
-    # convs[i] runs once per level; a conv down and a transposed up run once per coarse level.
-    total = kernel * sum(sizes)
-    if _PARAMETRIC_DOWN[down]:
-        total += kernel * sum(sizes[1:])
-    if up == "transposed":
-        total += math.prod(k + f - 1 for k, f in zip(layer.kernel_size, layer.factor)) * sum(sizes[1:])
-    return per_position * total
+def conv_flops(module: nn.Module, input_size: Sequence[int], batch_size: int = 1) -> int:
+    """FLOPs of one forward pass of a RecConv or RecAttn layer, as ``FlopCounterMode`` counts them
+    (2 per multiply-add; resizes, pooling and additions are free), summed over what every op
+    reports through the op protocol.
 
-
-def receptive_field(layer: RecConvNd) -> tuple[int, ...]:
-    """Receptive field per axis of an interior output position on an unbounded input.
-
-    It is the largest span over all output positions (they differ by their phase modulo
-    ``factor**level``). A causal axis counts the current position and the past only.
+    For a model, the sum over the RecConv/RecAttn layers it contains, each at the spatial size it
+    sees when the model runs on ``input_size`` (then ``(C, *spatial)``: one input sample).
 
     Example:
         >>> from recconv import RecConv2d
+        >>> conv_flops(RecConv2d(8, kernel_size=3, level=0), (10, 10))
+        14400
+    """
+    check_int(batch_size, "batch_size", "conv_flops", minimum=0)
+    if isinstance(module, RecConvNd):
+        return batch_size * module.flops(_check_size(input_size, module.spatial_dims, "conv_flops"))
+    sizes = _module_sizes(module, input_size, "conv_flops")
+    layers = [m for m in module.modules() if isinstance(m, RecConvNd)]
+    if not layers:
+        raise ValueError(f"conv_flops: {type(module).__name__} contains no RecConv or RecAttn layer")
+    return batch_size * sum(layer.flops(sizes[layer][0]) for layer in layers)
+
+
+def receptive_field(module: nn.Module) -> tuple[float, ...]:
+    """Receptive field per axis of an interior output position on an unbounded input.
+
+    It is the largest span over all output positions (they differ by their phase modulo
+    ``factor**level``). A causal axis counts the current position and the past only. An axis on
+    which some op sees its whole input (RecAttn's attention) has ``math.inf``.
+
+    For a model, the receptive field of its feature map (``forward_features`` of a RecNeXt),
+    composed through every module on the way (see :func:`receptive_field_window`).
+
+    Example:
+        >>> from recconv import RecAttn2d, RecConv2d
         >>> receptive_field(RecConv2d(8, kernel_size=5, level=0))
         (5, 5)
+        >>> receptive_field(RecAttn2d(8, num_heads=2))
+        (inf, inf)
     """
-    _builtin_ops(layer)
-    spans = []
-    for axis, (k, f) in enumerate(zip(layer.kernel_size, layer.factor)):
-        period = f**layer.level
-        coarse = 4 * (k + f) * (layer.level + 1)  # wide enough that no window reaches an edge
-        sizes = [coarse * f ** (layer.level - i) for i in range(layer.level + 1)]
-        center = period * (coarse // 2)
-        windows = (
-            _axis_window(layer, axis, sizes, center + phase, floating=False) for phase in range(period)
-        )
-        spans.append(max(len(w) for w in windows))
+    spatial_dims, period = _spatial_dims_and_period(module)
+    size = 64 * period
+    for _ in range(4):  # grow the input until no window reaches an edge
+        sizes = _module_sizes(module, [size] * spatial_dims, "receptive_field")
+        (in_size, out_size) = sizes[module]
+        spans: list[float] = []
+        for axis in range(spatial_dims):
+            center = out_size[axis] // 2 // period * period
+            windows = [_window(module, axis, q, q, sizes, True) for q in range(center, center + period)]
+            reaches_edge = any(lo == 0 or hi == in_size[axis] - 1 for lo, hi in windows)
+            spans.append(math.inf if reaches_edge else max(hi - lo + 1 for lo, hi in windows))
+        if math.inf not in spans:
+            break
+        size *= 16
     return tuple(spans)
 
 
 def receptive_field_window(
-    layer: RecConvNd, input_size: Sequence[int], position: Sequence[int]
+    module: nn.Module, input_size: Sequence[int], position: Sequence[int]
 ) -> tuple[range, ...]:
     """Input indices per axis that the output at ``position`` may depend on, for this input size.
 
     The window is clipped to the input and follows PyTorch's index arithmetic (where a
     non-power-of-two resize scale makes float rounding matter, it keeps one extra index).
+    ``input_size`` and ``position`` are spatial (no batch or channel axis); for a model,
+    ``position`` indexes its feature map and every module on the way must be describable: a
+    RecConv/RecAttn layer, an op of the op protocol, an ``nn.ConvNd``, a pointwise module
+    (norms, activations, dropout), an ``nn.Sequential`` of those, or a module that names its
+    spatial path (``spatial_path``, as the RecNeXt blocks do).
 
     Example:
         >>> from recconv import RecConv1d
         >>> receptive_field_window(RecConv1d(4, kernel_size=3, level=0), [10], [0])
         (range(0, 2),)
     """
-    _builtin_ops(layer)
-    if len(input_size) != layer.spatial_dims or len(position) != layer.spatial_dims:
-        raise ValueError(f"expected {layer.spatial_dims} input sizes and positions")
-    windows = []
-    for axis, (size, pos) in enumerate(zip(input_size, position)):
-        if not 0 <= pos < size:
-            raise ValueError(f"position {tuple(position)} is outside the input size {tuple(input_size)}")
-        sizes = [s[axis] for s in level_sizes(layer, input_size)]
-        windows.append(_axis_window(layer, axis, sizes, pos, floating=True))
-    return tuple(windows)
-
-
-def _per_axis(factor: int | Sequence[int], spatial_dims: int) -> tuple[int, ...]:
-    return (factor,) * spatial_dims if isinstance(factor, int) else tuple(factor)
-
-
-def _builtin_ops(layer: RecConvNd) -> tuple[str, str]:
-    down, up = layer.downsample, layer.upsample
-    if (
-        down not in _PARAMETRIC_DOWN
-        or up not in _UPSAMPLE_NAMES
-        or layer.conv_op != "depthwise"
-        or layer.coarse_op is not None
-    ):
+    spatial_dims, _ = _spatial_dims_and_period(module)
+    if len(input_size) != spatial_dims or len(position) != spatial_dims:
+        raise ValueError(f"receptive_field_window: expected {spatial_dims} input sizes and positions")
+    sizes = _module_sizes(module, input_size, "receptive_field_window")
+    out_size = sizes[module][1]
+    if not all(is_int(p) and 0 <= p < s for p, s in zip(position, out_size)):
         raise ValueError(
-            f"the theory helpers know the built-in ops only; {layer!r} uses "
-            f"downsample={down!r}, upsample={up!r}, conv={layer.conv_op!r}, coarse={layer.coarse_op!r}"
+            f"receptive_field_window: position {tuple(position)} is outside the output size {tuple(out_size)}"
         )
-    return down, up
+    windows = (_window(module, axis, p, p, sizes, False) for axis, p in enumerate(position))
+    return tuple(range(lo, hi + 1) for lo, hi in windows)
 
 
-def _axis_window(layer: RecConvNd, axis: int, sizes: list[int], position: int, *, floating: bool) -> range:
-    """Walk one output position back through the recursion along one axis.
+def _check_layer(layer: object, owner: str) -> None:
+    if not isinstance(layer, RecConvNd):
+        raise TypeError(f"{owner}: expected a RecConv or RecAttn layer, got {type(layer).__name__}")
 
-    ``sizes[i]`` is the axis length at level ``i``. Intervals are inclusive ``(lo, hi)``.
-    """
-    k, f = layer.kernel_size[axis], layer.factor[axis]
-    causal = layer.causal_axis == axis
-    radius = k // 2
-    before, after = (k - 1, 0) if causal else (radius, radius)
 
-    def clip(lo: int, hi: int, level: int) -> tuple[int, int]:
-        return max(lo, 0), min(hi, sizes[level] - 1)
+def _check_size(size: Sequence[int], spatial_dims: int, owner: str) -> tuple[int, ...]:
+    values = tuple(size) if isinstance(size, Sequence) else ()
+    if len(values) != spatial_dims or not all(is_int(s) and s > 0 for s in values):
+        raise ValueError(
+            f"{owner}: expected {spatial_dims} positive spatial sizes (no batch or channel axis), got {size!r}"
+        )
+    return values
 
-    def conv(lo: int, hi: int, level: int) -> tuple[int, int]:
-        return clip(lo - before, hi + after, level)
 
-    def down_source(lo: int, hi: int, coarse_level: int) -> tuple[int, int]:
-        return clip(lo * f - before, hi * f + after, coarse_level - 1)
+def _spatial_dims_and_period(module: nn.Module) -> tuple[int, int]:
+    """The rank of ``module``'s input and the phase period of its outputs' windows."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"expected a RecConv or RecAttn layer or a model, got {type(module).__name__}")
+    layers = [m for m in module.modules() if isinstance(m, RecConvNd)]
+    if isinstance(module, RecConvNd):
+        spatial_dims = module.spatial_dims
+    elif is_int(getattr(module, "spatial_dims", None)):
+        spatial_dims = module.spatial_dims  # type: ignore[assignment]
+    elif layers:
+        spatial_dims = layers[0].spatial_dims
+    else:
+        raise ValueError(f"{type(module).__name__} contains no RecConv or RecAttn layer to describe")
+    return spatial_dims, math.lcm(1, *(f**layer.level for layer in layers for f in layer.factor))
 
-    def up_source(lo: int, hi: int, coarse_level: int) -> tuple[int, int]:
-        n, m = sizes[coarse_level], sizes[coarse_level - 1]
-        if causal and f > 1 and layer.upsample != "transposed":
-            start = lo // f
-            if layer.upsample == "linear" and lo % f != f - 1:
-                start -= 1  # the lagged ramp also reads the previous coarse sample
-            return clip(start, hi // f, coarse_level)
-        if layer.upsample == "transposed":
-            pad = 0 if causal else radius
-            width = k + f - 1
-            return clip(-(-(lo + pad - width + 1) // f), (hi + pad) // f, coarse_level)
-        if n == m:  # same size: the resize is skipped, an identity
-            return lo, hi
-        scale = Fraction(n, m)
-        if layer.upsample == "nearest":
-            start, stop = math.floor(lo * scale), math.floor(hi * scale)
-        else:  # linear, align_corners=False: source (q + 1/2) * n / m - 1/2, clamped at 0
-            first = max(Fraction(0), (lo + Fraction(1, 2)) * scale - Fraction(1, 2))
-            last = max(Fraction(0), (hi + Fraction(1, 2)) * scale - Fraction(1, 2))
-            start = math.floor(first)
-            stop = math.floor(last) + (0 if last.denominator == 1 else 1)
-        if floating and scale.denominator & (scale.denominator - 1):
-            start, stop = start - 1, stop + 1  # the float scale is inexact: rounding may shift an index
-        return clip(start, stop, coarse_level)
 
-    lo, hi = conv(position, position, 0)
-    first, last = lo, hi
-    for level in range(1, layer.level + 1):
-        lo, hi = conv(*up_source(lo, hi, level), level)
-        a, b = lo, hi
-        for coarse_level in range(level, 0, -1):
-            a, b = down_source(a, b, coarse_level)
-        first, last = min(first, a), max(last, b)
-    return range(first, last + 1)
+def _module_sizes(module: nn.Module, input_size: Sequence[int], owner: str) -> dict[nn.Module, tuple]:
+    """Spatial input and output size of every submodule, from one forward pass on the meta device."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{owner}: expected an nn.Module, got {type(module).__name__}")
+    spatial_dims, _ = _spatial_dims_and_period(module)
+    if isinstance(module, RecConvNd):
+        size = _check_size(input_size, spatial_dims, owner)
+        return {module: (size, size)}
+    channels = getattr(module, "in_chans", None)
+    shape = tuple(input_size)
+    if is_int(channels) and len(shape) == spatial_dims:  # spatial sizes only: the model's channels
+        shape = (channels, *shape)
+    sizes: dict[nn.Module, tuple] = {}
+
+    def record(sub: nn.Module, args: tuple, output: object) -> None:
+        if args and isinstance(args[0], Tensor) and isinstance(output, Tensor):
+            dims = getattr(sub, "spatial_dims", None)
+            cut = 2 if not is_int(dims) else args[0].dim() - dims  # type: ignore[operator]
+            sizes.setdefault(sub, (tuple(args[0].shape[cut:]), tuple(output.shape[cut:])))
+
+    hooks = [m.register_forward_hook(record) for m in module.modules()]
+    forward = getattr(module, "forward_features", module)
+    try:
+        with torch.no_grad():
+            forward(torch.empty(1, *shape, device="meta"))
+    except Exception as error:
+        raise ValueError(
+            f"{owner}: {type(module).__name__} failed on an input of shape {(1, *shape)}: {error}"
+        ) from error
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sizes
+
+
+_POINTWISE = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+)
+
+
+def _window(module: nn.Module, axis: int, lo: int, hi: int, sizes: dict, exact: bool) -> Window:
+    """Input range along ``axis`` of outputs ``lo..hi`` of one module, clipped to its input."""
+    if module not in sizes:
+        raise ValueError(f"receptive_field: {type(module).__qualname__} did not run in the forward pass")
+    (in_size, out_size) = sizes[module]
+    if isinstance(module, RecConvNd) or hasattr(module, "input_window"):
+        lo, hi = module.input_window(axis, lo, hi, in_size[axis], out_size[axis], exact)
+    elif isinstance(module, CONV):
+        lo, hi = torch_conv_window(module, axis, lo, hi)
+    elif isinstance(module, _POINTWISE) or type(module).__module__ == "torch.nn.modules.activation":
+        pass
+    elif isinstance(module, nn.Sequential) or hasattr(module, "spatial_path"):
+        names = getattr(module, "spatial_path", None)
+        children = [getattr(module, n) for n in names] if names else list(module)
+        for child in reversed([c for c in children if c in sizes]):
+            lo, hi = _window(child, axis, lo, hi, sizes, exact)
+        return lo, hi
+    else:
+        raise OpProtocolError(
+            f"receptive_field: cannot describe {type(module).__qualname__}: it is no RecConv, conv, "
+            f"pointwise module or nn.Sequential and has no input_window() (the op protocol in recconv.ops)"
+        )
+    return max(lo, 0), min(hi, in_size[axis] - 1)

@@ -16,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import recconv
 from recconv import RecConv1d, RecConv2d, RecConv3d
+from recconv.ops import OpProtocolError
 
 from . import reference
 from .strategies import LAYERS, build, layer_kwargs, ranks, sizes
@@ -301,8 +302,9 @@ def test_user_builders_plug_into_the_core():
     assert "down.scale" in layer.state_dict()
     with pytest.raises(ValueError, match="cannot be causal"):
         RecConv2d(4, 3, 2, downsample=_ScaledAverageDown, causal=True)
-    with pytest.raises(ValueError, match="built-in ops only"):
-        recconv.num_params(layer)
+    assert recconv.num_params(layer) == sum(p.numel() for p in layer.parameters())
+    with pytest.raises(OpProtocolError, match="the op _ScaledAverageDown does not answer flops()"):
+        recconv.conv_flops(layer, (13, 8))
 
 
 class _KeepingUp(nn.Module):
@@ -355,7 +357,7 @@ def test_coarse_op_replaces_only_the_coarsest_conv(d):
     )  # 1D: conv1d against lifted conv2d
     assert plugged.convs[0].seen_dims == d + 2  # a user op sees the protocol's layout (no 1D lift)
     assert isinstance(layer(3, 3, 0, coarse=_Zero).convs[0], _Zero)  # level 0: the coarse op is the layer
-    with pytest.raises(ValueError, match="built-in ops only"):
+    with pytest.raises(OpProtocolError, match=r"the op _Zero does not answer flops\(\)"):
         recconv.conv_flops(plugged, (11,) * d)
 
 

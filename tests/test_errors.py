@@ -10,7 +10,7 @@ import torch
 import recconv
 from recconv import RecConv1d, RecConv2d, RecConv3d
 from recconv.core import RecConvNd
-from recconv.ops import TransposedUp
+from recconv.ops import OpProtocolError, TransposedUp
 
 
 @pytest.mark.parametrize(
@@ -27,7 +27,7 @@ from recconv.ops import TransposedUp
         (lambda: RecConv2d(8, factor=(2, 2.0)), TypeError, "RecConv2d: factor must contain ints, got (2, 2.0)"),
         (lambda: RecConv2d(8, factor=0), ValueError, "RecConv2d: factor must be >= 1 on every axis, got 0"),
         (lambda: RecConv2d(8, upsample="bilinearr"), ValueError, "RecConv2d: unknown upsample 'bilinearr'; expected one of ['linear', 'nearest', 'transposed'] or a builder callable. Did you mean 'linear'?"),
-        (lambda: RecConv2d(8, downsample="avg"), ValueError, "RecConv2d: unknown downsample 'avg'; expected one of ['avgpool', 'conv', 'maxpool'] or a builder callable."),
+        (lambda: RecConv2d(8, downsample="avg"), ValueError, "RecConv2d: unknown downsample 'avg'; expected one of ['conv', 'avgpool', 'maxpool'] or a builder callable."),
         (lambda: RecConv2d(8, upsample=3), TypeError, "RecConv2d: upsample must be a name or a builder callable, got int"),
         (lambda: RecConv2d(8, causal=2), ValueError, "RecConv2d: causal axis must be in [-2, 1] (spatial axes, batch and channel excluded), got 2"),
         (lambda: RecConv1d(8, causal="time"), TypeError, "RecConv1d: causal must be a bool or a spatial axis index, got 'time'"),
@@ -64,11 +64,12 @@ def test_transposed_up_refuses_an_unreachable_size():
         up(torch.randn(1, 2, 3), (9,))
 
 
-def test_theory_helpers_refuse_custom_ops_and_bad_positions():
+def test_theory_helpers_refuse_ops_outside_the_protocol_and_bad_positions():
     layer = RecConv1d(2, upsample=lambda *args, **kwargs: torch.nn.Identity())
-    with pytest.raises(ValueError, match="the theory helpers know the built-in ops only"):
+    message = "RecConv1d(2, level=2): the op Identity does not answer input_window(); give it that method"
+    with pytest.raises(OpProtocolError, match=re.escape(message)):
         recconv.receptive_field(layer)
-    with pytest.raises(ValueError, match=re.escape("position (9,) is outside the input size (9,)")):
+    with pytest.raises(ValueError, match=re.escape("position (9,) is outside the output size (9,)")):
         recconv.receptive_field_window(RecConv1d(2), [9], [9])
     with pytest.raises(ValueError, match="expected 2 input sizes and positions"):
         recconv.receptive_field_window(RecConv2d(2), [9], [0])

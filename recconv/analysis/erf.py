@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._util import per_rank
 from ..core import RecConv1d, RecConv2d, RecConv3d
 from ..models import PRESETS, create_model, list_models
-from ..ops import per_rank
 from ..theory import receptive_field
 from .progress import progress_bar
 

@@ -47,8 +47,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .._util import per_rank
 from ..core import RecConv1d, RecConv2d, RecConv3d, RecConvNd
-from ..ops import dense_depthwise_conv, per_rank
+from ..ops import dense_depthwise_conv
 from ..theory import effective_kernel_size, receptive_field
 from .progress import Bar, progress_bar
 

@@ -15,12 +15,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._util import BATCH_NORM, CONV, per_rank
 from ..attention import RecAttn1d, RecAttn2d, RecAttn3d, RecAttnNd
 from ..core import RecConv1d, RecConv2d, RecConv3d, RecConvNd
-from ..ops import Builder, ConvNorm, fold_batch_norm, per_rank
+from ..ops import Builder, ConvNorm, fold_batch_norm
 
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_BATCH_NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _RECCONV = (RecConv1d, RecConv2d, RecConv3d)
 _RECATTN = (RecAttn1d, RecAttn2d, RecAttn3d)
 
@@ -116,7 +115,7 @@ class Downsample(nn.Module):
     ) -> None:
         super().__init__()
         spatial_dims = len(kernel_size)
-        self.token_mixer = per_rank(_CONV, spatial_dims)(
+        self.token_mixer = per_rank(CONV, spatial_dims)(
             in_channels,
             out_channels,
             kernel_size,
@@ -125,7 +124,7 @@ class Downsample(nn.Module):
             groups=math.gcd(in_channels, out_channels),
             **factory,
         )
-        self.norm: nn.Module = per_rank(_BATCH_NORM, spatial_dims)(out_channels, **factory)
+        self.norm: nn.Module = per_rank(BATCH_NORM, spatial_dims)(out_channels, **factory)
         self.channel_mixer = channel_mixer(out_channels, mlp_ratio, act_layer, spatial_dims, **factory)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -178,7 +177,7 @@ class RecNeXtBlock(nn.Module):
         self.token_mixer: RecConvNd = recconv_class(
             channels, kernel_size, level, factor=factor, upsample=upsample, downsample=downsample, **factory
         )
-        self.norm: nn.Module = per_rank(_BATCH_NORM, spatial_dims)(channels, **factory)
+        self.norm: nn.Module = per_rank(BATCH_NORM, spatial_dims)(channels, **factory)
         self.channel_mixer = channel_mixer(channels, mlp_ratio, act_layer, spatial_dims, **factory)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 

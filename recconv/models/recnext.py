@@ -13,7 +13,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..ops import Builder, as_tuple
+from .._util import as_tuple
+from ..ops import Builder
 from .blocks import DistillationHead, Downsample, RecAttnBlock, RecNeXtBlock, Stem
 
 _LAYOUTS = ("L", "H, W", "D, H, W")
