@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -123,6 +123,22 @@ class LinearAttention(nn.Module):
             out = _ATTEND[self.variant](q, k, v, positions**-0.5)
         return out.transpose(-1, -2).reshape(x.shape).to(x.dtype) + self.pe(x)
 
+    def input_window(
+        self, axis: int, lo: int, hi: int, input_size: int, output_size: int, exact: bool = True
+    ) -> tuple[int, int]:
+        """Every position attends to all others: the whole input (op protocol)."""
+        return 0, input_size - 1
+
+    def flops(self, input_size: Sequence[int], output_size: Sequence[int]) -> int:
+        """FLOPs of one sample as ``FlopCounterMode`` counts them: the ``qk`` and ``pe`` convs and
+        the attention's matrix products (see the module docstring)."""
+        channels, n = self.dim, math.prod(input_size)
+        convs = channels * channels * n + channels * 3**self.spatial_dims * n
+        attend = (
+            2 * channels * self.head_dim * n + channels * n if self.variant == 1 else 2 * channels * n * n
+        )
+        return 2 * (convs + attend)
+
     def extra_repr(self) -> str:
         variant = f", variant={self.variant}" if self.variant != 1 else ""
         return f"{self.dim}, num_heads={self.num_heads}{variant}, spatial_dims={self.spatial_dims}"
@@ -180,11 +196,11 @@ class RecAttnNd(RecConvNd):
     and ``convs[0]`` is a :class:`LinearAttention`. ``level=1`` is the paper's RecAttn; a higher
     level recurses further down before attending, with a ConvNorm at each level in between.
 
-    The state_dict uses the paper's names, so its checkpoints load unchanged: ``down.0`` is the
-    strided ConvNorm (the module ``down``), ``down.1`` the attention (``convs[0]``), ``conv`` the
-    full-resolution ConvNorm (``convs[-1]``) and ``convs.i`` the ConvNorms of the levels in
-    between. ``fuse()`` on each ConvNorm (as :meth:`recconv.models.RecNeXt.fuse` does) keeps
-    these names.
+    Its state_dict keys are its module names, as for every module (``down``, ``convs.0`` the
+    attention, ``convs.{level}`` the full-resolution ConvNorm). The paper's checkpoints name them
+    ``down.0``, ``down.1`` and ``conv``: :func:`recconv.models.load_checkpoint` converts them on
+    loading (see :func:`official_to_recconv`), and ``load_state_dict`` refuses them with a message
+    that says so.
 
     Args:
         in_channels: Channels of the input and the output; even and a multiple of ``num_heads``.
@@ -245,16 +261,13 @@ class RecAttnNd(RecConvNd):
         )
         self.num_heads = num_heads
         self.variant = variant
-        self._names = _OfficialNames(level)
-        self.register_state_dict_post_hook(_save_official_names)
-        self.register_load_state_dict_pre_hook(_load_official_names)
-        self.register_load_state_dict_post_hook(_report_official_names)
+        self.register_load_state_dict_pre_hook(_refuse_official_names)
 
     @torch.no_grad()
     def fuse(self) -> RecAttnNd:
         """Fold every ConvNorm's BatchNorm into its conv (in place) and return the layer.
 
-        The fused layer computes the eval-mode outputs; its state_dict keeps the paper's names.
+        The fused layer computes the eval-mode outputs.
 
         Example:
             >>> import torch
@@ -287,47 +300,62 @@ class RecAttnNd(RecConvNd):
         return ", ".join(args)
 
 
-class _OfficialNames:
-    """The paper's state_dict names of a RecAttn's modules, and back (prefixes relative to the layer)."""
-
-    def __init__(self, level: int) -> None:
-        self.to_official = [("down.", "down.0."), ("convs.0.", "down.1."), (f"convs.{level}.", "conv.")]
-        self.from_official = [(new, old) for old, new in self.to_official]
-        self.loading_prefix: str | None = None
+def _official_names(level: int) -> list[tuple[str, str]]:
+    """``(ours, the paper's)`` name prefixes of a RecAttn's modules, relative to the layer."""
+    return [("down.", "down.0."), ("convs.0.", "down.1."), (f"convs.{level}.", "conv.")]
 
 
-def _renamed(key: str, prefix: str, pairs: list[tuple[str, str]]) -> str:
-    if key.startswith(prefix):
-        for old, new in pairs:
-            if key.startswith(prefix + old):
-                return prefix + new + key[len(prefix + old) :]
-    return key
+def _renamed(state: Mapping[str, Tensor], model: nn.Module, to_official: bool) -> dict[str, Tensor]:
+    layers = [
+        (name + "." if name else "", m) for name, m in model.named_modules() if isinstance(m, RecAttnNd)
+    ]
+    renamed = {}
+    for key, value in state.items():
+        for prefix, layer in layers:
+            if key.startswith(prefix):
+                for ours, official in _official_names(layer.level):
+                    old, new = (ours, official) if to_official else (official, ours)
+                    if key.startswith(prefix + old):
+                        key = prefix + new + key[len(prefix + old) :]
+                        break
+                break
+        renamed[key] = value
+    return renamed
 
 
-def _rename_in_place(state: dict[str, Any], prefix: str, pairs: list[tuple[str, str]]) -> None:
-    # In state_dict() the layer's keys are the last ones when its hook runs: re-adding keeps the order.
-    own = [key for key in state if key.startswith(prefix)]
-    for key, value in [(key, state.pop(key)) for key in own]:
-        state[_renamed(key, prefix, pairs)] = value
+def official_to_recconv(state: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """Rename the paper's RecAttn keys (``down.0``, ``down.1``, ``conv``) in ``state`` to ``model``'s.
+
+    ``timm``'s ``checkpoint_filter_fn`` habit: foreign checkpoints are converted when loaded;
+    :func:`recconv.models.load_checkpoint` calls this. Keys of other modules pass unchanged.
+
+    Example:
+        >>> from recconv import RecAttn2d
+        >>> layer = RecAttn2d(8, num_heads=2)
+        >>> paper = recconv_to_official(layer.state_dict(), layer)
+        >>> sorted({key.split(".")[0] + "." + key.split(".")[1] for key in paper})
+        ['conv.conv', 'conv.norm', 'down.0', 'down.1']
+        >>> list(official_to_recconv(paper, layer)) == list(layer.state_dict())
+        True
+    """
+    return _renamed(state, model, to_official=False)
 
 
-def _save_official_names(module: RecAttnNd, state: dict[str, Any], prefix: str, metadata: Any) -> None:
-    _rename_in_place(state, prefix, module._names.to_official)
+def recconv_to_official(state: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """The inverse of :func:`official_to_recconv`: ``model``'s keys in the paper's names."""
+    return _renamed(state, model, to_official=True)
 
 
-def _load_official_names(module: RecAttnNd, state: dict[str, Any], prefix: str, *args: Any) -> None:
-    _rename_in_place(state, prefix, module._names.from_official)
-    module._names.loading_prefix = prefix
-
-
-def _report_official_names(module: RecAttnNd, incompatible: Any) -> None:
-    # Missing and unexpected keys are found under the modules' own names; report the state_dict's.
-    names = module._names
-    if names.loading_prefix is None:
-        return
-    for keys in (incompatible.missing_keys, incompatible.unexpected_keys):
-        keys[:] = [_renamed(key, names.loading_prefix, names.to_official) for key in keys]
-    names.loading_prefix = None
+def _refuse_official_names(module: RecAttnNd, state: dict[str, Any], prefix: str, *args: Any) -> None:
+    paper_names = [
+        key for key in state if key.startswith((prefix + "down.0.", prefix + "down.1.", prefix + "conv."))
+    ]
+    if paper_names:
+        raise ValueError(
+            f"{module._label} at {prefix[:-1] or 'the top level'!r}: the state_dict uses the paper's "
+            f"RecAttn names (e.g. {paper_names[0]!r}); load it with recconv.models.load_checkpoint(model, "
+            "path), which converts them, or rename with recconv.attention.official_to_recconv(state, model)"
+        )
 
 
 class RecAttn1d(RecAttnNd):

@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import recconv
 from recconv import LinearAttention, RecAttn1d, RecAttn2d, RecAttn3d
-from recconv.attention import _ATTEND, RecAttnNd, linear_attention
+from recconv.attention import _ATTEND, RecAttnNd, linear_attention, official_to_recconv, recconv_to_official
 from recconv.ops import ConvNorm
 
 from . import reference
@@ -66,7 +66,7 @@ def build(kwargs: dict) -> RecAttnNd:
 def test_matches_a_plain_reference_of_the_formulas(d, size, heads, variant, level):
     layer = randomize_norms(RECATTN[d](8, heads, 5, level, variant=variant)).eval().double()
     x = torch.randn(2, 8, *size, dtype=torch.float64)
-    expected = reference.recattn(x, layer.state_dict(), heads, variant, level)
+    expected = reference.recattn(x, recconv_to_official(layer.state_dict(), layer), heads, variant, level)
     torch.testing.assert_close(layer(x), expected, rtol=1e-10, atol=1e-10)
 
 
@@ -84,31 +84,38 @@ class PaperRecAttn(nn.Module):
         return self.conv(x + F.interpolate(self.down(x), size=x.shape[2:], mode="nearest"))
 
 
-def test_state_dict_is_the_papers_module_structure():
+def test_the_papers_module_structure_converts_both_ways():
     ours = randomize_norms(RecAttn2d(16, 4)).eval().double()
     paper = PaperRecAttn(16, 4).eval().double()
-    assert list(paper.state_dict()) == list(ours.state_dict())
-    paper.load_state_dict(ours.state_dict())  # strict: every name and shape the same
+    assert list(paper.state_dict()) == list(recconv_to_official(ours.state_dict(), ours))
+    paper.load_state_dict(recconv_to_official(ours.state_dict(), ours))  # strict: every name and shape
     x = torch.randn(2, 16, 15, 12, dtype=torch.float64)
     # Close, not equal: on the CPU the core runs its ops on channels-last tensors.
     torch.testing.assert_close(paper(x), ours(x), rtol=1e-12, atol=1e-12)
     theirs = randomize_norms(PaperRecAttn(16, 4), seed=1).eval().double()
     assert not torch.allclose(theirs(x), ours(x))
-    ours.load_state_dict(theirs.state_dict())
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "uses the paper's RecAttn names (e.g. 'down.0.conv.weight'); load it with recconv.models.load_checkpoint"
+        ),
+    ):
+        ours.load_state_dict(theirs.state_dict())
+    ours.load_state_dict(official_to_recconv(theirs.state_dict(), ours))
     torch.testing.assert_close(ours(x), theirs(x), rtol=1e-12, atol=1e-12)
 
 
-def test_state_dict_names_of_every_level_and_their_modules():
+def test_state_dict_names_are_the_module_names_at_every_level():
     layer = RecAttn1d(4, 2, level=3)
     prefixes = list(dict.fromkeys(key.rsplit(".", 2)[0] for key in layer.state_dict()))
-    assert prefixes == ["down.0", "down.1.qk", "down.1.pe", "convs.1", "convs.2", "conv"]
+    assert prefixes == ["down", "convs.0.qk", "convs.0.pe", "convs.1", "convs.2", "convs.3"]
+    names = [name for name, _ in (*layer.named_parameters(), *layer.named_buffers())]
+    assert sorted(names) == sorted(layer.state_dict())
     assert isinstance(layer.convs[0], LinearAttention) and len(layer.convs) == 4
-    assert layer.state_dict()["conv.conv.weight"] is not None
-    assert torch.equal(layer.state_dict()["conv.conv.weight"], layer.convs[-1].conv.weight)
-    missing = layer.load_state_dict({"conv.extra": torch.zeros(1)}, strict=False)
-    assert "down.1.qk.conv.weight" in missing.missing_keys and "conv.conv.weight" in missing.missing_keys
-    assert missing.unexpected_keys == ["conv.extra"]
-    with pytest.raises(RuntimeError, match=re.escape('Missing key(s) in state_dict: "down.0.conv.weight"')):
+    missing = layer.load_state_dict({"convs.3.extra": torch.zeros(1)}, strict=False)
+    assert "convs.0.qk.conv.weight" in missing.missing_keys and "convs.3.conv.weight" in missing.missing_keys
+    assert missing.unexpected_keys == ["convs.3.extra"]
+    with pytest.raises(RuntimeError, match=re.escape('Missing key(s) in state_dict: "down.conv.weight"')):
         layer.load_state_dict({})
 
 
@@ -175,6 +182,10 @@ def test_shapes_params_and_counted_costs(kwargs, data, batch):
     with FlopCounterMode(display=False) as counter:
         layer.convs[0](torch.randn(1, c, *coarse))
     assert counter.get_total_flops() == 2 * (c * c * n + c * 3**d * n + products)
+    # The theory helper asks every op (attention included) and agrees with the counter.
+    with FlopCounterMode(display=False) as counter:
+        layer(torch.randn(1, c, *size))
+    assert recconv.conv_flops(layer, size) == counter.get_total_flops()
 
 
 def test_variant_one_cost_grows_linearly_with_positions():
@@ -302,15 +313,16 @@ def test_recattn_is_the_core_with_its_ops_plugged_in():
     assert layer.down.conv.stride == (2, 2) and layer.down.conv.groups == 8
 
 
-def test_swap_leaves_recattn_alone_and_theory_refuses_it():
+def test_swap_leaves_recattn_alone_and_theory_describes_it():
     model = nn.Sequential(RecAttn2d(8, 2), nn.Conv2d(8, 8, 3, padding=1, groups=8))
     _, report = recconv.swap(model, level=1)
     assert [layer.name for layer in report.swapped] == ["1"]
     assert "already a RecConv" in report.skipped[0].reason
-    with pytest.raises(ValueError, match="the theory helpers know the built-in ops only"):
-        recconv.num_params(RecAttn2d(8, 2))
-    with pytest.raises(ValueError, match="has a custom coarse op, not a conv of known size"):
-        recconv.effective_kernel_size(RecAttn2d(8, 2))
+    layer = RecAttn2d(8, 2)
+    assert recconv.num_params(layer) == sum(p.numel() for p in layer.parameters())
+    assert recconv.receptive_field(layer) == (math.inf, math.inf)  # the attention sees everything
+    with pytest.raises(TypeError, match="coarsest op LinearAttention is not a conv of the layer's kernel"):
+        recconv.effective_kernel_size(layer)
     with pytest.raises(TypeError, match="unknown RecConv option 'coarse'"):
         recconv.swap(nn.Conv2d(8, 8, 3, padding=1, groups=8), level=1, coarse=linear_attention)
 

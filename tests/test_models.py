@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recconv.attention import official_to_recconv
 from recconv.cli import main
 from recconv.models import (
     PRESETS,
@@ -49,7 +50,7 @@ def test_state_dict_layout_and_params_equal_the_official_checkpoints(name):
     reference = official_layout(name)
     model = create_model(name, device="meta")
     layout = {k: list(v.shape) for k, v in model.state_dict().items()}
-    assert list(layout.items()) == list(reference["state_dict"].items())
+    assert list(layout.items()) == list(official_to_recconv(reference["state_dict"], model).items())
     assert sum(p.numel() for p in model.parameters()) == reference["num_params"]
 
 

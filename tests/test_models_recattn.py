@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recconv.attention import official_to_recconv
 from recconv.cli import main
 from recconv.models import CHECKPOINT_URLS, RecNeXt, create_model, model_costs
 
@@ -46,7 +47,9 @@ def test_official_checkpoint_gives_the_papers_outputs(tmp_path, size):
         {k: v.double() if v.is_floating_point() else v for k, v in state.items()}, x
     )
     torch.testing.assert_close(model(x), expected, rtol=1e-9, atol=1e-9)
-    assert list(model.state_dict()) == list(state)
+    assert list(model.state_dict()) == list(official_to_recconv(state, model))
+    with pytest.raises(ValueError, match="load it with recconv.models.load_checkpoint"):
+        model.load_state_dict(state)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from ..attention import official_to_recconv
+
 _SHOWN = 10  # keys listed per kind in an error; the rest are counted
 
 
@@ -98,6 +100,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
         model: The model to fill.
         path: A ``.safetensors`` file, or a ``.pth``/``.pt`` file with the state_dict at the top
             level or under ``"model"`` (the official RecNeXt checkpoints) or ``"state_dict"``.
+            The paper's RecAttn key names are converted (:func:`recconv.attention.official_to_recconv`).
         strict: Raise unless the keys and shapes match exactly; otherwise load the matching
             entries and report the rest.
 
@@ -117,7 +120,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
         >>> load_checkpoint(create_model("recnext_seq_tiny"), path)
         LoadResult(missing_keys=[], unexpected_keys=[], mismatched_keys=[])
     """
-    state = read_state_dict(path)
+    state = official_to_recconv(read_state_dict(path), model)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
