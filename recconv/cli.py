@@ -8,8 +8,9 @@ from collections.abc import Sequence
 import torch
 
 from .analysis.profile import FORMATS, cost_markdown, cost_rows, format_rows, profile
+from .cli_specs import load_model
 from .models import costs_table, list_models
-from .swap import load_model, swap
+from .swap import swap
 
 
 def _costs(args: argparse.Namespace) -> None:

@@ -4,7 +4,7 @@
 ``nn.Conv2d`` or ``nn.Conv3d`` that RecConv can stand in for with a :class:`~recconv.RecConv1d`,
 :class:`~recconv.RecConv2d` or :class:`~recconv.RecConv3d`, and returns a :class:`SwapReport`
 of what it changed and what it left alone, and why. :func:`swapped` does the same for the
-duration of a ``with`` block. :func:`load_model` builds a model from a command-line spec.
+duration of a ``with`` block. The report types live in :mod:`recconv.swap_report`.
 
 What RecConv can stand in for: a conv with ``groups == in_channels == out_channels``, stride 1,
 dilation 1, an odd kernel, zero padding that keeps the size (``k // 2`` or ``"same"``); a RecConv
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import importlib
 import inspect
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .core import RecConv1d, RecConv2d, RecConv3d, RecConvNd
 from .ops import as_tuple, per_rank
+from .swap_report import SkippedLayer, SwappedLayer, SwapReport, _axes
 from .theory import conv_flops, receptive_field
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -50,142 +50,6 @@ _OPTIONS = tuple(
 
 Predicate = Callable[[str, nn.Module], bool]
 ConvNd = nn.Conv1d | nn.Conv2d | nn.Conv3d
-
-
-@dataclass(frozen=True)
-class SwappedLayer:
-    """One replaced conv.
-
-    Attributes:
-        name: Qualified module name (the first one, if the conv is registered twice).
-        channels: Channels of the depthwise conv.
-        old_kernel: Kernel of the replaced conv (its receptive field: dilation is 1).
-        new_kernel: Base kernel of the RecConv.
-        receptive_field: Per-axis receptive field of the RecConv (:func:`recconv.receptive_field`);
-            ``None`` for custom up/down builders, which the theory helpers do not know.
-        old_params: Parameters of the replaced conv, bias included.
-        new_params: Parameters of the RecConv, bias included.
-        old_flops: FLOPs of the replaced conv (2 per multiply-add, as ``FlopCounterMode``
-            counts) summed over its calls in one forward pass of the report's input, or per
-            output position when the report has no input size.
-        new_flops: The same for the RecConv (:func:`recconv.conv_flops`); ``None`` for custom builders.
-    """
-
-    name: str
-    channels: int
-    old_kernel: tuple[int, ...]
-    new_kernel: tuple[int, ...]
-    receptive_field: tuple[int, ...] | None
-    old_params: int
-    new_params: int
-    old_flops: float
-    new_flops: float | None
-
-
-@dataclass(frozen=True)
-class SkippedLayer:
-    """A conv (or an existing RecConv) that :func:`swap` left in place, and why."""
-
-    name: str
-    layer: str
-    reason: str
-
-
-@dataclass
-class SwapReport:
-    """What :func:`swap` changed: one row per replaced conv, one per skipped one, and totals.
-
-    FLOPs are counted as ``torch.utils.flop_counter.FlopCounterMode`` counts them: 2 per
-    multiply-add of convolutions and matrix products, nothing for elementwise ops, pooling
-    and interpolation. With ``input_size`` they are totals for one forward pass of a batch
-    of one; without it, a layer's input size is unknown and its FLOPs are per output position
-    (for RecConv, the exact average over sizes divisible by ``factor**level``), which do not
-    add up across layers, so the FLOP totals are then ``None``.
-
-    Attributes:
-        level: The RecConv level used.
-        init: ``"preserve"`` or ``"random"``.
-        input_size: Shape of one input sample (batch axis excluded) used to count FLOPs, or ``None``.
-        swapped: The replaced convs.
-        skipped: The convs and RecConvs left in place, with the reason.
-        params_before: Parameters of the whole model before the swap.
-        params_after: Parameters of the whole model after the swap.
-        flops_before: FLOPs of one forward pass of the whole model on ``input_size`` before the
-            swap, or ``None``.
-        flops_after: The same after the swap, or ``None`` (also when a custom builder is used).
-    """
-
-    level: int
-    init: str
-    input_size: tuple[int, ...] | None
-    swapped: list[SwappedLayer] = field(default_factory=list)
-    skipped: list[SkippedLayer] = field(default_factory=list)
-    params_before: int = 0
-    params_after: int = 0
-    flops_before: int | None = None
-    flops_after: int | None = None
-
-    @property
-    def swapped_params(self) -> tuple[int, int]:
-        """Parameters of the replaced convs before and of their RecConvs after."""
-        return sum(r.old_params for r in self.swapped), sum(r.new_params for r in self.swapped)
-
-    @property
-    def swapped_flops(self) -> tuple[float, float] | None:
-        """Conv FLOPs of the replaced convs before and after, or ``None`` without an input size."""
-        if self.input_size is None or any(r.new_flops is None for r in self.swapped):
-            return None
-        return sum(r.old_flops for r in self.swapped), sum(r.new_flops or 0 for r in self.swapped)
-
-    def to_markdown(self) -> str:
-        """The report as markdown tables: swapped layers, totals, skipped layers."""
-        where = f"input {self.input_size}" if self.input_size else "no input size: FLOPs per output position"
-        flops = "FLOPs" if self.input_size else "FLOPs / position"
-        lines = [
-            f"recconv.swap: {len(self.swapped)} swapped, {len(self.skipped)} skipped "
-            f"(level {self.level}, init {self.init!r}, {where})",
-            "",
-            f"| module | channels | kernel | base kernel | receptive field | params | {flops} |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for r in self.swapped:
-            lines.append(
-                f"| {r.name} | {r.channels} | {_axes(r.old_kernel)} | {_axes(r.new_kernel)} | "
-                f"{_axes(r.old_kernel)} → {_axes(r.receptive_field)} | "
-                f"{_arrow(r.old_params, r.new_params)} | {_arrow(r.old_flops, r.new_flops)} |"
-            )
-        lines += ["", "| total | before | after | after / before |", "|---|---|---|---|"]
-        totals = [
-            ("params of the swapped layers", self.swapped_params),
-            ("FLOPs of the swapped layers", self.swapped_flops),
-            ("params of the model", (self.params_before, self.params_after)),
-            ("FLOPs of the model", (self.flops_before, self.flops_after)),
-        ]
-        for label, pair in totals:
-            before, after = pair if pair is not None else (None, None)
-            ratio = f"{after / before:.3f}" if before and after is not None else "-"
-            lines.append(f"| {label} | {_number(before)} | {_number(after)} | {ratio} |")
-        if self.skipped:
-            lines += ["", "| skipped | layer | reason |", "|---|---|---|"]
-            lines += [f"| {s.name} | {s.layer} | {s.reason} |" for s in self.skipped]
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.to_markdown()
-
-
-def _axes(size: tuple[int, ...] | None) -> str:
-    return "-" if size is None else "x".join(map(str, size))
-
-
-def _number(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{int(value):,}" if float(value).is_integer() else f"{value:,.2f}"
-
-
-def _arrow(before: float, after: float | None) -> str:
-    return f"{_number(before)} → {_number(after)}"
 
 
 def _describe(module: nn.Module) -> str:
@@ -668,85 +532,3 @@ def swapped(
     finally:
         for parent, attr, old in reversed(replaced):
             setattr(parent, attr, old)
-
-
-class SpecError(ValueError):
-    """A model spec for :func:`load_model` that names nothing buildable."""
-
-
-def _torchvision(name: str) -> nn.Module:
-    try:
-        from torchvision import models
-    except ImportError as error:
-        raise SpecError(f"torchvision is not installed ({error}); pip install torchvision") from None
-    names = models.list_models()
-    if name not in names:
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise SpecError(f"unknown torchvision model {name!r}; see torchvision.models.list_models().{hint}")
-    builder = models.get_model_builder(name)
-    # Detection builders default to a pretrained backbone; nothing may be downloaded here.
-    backbone = (
-        {"weights_backbone": None} if "weights_backbone" in inspect.signature(builder).parameters else {}
-    )
-    return builder(weights=None, **backbone)
-
-
-def _timm(name: str) -> nn.Module:
-    try:
-        import timm
-    except ImportError:
-        raise SpecError(
-            f"timm is not installed, so 'timm:{name}' cannot be built; pip install timm"
-        ) from None
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise SpecError(f"unknown timm model {name!r}; see timm.list_models().{hint}")
-    return timm.create_model(name, pretrained=False)
-
-
-_SOURCES: dict[str, Callable[[str], nn.Module]] = {"torchvision": _torchvision, "timm": _timm}
-
-
-def _factory(path: str, attribute: str) -> nn.Module:
-    try:
-        target: Any = importlib.import_module(path)
-    except ImportError as error:
-        raise SpecError(f"cannot import module {path!r}: {error}") from None
-    for part in attribute.split("."):
-        if not hasattr(target, part):
-            raise SpecError(f"module {path!r} has no attribute {attribute!r}")
-        target = getattr(target, part)
-    if not callable(target):
-        raise SpecError(f"{path}:{attribute} is not callable, expected a factory returning an nn.Module")
-    model = target()
-    if not isinstance(model, nn.Module):
-        raise SpecError(f"{path}:{attribute}() returned {type(model).__name__}, expected an nn.Module")
-    return model
-
-
-def load_model(spec: str) -> nn.Module:
-    """Build a model from ``torchvision:NAME``, ``timm:NAME`` or ``module.path:factory``, without weights.
-
-    torchvision and timm models are built with random weights (``weights=None``,
-    ``pretrained=False``), so nothing is downloaded. ``module.path:factory`` imports the
-    module and calls the named attribute (a dotted path such as ``Class.build`` works)
-    with no arguments; nothing is evaluated.
-
-    Raises:
-        SpecError: (a ``ValueError``) for a malformed spec, an unknown model, a missing
-            package, module or attribute, or a factory that returns no ``nn.Module``.
-
-    Example:
-        >>> type(load_model("torch.nn:Identity")).__name__
-        'Identity'
-    """
-    source, colon, name = spec.partition(":")
-    if not (colon and source and name):
-        raise SpecError(
-            f"a model spec is 'torchvision:NAME', 'timm:NAME' or 'module.path:factory', got {spec!r}"
-        )
-    if source in _SOURCES:
-        return _SOURCES[source](name)
-    return _factory(source, name)

@@ -1,0 +1,141 @@
+"""What :func:`recconv.swap` changed: one row per replaced conv, one per skipped one, and totals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SwappedLayer:
+    """One replaced conv.
+
+    Attributes:
+        name: Qualified module name (the first one, if the conv is registered twice).
+        channels: Channels of the depthwise conv.
+        old_kernel: Kernel of the replaced conv (its receptive field: dilation is 1).
+        new_kernel: Base kernel of the RecConv.
+        receptive_field: Per-axis receptive field of the RecConv (:func:`recconv.receptive_field`);
+            ``None`` for custom up/down builders, which the theory helpers do not know.
+        old_params: Parameters of the replaced conv, bias included.
+        new_params: Parameters of the RecConv, bias included.
+        old_flops: FLOPs of the replaced conv (2 per multiply-add, as ``FlopCounterMode``
+            counts) summed over its calls in one forward pass of the report's input, or per
+            output position when the report has no input size.
+        new_flops: The same for the RecConv (:func:`recconv.conv_flops`); ``None`` for custom builders.
+    """
+
+    name: str
+    channels: int
+    old_kernel: tuple[int, ...]
+    new_kernel: tuple[int, ...]
+    receptive_field: tuple[int, ...] | None
+    old_params: int
+    new_params: int
+    old_flops: float
+    new_flops: float | None
+
+
+@dataclass(frozen=True)
+class SkippedLayer:
+    """A conv (or an existing RecConv) that :func:`recconv.swap` left in place, and why."""
+
+    name: str
+    layer: str
+    reason: str
+
+
+@dataclass
+class SwapReport:
+    """What :func:`recconv.swap` changed: one row per replaced conv, one per skipped one, and totals.
+
+    FLOPs are counted as ``torch.utils.flop_counter.FlopCounterMode`` counts them: 2 per
+    multiply-add of convolutions and matrix products, nothing for elementwise ops, pooling
+    and interpolation. With ``input_size`` they are totals for one forward pass of a batch
+    of one; without it, a layer's input size is unknown and its FLOPs are per output position
+    (for RecConv, the exact average over sizes divisible by ``factor**level``), which do not
+    add up across layers, so the FLOP totals are then ``None``.
+
+    Attributes:
+        level: The RecConv level used.
+        init: ``"preserve"`` or ``"random"``.
+        input_size: Shape of one input sample (batch axis excluded) used to count FLOPs, or ``None``.
+        swapped: The replaced convs.
+        skipped: The convs and RecConvs left in place, with the reason.
+        params_before: Parameters of the whole model before the swap.
+        params_after: Parameters of the whole model after the swap.
+        flops_before: FLOPs of one forward pass of the whole model on ``input_size`` before the
+            swap, or ``None``.
+        flops_after: The same after the swap, or ``None`` (also when a custom builder is used).
+    """
+
+    level: int
+    init: str
+    input_size: tuple[int, ...] | None
+    swapped: list[SwappedLayer] = field(default_factory=list)
+    skipped: list[SkippedLayer] = field(default_factory=list)
+    params_before: int = 0
+    params_after: int = 0
+    flops_before: int | None = None
+    flops_after: int | None = None
+
+    @property
+    def swapped_params(self) -> tuple[int, int]:
+        """Parameters of the replaced convs before and of their RecConvs after."""
+        return sum(r.old_params for r in self.swapped), sum(r.new_params for r in self.swapped)
+
+    @property
+    def swapped_flops(self) -> tuple[float, float] | None:
+        """Conv FLOPs of the replaced convs before and after, or ``None`` without an input size."""
+        if self.input_size is None or any(r.new_flops is None for r in self.swapped):
+            return None
+        return sum(r.old_flops for r in self.swapped), sum(r.new_flops or 0 for r in self.swapped)
+
+    def to_markdown(self) -> str:
+        """The report as markdown tables: swapped layers, totals, skipped layers."""
+        where = f"input {self.input_size}" if self.input_size else "no input size: FLOPs per output position"
+        flops = "FLOPs" if self.input_size else "FLOPs / position"
+        lines = [
+            f"recconv.swap: {len(self.swapped)} swapped, {len(self.skipped)} skipped "
+            f"(level {self.level}, init {self.init!r}, {where})",
+            "",
+            f"| module | channels | kernel | base kernel | receptive field | params | {flops} |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in self.swapped:
+            lines.append(
+                f"| {r.name} | {r.channels} | {_axes(r.old_kernel)} | {_axes(r.new_kernel)} | "
+                f"{_axes(r.old_kernel)} → {_axes(r.receptive_field)} | "
+                f"{_arrow(r.old_params, r.new_params)} | {_arrow(r.old_flops, r.new_flops)} |"
+            )
+        lines += ["", "| total | before | after | after / before |", "|---|---|---|---|"]
+        totals = [
+            ("params of the swapped layers", self.swapped_params),
+            ("FLOPs of the swapped layers", self.swapped_flops),
+            ("params of the model", (self.params_before, self.params_after)),
+            ("FLOPs of the model", (self.flops_before, self.flops_after)),
+        ]
+        for label, pair in totals:
+            before, after = pair if pair is not None else (None, None)
+            ratio = f"{after / before:.3f}" if before and after is not None else "-"
+            lines.append(f"| {label} | {_number(before)} | {_number(after)} | {ratio} |")
+        if self.skipped:
+            lines += ["", "| skipped | layer | reason |", "|---|---|---|"]
+            lines += [f"| {s.name} | {s.layer} | {s.reason} |" for s in self.skipped]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+
+def _axes(size: tuple[int, ...] | None) -> str:
+    return "-" if size is None else "x".join(map(str, size))
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:,.2f}"
+
+
+def _arrow(before: float, after: float | None) -> str:
+    return f"{_number(before)} → {_number(after)}"
