@@ -7,27 +7,35 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class SwappedLayer:
-    """One replaced conv.
+    """One changed conv: replaced by a RecConv, or given a RecConv branch (``dense="branch"``).
 
     Attributes:
-        name: Qualified module name (the first one, if the conv is registered twice).
-        channels: Channels of the depthwise conv.
-        old_kernel: Kernel of the replaced conv (its receptive field: dilation is 1).
+        name: Qualified module name (the first one, if the conv is registered several times).
+        change: ``"replaced"`` (a depthwise conv became a RecConv) or ``"branch"`` (a dense conv
+            became :class:`recconv.swap.RecBranch`, ``conv(x + rec(x))``).
+        channels: Channels of the RecConv (the conv's input channels).
+        old_kernel: Kernel of the conv.
         new_kernel: Base kernel of the RecConv.
-        receptive_field: Per-axis receptive field of the RecConv (:func:`recconv.receptive_field`);
-            ``None`` for custom up/down builders, which the theory helpers do not know.
-        old_params: Parameters of the replaced conv, bias included.
-        new_params: Parameters of the RecConv, bias included.
-        old_flops: FLOPs of the replaced conv (2 per multiply-add, as ``FlopCounterMode``
-            counts) summed over its calls in one forward pass of the report's input, or per
-            output position when the report has no input size.
-        new_flops: The same for the RecConv (:func:`recconv.conv_flops`); ``None`` for custom builders.
+        old_receptive_field: Per-axis receptive field of the conv, ``dilation * (kernel - 1) + 1``.
+        receptive_field: Per-axis receptive field after the change: the RecConv's
+            (:func:`recconv.receptive_field`), or for a branch the union of the RecConv's windows
+            under the conv's taps (from :func:`recconv.receptive_field_window`, at the widest
+            phase); ``None`` for ops the theory helpers cannot describe.
+        old_params: Parameters of the conv, bias included.
+        new_params: Parameters of the RecConv, or of the conv and its RecConv branch.
+        old_flops: FLOPs of the conv (2 per multiply-add, as ``FlopCounterMode`` counts)
+            summed over its calls in one forward pass of the report's input, or per output
+            position when the report has no input size.
+        new_flops: The same after the change (the RecConv's from :func:`recconv.conv_flops`);
+            ``None`` for ops the theory helpers cannot describe.
     """
 
     name: str
+    change: str
     channels: int
     old_kernel: tuple[int, ...]
     new_kernel: tuple[int, ...]
+    old_receptive_field: tuple[int, ...]
     receptive_field: tuple[int, ...] | None
     old_params: int
     new_params: int
@@ -37,7 +45,7 @@ class SwappedLayer:
 
 @dataclass(frozen=True)
 class SkippedLayer:
-    """A conv (or an existing RecConv) that :func:`recconv.swap` left in place, and why."""
+    """A conv (or an existing RecConv or branch) that :func:`recconv.swap` left in place, and why."""
 
     name: str
     layer: str
@@ -58,10 +66,12 @@ class SwapReport:
     Attributes:
         level: The RecConv level used.
         init: ``"preserve"`` or ``"random"``.
+        dense: ``"branch"`` if dense convs got a RecConv branch, else ``None``.
         input_size: Shape of one input sample (batch axis excluded) used to count FLOPs, or ``None``.
-        swapped: The replaced convs.
-        skipped: The convs and RecConvs left in place, with the reason.
-        params_before: Parameters of the whole model before the swap.
+        swapped: The changed convs.
+        skipped: The convs, RecConvs and branches left in place, with the reason.
+        params_before: Parameters of the whole model before the swap (uninitialized lazy
+            parameters, which have no size yet, are not counted).
         params_after: Parameters of the whole model after the swap.
         flops_before: FLOPs of one forward pass of the whole model on ``input_size`` before the
             swap, or ``None``.
@@ -71,6 +81,7 @@ class SwapReport:
     level: int
     init: str
     input_size: tuple[int, ...] | None
+    dense: str | None = None
     swapped: list[SwappedLayer] = field(default_factory=list)
     skipped: list[SkippedLayer] = field(default_factory=list)
     params_before: int = 0
@@ -80,31 +91,32 @@ class SwapReport:
 
     @property
     def swapped_params(self) -> tuple[int, int]:
-        """Parameters of the replaced convs before and of their RecConvs after."""
+        """Parameters of the changed convs before, and of what took their place after."""
         return sum(r.old_params for r in self.swapped), sum(r.new_params for r in self.swapped)
 
     @property
     def swapped_flops(self) -> tuple[float, float] | None:
-        """Conv FLOPs of the replaced convs before and after, or ``None`` without an input size."""
+        """Conv FLOPs of the changed convs before and after, or ``None`` without an input size."""
         if self.input_size is None or any(r.new_flops is None for r in self.swapped):
             return None
         return sum(r.old_flops for r in self.swapped), sum(r.new_flops or 0 for r in self.swapped)
 
     def to_markdown(self) -> str:
-        """The report as markdown tables: swapped layers, totals, skipped layers."""
+        """The report as markdown tables: changed layers, totals, skipped layers."""
+        dense = f", dense {self.dense!r}" if self.dense else ""
         where = f"input {self.input_size}" if self.input_size else "no input size: FLOPs per output position"
         flops = "FLOPs" if self.input_size else "FLOPs / position"
         lines = [
             f"recconv.swap: {len(self.swapped)} swapped, {len(self.skipped)} skipped "
-            f"(level {self.level}, init {self.init!r}, {where})",
+            f"(level {self.level}, init {self.init!r}{dense}, {where})",
             "",
-            f"| module | channels | kernel | base kernel | receptive field | params | {flops} |",
-            "|---|---|---|---|---|---|---|",
+            f"| module | change | channels | kernel | base kernel | receptive field | params | {flops} |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in self.swapped:
             lines.append(
-                f"| {r.name} | {r.channels} | {_axes(r.old_kernel)} | {_axes(r.new_kernel)} | "
-                f"{_axes(r.old_kernel)} → {_axes(r.receptive_field)} | "
+                f"| {r.name} | {r.change} | {r.channels} | {_axes(r.old_kernel)} | {_axes(r.new_kernel)} | "
+                f"{_axes(r.old_receptive_field)} → {_axes(r.receptive_field)} | "
                 f"{_arrow(r.old_params, r.new_params)} | {_arrow(r.old_flops, r.new_flops)} |"
             )
         lines += ["", "| total | before | after | after / before |", "|---|---|---|---|"]
