@@ -6,6 +6,7 @@ import difflib
 import importlib
 import inspect
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from torch import nn
@@ -30,7 +31,7 @@ def _torchvision(name: str) -> nn.Module:
     backbone = (
         {"weights_backbone": None} if "weights_backbone" in inspect.signature(builder).parameters else {}
     )
-    return builder(weights=None, **backbone)
+    return _call(f"torchvision:{name}", lambda: builder(weights=None, **backbone))
 
 
 def _timm(name: str) -> nn.Module:
@@ -44,27 +45,55 @@ def _timm(name: str) -> nn.Module:
         close = difflib.get_close_matches(name, timm.list_models(), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise SpecError(f"unknown timm model {name!r}; see timm.list_models().{hint}")
-    return timm.create_model(name, pretrained=False)
+    return _call(f"timm:{name}", lambda: timm.create_model(name, pretrained=False))
 
 
 _SOURCES: dict[str, Callable[[str], nn.Module]] = {"torchvision": _torchvision, "timm": _timm}
 
 
+def _call(spec: str, build: Callable[[], object]) -> nn.Module:
+    """``build()``, with any error it raises, or a result that is not a module, as a :class:`SpecError`."""
+    try:
+        model = build()
+    except Exception as error:
+        raise SpecError(f"{spec}() failed: {type(error).__name__}: {error}") from error
+    if not isinstance(model, nn.Module):
+        raise SpecError(f"{spec}() returned {type(model).__name__}, expected an nn.Module")
+    return model
+
+
+def _builds_a_module(target: object, module: ModuleType) -> bool:
+    """An ``nn.Module`` subclass, or a function (plain, static or class method) defined in ``module``.
+
+    Builtins such as ``sys.exit`` or ``os.system``, and functions a module merely imported,
+    are refused: a spec names a model builder, not any callable.
+    """
+    if inspect.isclass(target):
+        return issubclass(target, nn.Module)
+    function = getattr(target, "__func__", target)  # a classmethod is bound: look at its function
+    return inspect.isfunction(function) and function.__module__ == module.__name__
+
+
 def _factory(path: str, attribute: str) -> nn.Module:
     try:
-        target: Any = importlib.import_module(path)
+        module = importlib.import_module(path)
     except ImportError as error:
         raise SpecError(f"cannot import module {path!r}: {error}") from None
+    except Exception as error:  # the module's own code failed
+        raise SpecError(f"cannot import module {path!r}: {type(error).__name__}: {error}") from error
+    target: Any = module
     for part in attribute.split("."):
         if not hasattr(target, part):
             raise SpecError(f"module {path!r} has no attribute {attribute!r}")
         target = getattr(target, part)
-    if not callable(target):
-        raise SpecError(f"{path}:{attribute} is not callable, expected a factory returning an nn.Module")
-    model = target()
-    if not isinstance(model, nn.Module):
-        raise SpecError(f"{path}:{attribute}() returned {type(model).__name__}, expected an nn.Module")
-    return model
+    spec = f"{path}:{attribute}"
+    if not _builds_a_module(target, module):
+        what = f"the class {target.__name__}" if inspect.isclass(target) else f"a {type(target).__name__}"
+        raise SpecError(
+            f"{spec} is not a model builder ({what}); a spec calls only an nn.Module subclass or a "
+            f"function defined in module {path!r}"
+        )
+    return _call(spec, target)
 
 
 def load_model(spec: str) -> nn.Module:
@@ -72,12 +101,16 @@ def load_model(spec: str) -> nn.Module:
 
     torchvision and timm models are built with random weights (``weights=None``,
     ``pretrained=False``), so nothing is downloaded. ``module.path:factory`` imports the
-    module and calls the named attribute (a dotted path such as ``Class.build`` works)
-    with no arguments; nothing is evaluated.
+    module and calls the named attribute with no arguments, if it is an ``nn.Module``
+    subclass or a function defined in that module (a dotted path such as ``Class.build``
+    works for static and class methods); builtins such as ``sys:exit`` and functions the
+    module only imported are refused. Nothing is evaluated.
 
     Raises:
         SpecError: (a ``ValueError``) for a malformed spec, an unknown model, a missing
-            package, module or attribute, or a factory that returns no ``nn.Module``.
+            package, module or attribute, an attribute that is not a model builder, a module
+            or builder that raises (the error is named), or a builder that returns no
+            ``nn.Module``.
 
     Example:
         >>> type(load_model("torch.nn:Identity")).__name__

@@ -475,8 +475,17 @@ def test_a_failed_preserve_leaves_an_inplace_model_untouched():
         ("timm:convnext_att", "unknown timm model 'convnext_att'; see timm.list_models(). Did you mean 'convnext_atto'?"),
         ("no_such_module_xyz:build", "cannot import module 'no_such_module_xyz': No module named 'no_such_module_xyz'"),
         ("tests.test_swap:no_such_factory", "module 'tests.test_swap' has no attribute 'no_such_factory'"),
-        ("tests.test_swap:SIZE", "tests.test_swap:SIZE is not callable, expected a factory returning an nn.Module"),
-        ("builtins:dict", "builtins:dict() returned dict, expected an nn.Module"),
+        ("tests.test_swap:SIZE", "tests.test_swap:SIZE is not a model builder (a tuple); a spec calls only an nn.Module subclass or a function defined in module 'tests.test_swap'"),
+        ("builtins:dict", "builtins:dict is not a model builder (the class dict); a spec calls only an nn.Module subclass or a function defined in module 'builtins'"),
+        ("sys:exit", "sys:exit is not a model builder (a builtin_function_or_method)"),
+        ("os:system", "os:system is not a model builder (a builtin_function_or_method)"),
+        ("builtins:print", "builtins:print is not a model builder (a builtin_function_or_method)"),
+        # Functions and classes a module imported from elsewhere are not its builders.
+        ("tests.test_swap:copy.deepcopy", "tests.test_swap:copy.deepcopy is not a model builder (a function)"),
+        ("tests.test_swap:Counter", "tests.test_swap:Counter is not a model builder (the class Counter)"),
+        ("tests.test_swap:returns_a_tensor", "tests.test_swap:returns_a_tensor() returned Tensor, expected an nn.Module"),
+        ("tests.test_swap:broken_factory", "tests.test_swap:broken_factory() failed: RuntimeError: no weights here"),
+        ("torch.nn:Conv2d", "torch.nn:Conv2d() failed: TypeError: "),
     ],
 )  # fmt: skip
 def test_spec_errors(spec, message):
@@ -491,8 +500,38 @@ def test_a_missing_package_is_named(monkeypatch, package):
         load_model(f"{package}:anything")
 
 
+def broken_factory() -> nn.Module:
+    raise RuntimeError("no weights here")
+
+
+def returns_a_tensor() -> torch.Tensor:
+    return torch.zeros(1)
+
+
+class Builders:
+    @staticmethod
+    def audio() -> nn.Module:
+        return tiny_audio_net()
+
+    @classmethod
+    def video(cls) -> nn.Module:
+        return tiny_video_net()
+
+
+def test_a_module_whose_import_fails_is_a_spec_error(tmp_path, monkeypatch):
+    (tmp_path / "spec_module_that_fails.py").write_text("raise RuntimeError('import boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(
+        SpecError, match=re.escape("cannot import module 'spec_module_that_fails': RuntimeError: import boom")
+    ):
+        load_model("spec_module_that_fails:build")
+
+
 def test_specs_build_models_without_weights():
     assert isinstance(load_model("tests.test_swap:tiny_audio_net"), nn.Sequential)
+    assert isinstance(load_model("tests.test_swap:TinyUNet"), TinyUNet)
+    assert isinstance(load_model("tests.test_swap:Builders.audio"), nn.Sequential)
+    assert isinstance(load_model("tests.test_swap:Builders.video")[0], nn.Conv3d)
     assert type(load_model("timm:convnext_atto")).__name__ == "ConvNeXt"
     # Detection builders default to a pretrained backbone; the spec must not download one.
     assert type(load_model("torchvision:ssdlite320_mobilenet_v3_large")).__name__ == "SSD"
@@ -524,6 +563,10 @@ def test_cli_prints_the_report_table(capsys):
         (["swap", "torchvision:resnet18", "--init", "zeros"], "argument --init: invalid choice: 'zeros'"),
         (["swap", "resnet18"], "a model spec is 'torchvision:NAME', 'timm:NAME' or 'module.path:factory', got 'resnet18'"),
         (["swap", "tests.test_swap:tiny_audio_net", "--kernel-size", "5"], "init='preserve' cannot fit the 7 kernel of '1' into a 5 base kernel"),
+        (["swap", "sys:exit"], "sys:exit is not a model builder (a builtin_function_or_method)"),
+        (["swap", "tests.test_swap:broken_factory"], "tests.test_swap:broken_factory() failed: RuntimeError: no weights here"),
+        (["swap", "torchvision:resnet19"], "unknown torchvision model 'resnet19'"),
+        (["swap", "torchvision:resnet18", "--dense", "branches"], "argument --dense: invalid choice: 'branches'"),
     ],
 )  # fmt: skip
 def test_cli_errors_are_argparse_errors(capsys, argv, message):
