@@ -11,12 +11,13 @@ changes it or says in its :class:`~recconv.swap_report.SwapReport` why not:
   shapes or its function. Among those, 1x1 kernels (no spatial mixing to enlarge),
   single-channel convs (as dense as depthwise) and subclasses of ``nn.ConvNd`` (whose
   ``forward`` may differ) are left alone unless a predicate selects them;
-* with ``dense="branch"``, a conv that is not depthwise becomes a :class:`RecBranch`,
+* with ``dense="branch"``, a conv that is not depthwise becomes a :class:`~recconv.branch.RecBranch`,
   ``conv(x + rec(x))``, whose RecConv ``rec`` starts with a zero output. By default only
   stride-1 convs with a kernel larger than 1x1 get one; a predicate can select the others.
 
-:func:`swapped` does the same for the duration of a ``with`` block. Nothing is changed until
-every target is planned and built, so an error leaves the model as it was.
+:func:`swapped` does the same for the duration of a ``with`` block. :mod:`recconv.swap_plan`
+decides what changes and why, without changing anything; this module builds every new layer
+and only then puts them in place, so an error leaves the model as it was.
 """
 
 from __future__ import annotations
@@ -26,36 +27,22 @@ import inspect
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
-from torch.nn.utils import parametrize
-from torch.nn.utils.spectral_norm import SpectralNorm
-from torch.nn.utils.weight_norm import WeightNorm
 
 from . import ops
-from ._util import (
-    CHANNELS_LAST,
-    CONV,
-    CONV_FN,
-    as_tuple,
-    check_int,
-    count_flops,
-    is_int,
-    look_up,
-    num_params,
-    per_rank,
-)
+from ._util import CHANNELS_LAST, CONV_FN, check_int, count_flops, is_int, look_up, num_params, per_rank
+from .branch import RecBranch
 from .core import RecConv1d, RecConv2d, RecConv3d, RecConvNd
-from .swap_report import SkippedLayer, SwappedLayer, SwapReport, _axes
+from .swap_plan import ConvNd, Predicate, Target, describe, plan
+from .swap_report import SwappedLayer, SwapReport
 from .theory import conv_flops, receptive_field, receptive_field_window
 
 _RECCONVS = (RecConv1d, RecConv2d, RecConv3d)
-_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-_CONV_NAMES = {c.__name__ for c in (*CONV, *_TRANSPOSED)}  # a scripted conv keeps its class name
 # swap sets these per replaced conv; every other keyword-only RecConvNd option passes through,
 # except the conv ops: the inits and the cost report assume RecConv's depthwise convs.
 _PER_LAYER = ("bias", "device", "dtype")
@@ -69,185 +56,6 @@ _DENSE = ("branch",)
 # The theory helpers raise ops.OpProtocolError (a TypeError) for an op that cannot answer;
 # before the op protocol lands they raise ValueError.
 _CannotAnswer: type[Exception] = getattr(ops, "OpProtocolError", ValueError)
-
-Predicate = Callable[[str, nn.Module], bool]
-ConvNd = nn.Conv1d | nn.Conv2d | nn.Conv3d
-
-
-class RecBranch(nn.Module):
-    """A conv that sees its input plus a RecConv of it: ``conv(x + rec(x))``.
-
-    :func:`swap` builds one for a dense conv with ``dense="branch"``: ``rec`` is a RecConv on
-    the conv's input channels, and with ``init="preserve"`` its last conv ``rec.convs[-1]``
-    starts at zero, so ``rec(x) == 0`` and the branch computes exactly what the conv did.
-    Fine-tuning then widens the conv's window from ``dilation * (k - 1) + 1`` to the union of
-    the RecConv's windows under the conv's taps (:class:`~recconv.swap_report.SwappedLayer`
-    reports it).
-
-    Why on the input: ``rec`` keeps the size and the channels, so the conv (its weights,
-    stride, padding, groups, parametrizations and hooks) is kept as it is, object included,
-    and every output channel of the dense conv mixes the widened context. A residual beside
-    the conv, ``conv(x) + rec(x)``, would need ``in_channels == out_channels`` and stride 1,
-    or a projection with its own parameters.
-
-    Args:
-        conv: The conv to widen (any module mapping ``in_channels`` channels).
-        rec: A RecConv with ``rec.in_channels`` equal to the conv's input channels.
-
-    Example:
-        >>> import torch
-        >>> from torch import nn
-        >>> import recconv
-        >>> conv = nn.Conv2d(8, 16, 3, padding=1)
-        >>> branch, report = recconv.swap(conv, level=2, dense="branch", inplace=True)
-        >>> type(branch).__name__, branch.conv is conv
-        ('RecBranch', True)
-        >>> x = torch.randn(1, 8, 32, 32)
-        >>> torch.equal(branch(x), conv(x))
-        True
-        >>> report.swapped[0].old_receptive_field, report.swapped[0].receptive_field
-        ((3, 3), (31, 31))
-    """
-
-    def __init__(self, conv: nn.Module, rec: RecConvNd) -> None:
-        super().__init__()
-        channels = getattr(conv, "in_channels", None)
-        if not isinstance(rec, RecConvNd) or rec.in_channels != channels:
-            raise ValueError(
-                f"RecBranch: rec must be a RecConv with the conv's {channels} input channels, got {rec!r}"
-            )
-        self.rec = rec
-        self.conv = conv
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x + self.rec(x))
-
-
-def _describe(module: nn.Module) -> str:
-    return f"{type(module).__name__}({module.extra_repr()})"
-
-
-def _keeps_size(conv: ConvNd) -> bool:
-    if conv.padding == "same":
-        return True
-    if conv.padding == "valid":
-        return all(k == 1 for k in conv.kernel_size)
-    return all(2 * p == d * (k - 1) for p, d, k in zip(conv.padding, conv.dilation, conv.kernel_size))
-
-
-def _is_depthwise(conv: ConvNd) -> bool:
-    return conv.groups == conv.in_channels == conv.out_channels
-
-
-def _dropped_by_replacing(conv: ConvNd, holders: dict[int, list[tuple[str, nn.Module]]]) -> list[str]:
-    """What a RecConv in the conv's place would silently lose: parametrizations and tied weights."""
-    reasons = []
-    if parametrize.is_parametrized(conv):
-        found = [f"{type(p).__name__} on {t}" for t, ps in conv.parametrizations.items() for p in ps]
-        reasons.append(f"parametrized ({', '.join(found)}): a RecConv would drop the parametrization")
-    hooks = [
-        type(h).__name__ for h in conv._forward_pre_hooks.values() if isinstance(h, SpectralNorm | WeightNorm)
-    ]
-    if hooks:
-        reasons.append(f"{', '.join(hooks)} hook: a RecConv would drop it")
-    for attr, param in conv.named_parameters(recurse=False):
-        others = [name for name, module in holders.get(id(param), []) if module is not conv]
-        if others:
-            reasons.append(f"{attr} is tied to {others[0]!r}: a RecConv would untie them")
-    return reasons
-
-
-def _why_not_replaceable(conv: ConvNd, dense: str | None) -> list[str]:
-    """What stops RecConv from standing in for this conv (empty if nothing does)."""
-    reasons = []
-    if not _is_depthwise(conv):
-        hint = (
-            "; dense='branch' adds a RecConv before it" if dense is None and not _why_no_branch(conv) else ""
-        )
-        reasons.append(
-            f"not depthwise (groups={conv.groups}, in_channels={conv.in_channels}, "
-            f"out_channels={conv.out_channels}){hint}"
-        )
-    if any(s != 1 for s in conv.stride):
-        reasons.append(f"stride {conv.stride}: RecConv keeps the input size")
-    if any(d != 1 for d in conv.dilation):
-        reasons.append(f"dilation {conv.dilation}: RecConv kernels are dense")
-    if any(k % 2 == 0 for k in conv.kernel_size):
-        reasons.append(f"even kernel {conv.kernel_size}: RecConv kernels are odd")
-    elif not _keeps_size(conv):
-        reasons.append(f"padding {conv.padding} changes the size; RecConv keeps it")
-    if conv.padding_mode != "zeros":
-        reasons.append(f"padding_mode {conv.padding_mode!r}: RecConv pads with zeros")
-    return reasons
-
-
-def _why_not_replaced_by_default(conv: ConvNd) -> list[str]:
-    """Why a conv RecConv could replace is still left alone unless a predicate selects it."""
-    reasons = []
-    if math.prod(conv.kernel_size) == 1:
-        reasons.append("1x1 kernel: no spatial mixing to enlarge")
-    if conv.in_channels == 1:
-        reasons.append("single channel: as dense as it is depthwise")
-    if type(conv) not in CONV:
-        reasons.append(f"{type(conv).__name__} subclasses an nn.ConvNd and may change its forward")
-    return reasons
-
-
-def _why_no_branch(conv: ConvNd) -> list[str]:
-    """Why a dense conv gets no branch unless a predicate selects it."""
-    reasons = []
-    if any(s != 1 for s in conv.stride):
-        reasons.append(f"stride {conv.stride}: a branch goes before stride-1 convs")
-    if math.prod(conv.kernel_size) == 1:
-        reasons.append("1x1 kernel: a pointwise conv mixes no positions")
-    return reasons
-
-
-@dataclass
-class _Found:
-    name: str
-    module: nn.Module
-    slots: list[tuple[nn.Module, str]]  # (parent, attribute) holding the module; empty for the root
-
-
-def _is_leaf(module: nn.Module) -> bool:
-    return isinstance(module, (RecConvNd, RecBranch, *CONV, *_TRANSPOSED, torch.jit.ScriptModule))
-
-
-def _walk(model: nn.Module) -> list[_Found]:
-    """Every conv, RecConv and branch once, with every slot that holds it; convs inside
-    scripted modules too (with no slots: they cannot be replaced). Nothing inside a leaf."""
-    found: dict[int, _Found] = {}
-    leaf = None  # the name of the leaf whose submodules are being passed over
-    for name, module in model.named_modules(remove_duplicate=False):
-        if leaf is not None and (leaf == "" or name.startswith(leaf + ".")):
-            continue
-        if not _is_leaf(module):
-            continue
-        leaf = name
-        if isinstance(module, torch.jit.ScriptModule):
-            for inner, sub in module.named_modules():
-                if getattr(sub, "original_name", None) in _CONV_NAMES:
-                    full = f"{name}.{inner}" if name and inner else name or inner
-                    found.setdefault(id(sub), _Found(full or "(model)", sub, []))
-            continue
-        entry = found.setdefault(id(module), _Found(name or "(model)", module, []))
-        if name:
-            parent_name, _, attr = name.rpartition(".")
-            parent = model.get_submodule(parent_name)
-            if not any(p is parent and a == attr for p, a in entry.slots):  # a shared parent is met twice
-                entry.slots.append((parent, attr))
-    return list(found.values())
-
-
-@dataclass
-class _Target:
-    name: str
-    conv: ConvNd
-    change: str  # "replaced" or "branch"
-    kernel: tuple[int, ...]
-    slots: list[tuple[nn.Module, str]]  # (parent, attribute) holding the conv; empty for the root
-    sizes: list[tuple[int, ...]] = field(default_factory=list)  # spatial input size of each call
 
 
 def _preserve(old: ConvNd, layer: RecConvNd) -> None:
@@ -281,7 +89,7 @@ def _memory_format(weight: Tensor) -> torch.memory_format:
     return fmt if weight.stride() == channels_last != contiguous else torch.contiguous_format
 
 
-def _build(owner: str, target: _Target, level: int, init: str, options: dict[str, Any]) -> nn.Module:
+def _build(owner: str, target: Target, level: int, init: str, options: dict[str, Any]) -> nn.Module:
     """The module that takes the target's place; the model is not touched."""
     old = target.conv
     weight = old.weight
@@ -359,91 +167,7 @@ def _check_arguments(
             raise TypeError(str(error)) from None
 
 
-def _decide(
-    found: _Found,
-    dense: str | None,
-    predicate: Predicate | None,
-    holders: dict[int, list[tuple[str, nn.Module]]],
-) -> tuple[str | None, list[str]]:
-    """``(change, [])`` for a conv to change, ``(None, reasons)`` for one to leave in place."""
-    module, name = found.module, found.name
-    if isinstance(module, torch.jit.ScriptModule):
-        return None, [
-            "scripted (torch.jit.ScriptModule): its compiled code cannot change; swap before scripting"
-        ]
-    if isinstance(module, RecConvNd):
-        return None, ["already a RecConv (swap never looks inside one)"]
-    if isinstance(module, RecBranch):
-        return None, ["already a RecBranch (swap never looks inside one)"]
-    if isinstance(module, _TRANSPOSED):
-        return None, [f"transposed conv: swap changes {', '.join(c.__name__ for c in CONV)} only"]
-    if is_lazy(module.weight):
-        return None, ["uninitialized lazy conv: run one forward pass first"]
-    if dense is None or _is_depthwise(module):
-        change = "replaced"
-        impossible = _why_not_replaceable(module, dense) or _dropped_by_replacing(module, holders)
-        not_by_default = _why_not_replaced_by_default(module)
-    else:
-        change = "branch"
-        impossible = []
-        not_by_default = _why_no_branch(module)
-    if impossible:
-        return None, impossible
-    if predicate is not None:
-        return (change, []) if predicate(name, module) else (None, ["predicate returned False"])
-    if not_by_default:
-        return None, [f"{r} (a predicate can select it)" for r in not_by_default]
-    return change, []
-
-
-def _plan(
-    owner: str,
-    model: nn.Module,
-    kernel_size: int | Sequence[int] | None,
-    init: str,
-    dense: str | None,
-    predicate: Predicate | None,
-    options: dict[str, Any],
-) -> tuple[list[_Target], list[SkippedLayer]]:
-    """Decide what to change, checking everything before the model is touched."""
-    holders: dict[int, list[tuple[str, nn.Module]]] = {}  # who holds each parameter, to find ties
-    for name, module in model.named_modules():
-        for param in module.parameters(recurse=False):
-            holders.setdefault(id(param), []).append((name or "(model)", module))
-    targets, skipped = [], []
-    for found in _walk(model):
-        change, reasons = _decide(found, dense, predicate, holders)
-        if change is None:
-            skipped.append(SkippedLayer(found.name, _describe(found.module), "; ".join(reasons)))
-            continue
-        conv, name = found.module, found.name
-        old_kernel = tuple(conv.kernel_size)
-        if kernel_size is not None:
-            kernel = as_tuple(kernel_size, len(old_kernel), "kernel_size", f"{owner} at {name!r}")
-        elif any(k % 2 == 0 for k in old_kernel):
-            raise ValueError(
-                f"{owner}: the {_axes(old_kernel)} kernel of {name!r} is even, and RecConv kernels are "
-                "odd; pass an odd kernel_size for its branch, or a predicate that leaves it out"
-            )
-        else:
-            kernel = old_kernel
-        if change == "replaced" and init == "preserve":
-            if any(n < o for n, o in zip(kernel, old_kernel)):
-                raise ValueError(
-                    f"{owner}: init='preserve' cannot fit the {_axes(old_kernel)} kernel of {name!r} "
-                    f"into a {_axes(kernel)} base kernel; use kernel_size >= {max(old_kernel)}, "
-                    "kernel_size=None or init='random'"
-                )
-            if options.get("causal", False) is not False:
-                raise ValueError(
-                    f"{owner}: init='preserve' cannot keep a centered conv's outputs in a causal RecConv "
-                    f"(causal={options['causal']!r}); use init='random'"
-                )
-        targets.append(_Target(name, conv, change, kernel, found.slots))
-    return targets, skipped
-
-
-def _run_once(model: nn.Module, input_size: tuple[int, ...], targets: list[_Target], owner: str) -> int:
+def _run_once(model: nn.Module, input_size: tuple[int, ...], targets: list[Target], owner: str) -> int:
     """Record each target's spatial input size over one eval-mode forward pass; return the model's FLOPs."""
     tensor = next(model.parameters(), None)
     device = tensor.device if tensor is not None else None
@@ -517,7 +241,7 @@ def _conv_cost(conv: ConvNd, size: tuple[int, ...]) -> int:
     return count_flops(lambda: run(x, weight, None, conv.stride, conv.padding, conv.dilation, conv.groups))
 
 
-def _row(target: _Target, new: nn.Module, input_size: tuple[int, ...] | None) -> SwappedLayer:
+def _row(target: Target, new: nn.Module, input_size: tuple[int, ...] | None) -> SwappedLayer:
     conv = target.conv
     layer = new if isinstance(new, RecConvNd) else new.rec
     if input_size is None:
@@ -557,7 +281,7 @@ class _Surgery:
 
     model: nn.Module
     report: SwapReport
-    changes: list[tuple[_Target, nn.Module]]
+    changes: list[tuple[Target, nn.Module]]
 
     def commit(self, done: list[tuple[nn.Module, str, nn.Module]]) -> nn.Module:
         """Put every new module in place, recording each assignment in ``done``; return the model."""
@@ -593,10 +317,10 @@ def _prepare(
 ) -> _Surgery:
     """Plan and build everything (the model is not changed) and fill in the report."""
     size = None if input_size is None else tuple(input_size)
-    targets, skipped = _plan(owner, model, kernel_size, init, dense, predicate, options)
+    targets, skipped = plan(owner, model, kernel_size, init, dense, predicate, options)
     if not allow_root and any(not t.slots for t in targets):
         raise ValueError(
-            f"{owner}: the model itself is a conv ({_describe(model)}) and cannot be swapped in "
+            f"{owner}: the model itself is a conv ({describe(model)}) and cannot be swapped in "
             "place; use recconv.swap, which returns the replacement"
         )
     report = SwapReport(level, init, size, dense=dense, skipped=skipped, params_before=_count_params(model))
@@ -628,7 +352,7 @@ def swap(
     out_channels > 1``, stride 1, dilation 1, an odd kernel larger than 1x1 and zero padding
     that keeps the size becomes a ``RecConv1d``/``2d``/``3d`` with the same channels. With
     ``dense="branch"`` every other stride-1 conv with a kernel larger than 1x1 becomes a
-    :class:`RecBranch`, ``conv(x + rec(x))``. Other convs stay, and the report says why (see
+    :class:`~recconv.branch.RecBranch`, ``conv(x + rec(x))``. Other convs stay, and the report says why (see
     the module docstring), as it does for scripted modules, uninitialized lazy convs,
     transposed convs and, for a RecConv replacement, parametrized (spectral or weight norm)
     convs and convs with tied weights, which a RecConv would drop or untie. Existing RecConv

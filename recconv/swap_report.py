@@ -12,7 +12,7 @@ class SwappedLayer:
     Attributes:
         name: Qualified module name (the first one, if the conv is registered several times).
         change: ``"replaced"`` (a depthwise conv became a RecConv) or ``"branch"`` (a dense conv
-            became :class:`recconv.swap.RecBranch`, ``conv(x + rec(x))``).
+            became :class:`recconv.branch.RecBranch`, ``conv(x + rec(x))``).
         channels: Channels of the RecConv (the conv's input channels).
         old_kernel: Kernel of the conv.
         new_kernel: Base kernel of the RecConv.
@@ -115,8 +115,8 @@ class SwapReport:
         ]
         for r in self.swapped:
             lines.append(
-                f"| {r.name} | {r.change} | {r.channels} | {_axes(r.old_kernel)} | {_axes(r.new_kernel)} | "
-                f"{_axes(r.old_receptive_field)} → {_axes(r.receptive_field)} | "
+                f"| {r.name} | {r.change} | {r.channels} | {format_axes(r.old_kernel)} | {format_axes(r.new_kernel)} | "
+                f"{format_axes(r.old_receptive_field)} → {format_axes(r.receptive_field)} | "
                 f"{_arrow(r.old_params, r.new_params)} | {_arrow(r.old_flops, r.new_flops)} |"
             )
         lines += ["", "| total | before | after | after / before |", "|---|---|---|---|"]
@@ -139,7 +139,7 @@ class SwapReport:
         return self.to_markdown()
 
 
-def _axes(size: tuple[int, ...] | None) -> str:
+def format_axes(size: tuple[int, ...] | None) -> str:
     return "-" if size is None else "x".join(map(str, size))
 
 

@@ -18,10 +18,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import recconv
 from recconv import RecConv1d, RecConv2d, RecConv3d
+from recconv.branch import RecBranch
 from recconv.cli import main
 from recconv.cli_specs import SpecError, load_model
 from recconv.core import RecConvNd
-from recconv.swap import RecBranch
 
 SIZE = (3, 64, 64)
 
