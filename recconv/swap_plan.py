@@ -45,9 +45,13 @@ def _is_depthwise(conv: ConvNd) -> bool:
     return conv.groups == conv.in_channels == conv.out_channels
 
 
-def _dropped_by_replacing(conv: ConvNd, holders: dict[int, list[tuple[str, nn.Module]]]) -> list[str]:
-    """What a RecConv in the conv's place would silently lose: parametrizations and tied weights."""
+def _dropped_by_replacing(
+    conv: ConvNd, holders: dict[int, list[tuple[str, nn.Module]]], inside: str | None
+) -> list[str]:
+    """What a RecConv in the conv's place would silently lose: parametrizations and ties."""
     reasons = []
+    if inside is not None:
+        reasons.append(f"also used as {inside!r}, where swap does not look: a RecConv would untie them")
     if parametrize.is_parametrized(conv):
         found = [f"{type(p).__name__} on {t}" for t, ps in conv.parametrizations.items() for p in ps]
         reasons.append(f"parametrized ({', '.join(found)}): a RecConv would drop the parametrization")
@@ -114,6 +118,7 @@ class _Found:
     name: str
     module: nn.Module
     slots: list[tuple[nn.Module, str]]  # (parent, attribute) holding the module; empty for the root
+    inside: str | None = None  # a name under a leaf where the same module is used too
 
 
 def _is_leaf(module: nn.Module) -> bool:
@@ -124,9 +129,11 @@ def _walk(model: nn.Module) -> list[_Found]:
     """Every conv, RecConv and branch once, with every slot that holds it; convs inside
     scripted modules too (with no slots: they cannot be replaced). Nothing inside a leaf."""
     found: dict[int, _Found] = {}
+    inside: dict[int, str] = {}  # modules used under a leaf, which the walk does not enter
     leaf = None  # the name of the leaf whose submodules are being passed over
     for name, module in model.named_modules(remove_duplicate=False):
         if leaf is not None and (leaf == "" or name.startswith(leaf + ".")):
+            inside.setdefault(id(module), name)
             continue
         if not _is_leaf(module):
             continue
@@ -143,6 +150,8 @@ def _walk(model: nn.Module) -> list[_Found]:
             parent = model.get_submodule(parent_name)
             if not any(p is parent and a == attr for p, a in entry.slots):  # a shared parent is met twice
                 entry.slots.append((parent, attr))
+    for entry in found.values():
+        entry.inside = inside.get(id(entry.module))
     return list(found.values())
 
 
@@ -178,7 +187,9 @@ def _decide(
         return None, ["uninitialized lazy conv: run one forward pass first"]
     if dense is None or _is_depthwise(module):
         change = "replaced"
-        impossible = _why_not_replaceable(module, dense) or _dropped_by_replacing(module, holders)
+        impossible = _why_not_replaceable(module, dense) or _dropped_by_replacing(
+            module, holders, found.inside
+        )
         not_by_default = _why_not_replaced_by_default(module)
     else:
         change = "branch"

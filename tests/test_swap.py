@@ -336,6 +336,12 @@ def test_swap_never_looks_inside_an_existing_recconv():
     assert report.skipped[0].reason == "already a RecConv (swap never looks inside one)"
     again, report = recconv.swap(new, level=1, inplace=True)
     assert report.swapped == [] and len(report.skipped) == 2
+    # The same conv object inside the RecConv and beside it: replacing one use would untie them.
+    shared = nn.Sequential(existing, inner[0])
+    _, report = recconv.swap(shared, level=1)
+    assert report.swapped == [] and report.skipped[1].reason == (
+        "also used as '0.ups.0.smooth', where swap does not look: a RecConv would untie them"
+    )
 
 
 def test_keeps_dtype_device_memory_format_requires_grad_and_mode():
