@@ -221,15 +221,17 @@ def _branch_field(rec: RecConvNd, conv: ConvNd) -> tuple[int, ...]:
         sizes = [size if a == axis else period for a in range(rec.spatial_dims)]
         center = period * (size // (2 * period))
 
-        def window(position: int, axis: int = axis, sizes: list[int] = sizes) -> range:
-            where = [position if a == axis else 0 for a in range(rec.spatial_dims)]
-            return receptive_field_window(rec, sizes, where)[axis]
-
-        spans = []
-        for phase in range(period):
-            windows = [window(center + phase + t) for t in taps]
-            spans.append(max(w.stop for w in windows) - min(w.start for w in windows))
-        fields.append(max(spans))
+        where = [0] * rec.spatial_dims
+        windows = []  # of the positions center .. center + period + span - 1, each asked once
+        for position in range(center, center + period + taps[-1]):
+            where[axis] = position
+            windows.append(receptive_field_window(rec, sizes, where)[axis])
+        fields.append(
+            max(
+                max(windows[phase + t].stop for t in taps) - min(windows[phase + t].start for t in taps)
+                for phase in range(period)
+            )
+        )
     return tuple(fields)
 
 
