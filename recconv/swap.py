@@ -414,7 +414,8 @@ def swap(
             a causal RecConv or with a base kernel smaller than a depthwise conv's own kernel,
             an even kernel to branch without ``kernel_size``, or RecConv options a layer
             refuses (naming the conv). Nothing is modified then.
-        TypeError: For a model that is not an ``nn.Module``, a non-int level, a non-callable
+        TypeError: For a model that is not an ``nn.Module`` (or cannot be deep-copied without
+            ``inplace=True``), a non-int level, a non-bool ``inplace``, a non-callable
             predicate, a kernel of the wrong type or length, or an unknown or per-layer
             RecConv option.
 
@@ -437,6 +438,8 @@ def swap(
     """
     owner = "recconv.swap"
     _check_arguments(owner, model, level, kernel_size, init, dense, predicate, input_size, recconv_options)
+    if not isinstance(inplace, bool):
+        raise TypeError(f"{owner}: inplace must be a bool, got {inplace!r}")
     if not inplace:
         try:
             model = copy.deepcopy(model)

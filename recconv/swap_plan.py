@@ -198,7 +198,8 @@ def _decide(
     if impossible:
         return None, impossible
     if predicate is not None:
-        return (change, []) if predicate(name, module) else (None, ["predicate returned False"])
+        chosen = predicate(name, module)
+        return (change, []) if chosen else (None, [f"predicate returned {chosen!r}"])
     if not_by_default:
         return None, [f"{r} (a predicate can select it)" for r in not_by_default]
     return change, []

@@ -210,6 +210,8 @@ def test_predicate_narrows_and_widens_but_is_asked_only_about_possible_convs():
     assert [r.name for r in report.swapped] == ["4"]
     reasons = {s.name: s.reason for s in report.skipped}
     assert reasons["1"] == reasons["8"] == "predicate returned False"
+    _, report = recconv.swap(tiny_audio_net(), level=1, predicate=lambda name, module: None)
+    assert {s.reason for s in report.skipped if s.name in ("1", "4", "8")} == {"predicate returned None"}
 
     class SameConv(nn.Conv2d):
         pass
@@ -446,6 +448,9 @@ def failing_model() -> nn.Module:
         (lambda: recconv.swap(failing_model(), level=1, kernel_size=(5, 5, 5)), ValueError, "recconv.swap at '0': kernel_size must be an int or a tuple of 2 ints, got (5, 5, 5)"),
         (lambda: recconv.swap(failing_model(), level=1, init="preserved"), ValueError, "recconv.swap: unknown init 'preserved'; expected one of ['preserve', 'random']. Did you mean 'preserve'?"),
         (lambda: recconv.swap(failing_model(), level=1, predicate=True), TypeError, "recconv.swap: predicate must be a callable (name, module) -> bool, got True"),
+        (lambda: recconv.swap(failing_model(), level=1, inplace="yes"), TypeError, "recconv.swap: inplace must be a bool, got 'yes'"),
+        (lambda: recconv.swap(failing_model(), level=1, dense=True), TypeError, "recconv.swap: dense must be a name from ['branch'], got bool"),
+        (lambda: recconv.swap(failing_model(), level=1, init=None), TypeError, "recconv.swap: init must be a name from ['preserve', 'random'], got NoneType"),
         (lambda: recconv.swap(failing_model(), level=1, input_size=(4, 0, 8)), ValueError, "recconv.swap: input_size must be the shape of one input sample without the batch axis, as positive ints like (3, 224, 224), got (4, 0, 8)"),
         (lambda: recconv.swap(failing_model(), level=1, input_size=224), ValueError, "recconv.swap: input_size must be the shape of one input sample without the batch axis, as positive ints like (3, 224, 224), got 224"),
         (lambda: recconv.swap(failing_model(), level=1, input_size=(3, 8, 8)), ValueError, "recconv.swap: the model failed on an input of shape (1, 3, 8, 8) (input_size=(3, 8, 8)): "),
