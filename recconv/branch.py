@@ -42,6 +42,10 @@ class RecBranch(nn.Module):
         ((3, 3), (31, 31))
     """
 
+    # The input passes rec, then conv: how the theory helpers that compose through modules
+    # (recconv.receptive_field_window) walk a branch. rec's window always covers the identity's.
+    spatial_path = ("rec", "conv")
+
     def __init__(self, conv: nn.Module, rec: RecConvNd) -> None:
         super().__init__()
         channels = getattr(conv, "in_channels", None)

@@ -209,12 +209,15 @@ def _answer(question: Callable[..., Any], layer: RecConvNd, *args: Any) -> Any:
         return None
 
 
-def _branch_field(rec: RecConvNd, conv: ConvNd) -> tuple[int, ...]:
+def _branch_field(rec: RecConvNd, conv: ConvNd) -> tuple[float, ...]:
     """Receptive field of ``conv(x + rec(x))`` per axis: the union of the RecConv's windows under
     the conv's taps, at the input phase (modulo ``factor**level``) where it is widest."""
     reach = receptive_field(rec)
-    fields = []
+    fields: list[float] = []
     for axis, (k, d, f) in enumerate(zip(conv.kernel_size, conv.dilation, rec.factor)):
+        if math.isinf(reach[axis]):  # an op that sees its whole input: so does the branch
+            fields.append(reach[axis])
+            continue
         period = f**rec.level
         taps = range(0, d * (k - 1) + 1, d)
         size = period * (4 + 2 * -(-(reach[axis] + taps[-1]) // period))  # no window reaches an edge

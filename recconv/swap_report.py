@@ -36,7 +36,7 @@ class SwappedLayer:
     old_kernel: tuple[int, ...]
     new_kernel: tuple[int, ...]
     old_receptive_field: tuple[int, ...]
-    receptive_field: tuple[int, ...] | None
+    receptive_field: tuple[float, ...] | None
     old_params: int
     new_params: int
     old_flops: float
