@@ -15,7 +15,7 @@ from .theory import (
     receptive_field_window,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "LinearAttention",

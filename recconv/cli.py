@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
+from . import __version__
 from .analysis.costs import costs_table
 from .analysis.profile import FORMATS, cost_markdown, cost_rows, format_rows, profile
 from .cli_specs import load_model
@@ -165,6 +166,7 @@ def _add_layer_options(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recconv", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     costs = commands.add_parser("costs", help="counted params, FLOPs and receptive fields per rank and level")

@@ -40,3 +40,11 @@ def test_bad_arguments_are_argparse_errors(argv):
     assert result.returncode == 2
     assert "usage: recconv" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_version(capsys):
+    import recconv
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"recconv {recconv.__version__}"

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import recconv.models
 from recconv.analysis.costs import model_costs
 from recconv.attention import official_to_recconv
 from recconv.cli import main
@@ -413,3 +414,35 @@ def test_missing_optional_packages_are_named(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "timm.models", None)
     with pytest.raises(ImportError, match=r"timm is not installed \(pip install timm\)"):
         register_timm_models()
+
+
+def test_a_preset_is_one_table_entry(monkeypatch):
+    from recconv.analysis import costs_table
+    from recconv.models import PRESETS, Preset, RecConvMixer, register_timm_models
+
+    config = {"widths": (8, 16), "depths": (1, 1), "spatial_dims": 1, "in_chans": 2, "num_classes": 3}
+    config["token_mixer"] = RecConvMixer(kernel_size=3)
+    monkeypatch.setitem(PRESETS, "recnext_test_one_entry", Preset(config, (2, 64), "a test preset"))
+    assert list_models()[-1] == "recnext_test_one_entry"
+    model = recconv.models.recnext_test_one_entry(num_classes=5).eval()  # an attribute, from the table
+    assert model(torch.randn(2, 2, 64)).shape == (2, 5)
+    assert create_model("recnext_test_one_entry").num_classes == 3
+    assert "| `recnext_test_one_entry` | 2 x 64 |" in costs_table(["recnext_test_one_entry"])
+    assert "recnext_test_one_entry" in register_timm_models()
+    import timm
+
+    assert timm.create_model("recnext_test_one_entry", num_classes=4).eval()(torch.randn(1, 2, 64)).shape == (
+        1,
+        4,
+    )
+
+
+def test_model_names_are_looked_up_with_one_message():
+    with pytest.raises(
+        ValueError, match=re.escape("create_model: unknown model 'recnext_mo'; expected one of")
+    ):
+        create_model("recnext_mo")
+    with pytest.raises(TypeError, match="create_model: name must be a model name"):
+        create_model(0)
+    with pytest.raises(AttributeError, match="has no attribute 'recnext_zz'"):
+        recconv.models.recnext_zz  # noqa: B018
