@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -191,3 +192,16 @@ def test_theory_names_the_module_it_cannot_describe():
         recconv.receptive_field("RecConv1d")
     with pytest.raises(ValueError, match=re.escape("conv_flops: expected 3 positive spatial sizes")):
         recconv.conv_flops(RecConv3d(2), (8, 8))
+
+
+def test_the_docs_haar_down_op_gets_exact_theory_numbers():
+    namespace: dict = {}
+    page = (Path(__file__).parents[1] / "docs" / "ops.md").read_text()
+    exec(re.findall(r"```python\n(.*?)```", page, flags=re.S)[0], namespace)  # the page's class, as written
+    layer = RecConv2d(2, 3, 2, downsample=namespace["HaarDown"], dtype=torch.float64)
+    size = (48, 40)
+    with FlopCounterMode(display=False) as counter:
+        layer(torch.randn(1, 2, *size, dtype=torch.float64))
+    assert recconv.conv_flops(layer, size) == counter.get_total_flops()
+    center = (24, 20)
+    assert gradient_support(layer, size, center) == list(recconv.receptive_field_window(layer, size, center))
