@@ -20,6 +20,7 @@ import doctest
 import importlib
 import io
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,48 @@ def test_erf_help_states_each_presets_true_input_size(capsys):
         name: size for size, names in (g.split(" for ", 1) for g in groups) for name in names.split(", ")
     }
     assert stated == {name: "x".join(map(str, p.input_size[1:])) for name, p in PRESETS.items()}
+
+
+@pytest.fixture(scope="module")
+def check_site():
+    sys.path.insert(0, str(ROOT / "docs" / "scripts"))
+    try:
+        import check_site
+    finally:
+        sys.path.remove(str(ROOT / "docs" / "scripts"))
+    return check_site
+
+
+def _rendered(check_site, html: str):
+    page = check_site.RenderedPage()
+    page.feed(html)
+    return page
+
+
+def test_site_check_finds_raw_tex_and_passes_typeset_formulas(check_site):
+    typeset = (
+        '<p>a <span class="arithmatex"><span class="katex">x</span></span> and <code>\\(kept\\)</code></p>'
+    )
+    assert _rendered(check_site, typeset).raw_tex == []
+    raw = _rendered(check_site, '<div class="arithmatex">\\[ f_0 = x \\]</div><p>$$y$$</p>')
+    assert len(raw.raw_tex) == 3  # the untypeset formula, its \[ and the $$ in the text
+    assert _rendered(check_site, '<span class="katex-error" title="ParseError">\\frac</span>').raw_tex
+
+
+def test_site_check_collects_links_images_anchors_and_resources(check_site):
+    page = _rendered(
+        check_site,
+        '<h2 id="costs">Costs</h2><a href="../layer/#options">x</a><img src="figures/a.png">'
+        '<script src="https://cdn.example/mathjax.js"></script><link rel="stylesheet" href="k.css">',
+    )
+    assert (page.ids, page.links, page.images) == ({"costs"}, ["../layer/#options"], ["figures/a.png"])
+    assert page.resources == ["https://cdn.example/mathjax.js", "k.css"]
+
+
+def test_site_check_without_chromium_fails_unless_told_to_skip(check_site, tmp_path, monkeypatch, capsys):
+    (tmp_path / "index.html").write_text("<html></html>")
+    monkeypatch.setattr(check_site, "find_chromium", lambda: None)
+    assert check_site.main([str(tmp_path)]) == 2
+    assert "no Chromium found" in capsys.readouterr().err
+    assert check_site.main([str(tmp_path), "--if-available"]) == 0
+    assert "skipped" in capsys.readouterr().out
