@@ -11,7 +11,7 @@ from . import __version__
 from .analysis.costs import costs_table
 from .analysis.profile import FORMATS, cost_markdown, cost_rows, format_rows, profile
 from .cli_specs import load_model
-from .models import list_models
+from .models import PRESETS, list_models
 from .swap import swap
 
 
@@ -208,7 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     erf.add_argument(
         "--size",
         type=_positive,
-        help="input size per axis (default: layers, the largest receptive field + 2k, rounded up to a multiple of 2**level; models, 1024/224/32 in 1D/2D/3D)",
+        help="input size per axis (default: layers, the largest receptive field + 2k, rounded up to a multiple "
+        "of 2**level; models, their preset's input: "
+        + "; ".join(  # recconv.models.PRESETS, which model_erf reads
+            f"{'x'.join(map(str, size))} for {', '.join(n for n, p in PRESETS.items() if p.input_size[1:] == size)}"
+            for size in dict.fromkeys(p.input_size[1:] for p in PRESETS.values())
+        )
+        + ")",
     )
     erf.add_argument("--samples", type=_positive, default=8, help="random inputs to average")
     erf.add_argument("--seed", type=int, default=0)
