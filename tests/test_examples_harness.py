@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,20 +10,20 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from examples.kit import cli, harness, run_folder
+from examples.kit.data import Splits, UsageError
+from recconv.models import load_checkpoint
 
-import harness  # noqa: E402
-
-from recconv.models import load_checkpoint  # noqa: E402
-
-DEFAULTS = harness.Defaults(epochs=3, batch_size=8, lr=0.05, smoke_epochs=1, smoke_batch_size=4)
+DEFAULTS = cli.Defaults(
+    epochs=3, batch_size=8, lr=0.05, embedded_train=64, smoke_epochs=1, smoke_batch_size=4
+)
 
 
-def _splits() -> harness.Splits:
+def _splits() -> Splits:
     generator = torch.Generator().manual_seed(0)
     inputs = torch.randn(96, 2, 6, generator=generator)
     labels = (inputs[:, 0].sum(dim=1) > 0).long() + (inputs[:, 1].sum(dim=1) > 0).long()  # 3 classes
-    return harness.Splits(
+    return Splits(
         TensorDataset(inputs[:64], labels[:64]),
         TensorDataset(inputs[64:80], labels[64:80]),
         TensorDataset(inputs[80:], labels[80:]),
@@ -46,7 +45,7 @@ class _Double(nn.Module):
 
 
 def _run(tmp_path: Path, *flags: str) -> dict:
-    args = harness.ExampleParser("tiny", DEFAULTS, out=str(tmp_path)).parse_args(["--device", "cpu", *flags])
+    args = cli.ExampleParser("tiny", DEFAULTS, out=str(tmp_path)).parse_args(["--device", "cpu", *flags])
     runtime = harness.Runtime(0, 1, torch.device("cpu"))
     harness.seed_everything(args.seed)
     return harness.run("tiny", args, runtime, _splits(), {"net": _tiny_model}, _Double())
@@ -88,14 +87,14 @@ def test_same_seed_same_numbers_and_resume_continues_exactly(
     again = _run(tmp_path / "again")["models"]["net"]
     assert [h["train_loss"] for h in again["history"]] == [h["train_loss"] for h in full["history"]]
 
-    save = harness._save_atomic
+    save = run_folder.save_atomic
 
     def interrupt_after_first_epoch(state: dict, path: Path) -> None:
         save(state, path)
         if state["state"]["epoch"] == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(harness, "_save_atomic", interrupt_after_first_epoch)
+    monkeypatch.setattr(run_folder, "save_atomic", interrupt_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path / "resumed")
     monkeypatch.undo()
@@ -120,19 +119,17 @@ def test_resume_refuses_other_classes(tmp_path: Path) -> None:
     checkpoint = torch.load(tmp_path / "net.pt", weights_only=True)
     checkpoint["classes"] = ["a", "b", "c"]
     torch.save(checkpoint, tmp_path / "net.pt")
-    with pytest.raises(
-        harness.UsageError, match=r"--resume: .*net.pt was trained on classes \['a', 'b', 'c'\]"
-    ):
-        _run(tmp_path, "--resume")
+    with pytest.raises(UsageError, match=r"--resume: .*net.pt was trained on classes \['a', 'b', 'c'\]"):
+        _run(tmp_path, "--resume", "--epochs", "1")
 
 
 def test_too_small_training_set_and_indivisible_batch(tmp_path: Path) -> None:
     with pytest.raises(
-        harness.UsageError, match="64 examples per process, fewer than one batch of 100; lower --batch-size"
+        UsageError, match="64 examples per process, fewer than one batch of 100; lower --batch-size"
     ):
         _run(tmp_path, "--batch-size", "100")
-    args = harness.ExampleParser("tiny", DEFAULTS, out=str(tmp_path)).parse_args(["--batch-size", "5"])
-    with pytest.raises(harness.UsageError, match="--batch-size 5 must be divisible by the 2 processes"):
+    args = cli.ExampleParser("tiny", DEFAULTS, out=str(tmp_path)).parse_args(["--batch-size", "5"])
+    with pytest.raises(UsageError, match="--batch-size 5 must be divisible by the 2 processes"):
         harness.run("tiny", args, harness.Runtime(0, 2, torch.device("cpu")), _splits(), {"net": _tiny_model})
 
 
@@ -146,7 +143,7 @@ def test_warmup_cosine_schedule() -> None:
 
 
 def test_smoke_and_explicit_budget() -> None:
-    parser = harness.ExampleParser("tiny", DEFAULTS, out="runs/tiny")
+    parser = cli.ExampleParser("tiny", DEFAULTS, out="runs/tiny")
     full = parser.parse_args([])
     assert (full.epochs, full.batch_size, full.out) == (3, 8, Path("runs/tiny"))
     smoke = parser.parse_args(["--smoke"])
@@ -169,7 +166,7 @@ def test_smoke_and_explicit_budget() -> None:
 )
 def test_bad_flags_are_argparse_errors(flags: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        harness.ExampleParser("tiny", DEFAULTS, out="runs/tiny").parse_args(flags)
+        cli.ExampleParser("tiny", DEFAULTS, out="runs/tiny").parse_args(flags)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -177,13 +174,13 @@ def test_bad_flags_are_argparse_errors(flags: list[str], message: str, capsys: p
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without CUDA")
 def test_cuda_without_cuda_is_an_argparse_error(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
-        harness.ExampleParser("tiny", DEFAULTS, out="runs/tiny").parse_args(["--device", "cuda"])
+        cli.ExampleParser("tiny", DEFAULTS, out="runs/tiny").parse_args(["--device", "cuda"])
     assert "--device cuda: CUDA is not available here; use --device cpu" in capsys.readouterr().err
 
 
 def test_splits_head_keeps_the_first_examples_of_every_split() -> None:
     data = [TensorDataset(torch.arange(n).float()[:, None], torch.arange(n) % 2) for n in (10, 3, 5)]
-    splits = harness.Splits(*data, classes=["a", "b"], info={"source": "test"})
+    splits = Splits(*data, classes=["a", "b"], info={"source": "test"})
     head = splits.head(4)
     assert [len(d) for d in (head.train, head.val, head.test)] == [4, 3, 4]
     assert [head.train[i][0].item() for i in range(4)] == [0.0, 1.0, 2.0, 3.0]

@@ -21,10 +21,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from harness import Splits, UsageError
-from synthetic import generated_splits
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from .data import Splits, UsageError
+from .synthetic import generated_splits
 
 SHAPES = ("circle", "arc", "spiral", "line", "zigzag", "square", "s-curve", "figure-eight")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from harness import Splits, UsageError
 from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
+
+from .data import Splits, UsageError
 
 SAMPLE_RATE = 16_000
 CLIP_SAMPLES = SAMPLE_RATE  # every example is one second
@@ -463,7 +464,8 @@ class LogMelFrontEnd(nn.Module):
         self.augmentation = augmentation
         self.freq_mask = torchaudio.transforms.FrequencyMasking(augmentation.freq_mask_bands, iid_masks=True)
         self.time_mask = torchaudio.transforms.TimeMasking(augmentation.time_mask_frames, iid_masks=True)
-        self.sequence, self.shift = sequence, round(augmentation.shift_ms / 1000 * SAMPLE_RATE)
+        self.sequence, self.n_mels = sequence, n_mels
+        self.shift = round(augmentation.shift_ms / 1000 * SAMPLE_RATE)
         self.register_buffer("noise", noise, persistent=False)
 
     def _augment_waveform(self, x: Tensor) -> Tensor:

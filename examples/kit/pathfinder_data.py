@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from harness import Splits, UsageError
-from synthetic import generated_splits
 from torch import Tensor
 from torch.utils.data import Subset
+
+from .data import Splits, UsageError
+from .synthetic import generated_splits
 
 CLASSES = ["not connected", "connected"]
 SAMPLE_STEP = 0.4  # pixels between the points that draw a path

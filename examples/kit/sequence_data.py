@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from harness import Splits, UsageError
-from synthetic import generated_splits
 from torch import Tensor
 from torch.utils.data import TensorDataset
+
+from .data import Splits, UsageError
+from .synthetic import generated_splits
 
 TASKS = ("position", "adding")
 POSITION_CLASSES = ["at 10 %", "at 65 %"]
