@@ -260,7 +260,7 @@ def test_image_folder_loads_grayscale_and_rgb_and_resizes(tmp_path: Path) -> Non
     _write_images(tmp_path / "gray")
     splits = pathfinder_data.load_image_folder(tmp_path / "gray", seed=0)
     assert splits.classes == ["cat", "dog"]
-    assert (len(splits.train), len(splits.val), len(splits.test)) == (7, 1, 8)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (6, 2, 8)  # one of each class held out
     image, label = splits.test[5]
     assert image.shape == (1, 12, 10) and label == 1
     assert torch.allclose(image, torch.full_like(image, 201 / 255))

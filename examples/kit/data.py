@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
 SHOWN = 5  # files named in a warning or error; the rest are counted
@@ -63,24 +65,61 @@ def warn_skipped(root: str | Path, skipped: Sequence[str], what: str) -> None:
         )
 
 
-def check_classes(root: str | Path, classes: Sequence[str], labels: dict[str, Sequence[int]]) -> None:
-    """Refuse a data set with one class, or a split (``labels``: split -> label per example) that
-    lacks a class: its accuracy would mean nothing, whatever the seed.
+def check_classes(
+    root: str | Path, classes: Sequence[str], labels: dict[str, Sequence[int]]
+) -> dict[str, list[str]]:
+    """Check the classes of a data set's splits (``labels``: split -> label of each example).
+
+    One class, or a class the training set lacks, is an error: the model could not learn it. A
+    class that validation or test lacks is a warning (its accuracy is not measured); the returned
+    ``{split: [missing classes]}`` goes into ``results.json``. Loaders split without randomness
+    or per class, so the outcome is the same for every seed.
 
     Raises:
-        UsageError: Naming the split and the missing classes.
+        UsageError: Naming the folder, the split and the missing classes.
     """
     if len(classes) < 2:
         raise UsageError(
             f"--data-dir {root}: found only the class {list(classes)}; a classifier needs two or more"
         )
-    for split, split_labels in labels.items():
-        missing = [classes[i] for i in sorted(set(range(len(classes))) - set(split_labels))]
-        if missing:
-            raise UsageError(
-                f"--data-dir {root}: the {split} set has no example of {missing}; "
-                "every split needs every class (add data, or give the split files yourself)"
-            )
+    missing = {
+        split: [classes[i] for i in sorted(set(range(len(classes))) - set(split_labels))]
+        for split, split_labels in labels.items()
+    }
+    if missing.get("train"):
+        raise UsageError(
+            f"--data-dir {root}: the training set has no example of {missing['train']}; "
+            "every class needs training examples"
+        )
+    missing = {split: names for split, names in missing.items() if names}
+    for split, names in missing.items():
+        warnings.warn(
+            f"--data-dir {root}: the {split} set has no example of {names}; their accuracy is not measured",
+            UserWarning,
+            stacklevel=3,
+        )
+    return missing
+
+
+def stratified_split(labels: Tensor, num_classes: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Indices ``(held out, kept)`` of ``labels``: ``fraction`` of each class (at least one of a
+    class that has two or more), drawn with ``seed``; both sorted. Holding out per class means
+    every seed validates on every class it can.
+
+    Example:
+        >>> held, kept = stratified_split(torch.tensor([0, 0, 0, 0, 1, 1, 2]), 3, 0.25, seed=0)
+        >>> sorted(torch.tensor([0, 0, 0, 0, 1, 1, 2])[held].tolist())
+        [0, 1]
+    """
+    generator = torch.Generator().manual_seed(seed)
+    held, kept = [], []
+    for label in range(num_classes):
+        members = (labels == label).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        count = max(1, round(fraction * len(members))) if len(members) > 1 else 0
+        held.append(members[:count])
+        kept.append(members[count:])
+    return torch.cat(held).sort().values, torch.cat(kept).sort().values
 
 
 def fingerprint(splits: Splits, data_dir: Path | None) -> str:
