@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import json
 from pathlib import Path
 
@@ -10,7 +12,8 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from examples.kit import cli, harness, run_folder
+from examples import registry
+from examples.kit import audio_data, cli, harness, run_folder
 from examples.kit.data import Splits, UsageError
 from recconv.models import load_checkpoint
 
@@ -185,3 +188,68 @@ def test_splits_head_keeps_the_first_examples_of_every_split() -> None:
     assert [len(d) for d in (head.train, head.val, head.test)] == [4, 3, 4]
     assert [head.train[i][0].item() for i in range(4)] == [0.0, 1.0, 2.0, 3.0]
     assert (head.classes, head.info) == (["a", "b"], {"source": "test"})
+
+
+@pytest.mark.parametrize("module", ["cli", "data", "harness", "run_folder"])
+def test_kit_docstring_examples_run(module: str) -> None:
+    failures, tried = doctest.testmod(importlib.import_module(f"examples.kit.{module}"))
+    assert failures == 0
+
+
+# Today's default budgets (epochs, batch size) on the embedded data: the README's numbers came from them.
+EMBEDDED_BUDGETS = {
+    "audio_keywords": (8, 64),
+    "image_pathfinder": (10, 32),
+    "sequence_long_range": (6, 32),
+    "video_actions": (10, 16),
+}
+
+
+@pytest.mark.parametrize("name", sorted(registry()))
+def test_embedded_data_keep_the_default_budget(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def silence(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return torch.zeros(len(labels), audio_data.CLIP_SAMPLES)  # the sizes without a minute of synthesis
+
+    monkeypatch.setattr(audio_data, "synthesize_keywords", silence)
+    example = registry()[name]
+    train = len(example.embedded(example.parser().parse_args([])).train)
+    assert train == example.defaults.embedded_train
+    for world_size in (1, 2):
+        args = example.parser().parse_args([])
+        assert cli.choose_budget(example.defaults, args, train, world_size) is None
+        assert (args.epochs, args.batch_size) == EMBEDDED_BUDGETS[name]
+
+
+def test_a_small_data_dir_gets_the_default_number_of_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    generator = torch.Generator().manual_seed(0)
+    for split, count in (("TRAIN", 50), ("TEST", 20)):  # a small two-class UCR set, as a new user has
+        labels = torch.arange(count) % 2
+        rows = [
+            f"{label}\t" + "\t".join(f"{v:.3f}" for v in torch.randn(24, generator=generator).tolist())
+            for label in labels
+        ]
+        (tmp_path / f"Toy_{split}.tsv").write_text("\n".join(rows) + "\n")
+    seen = {}
+
+    def capture(example: str, args, *rest) -> dict:
+        seen["args"] = args
+        return {}
+
+    monkeypatch.setattr(harness, "run", capture)
+    with pytest.warns(
+        UserWarning, match=r"only 46 training examples for 2 classes \(23 per class\) and 4 for validation"
+    ):
+        registry()["sequence_long_range"].main(
+            ["--device", "cpu", "--data-dir", str(tmp_path), "--out", str(tmp_path / "out")]
+        )
+    assert (seen["args"].epochs, seen["args"].batch_size) == (192, 32)  # 192 steps, as 6 epochs x 32 steps
+    assert (
+        "budget: 192 epochs of 1 step: at least 192 optimizer steps, as the default run on the embedded data "
+        "(6 epochs x 32 steps) (--epochs and --batch-size set it yourself)"
+    ) in capsys.readouterr().out
+    registry()["sequence_long_range"].main(
+        ["--device", "cpu", "--data-dir", str(tmp_path), "--out", str(tmp_path / "out"), "--epochs", "3"]
+    )
+    assert seen["args"].epochs == 3

@@ -41,7 +41,7 @@ class Defaults:
         return self.epochs * (self.embedded_train // self.batch_size)
 
 
-Hook = Callable[[argparse.Namespace], Any]
+FEW_PER_CLASS = 50  # fewer training examples per class than this: warn that results will be noisy
 
 
 def _no_flags(parser: argparse.ArgumentParser) -> None:
@@ -296,7 +296,7 @@ def load_splits(example: Example, args: argparse.Namespace, runtime: harness.Run
 
 def _warn_if_few(splits: Splits, runtime: harness.Runtime) -> None:
     per_class = len(splits.train) / len(splits.classes)
-    if per_class < 20 and runtime.is_main:
+    if per_class < FEW_PER_CLASS and runtime.is_main:
         warnings.warn(
             f"only {len(splits.train)} training examples for {len(splits.classes)} classes "
             f"({per_class:.0f} per class) and {len(splits.val)} for validation: too few for these models to "
