@@ -253,3 +253,89 @@ def test_a_small_data_dir_gets_the_default_number_of_steps(
         ["--device", "cpu", "--data-dir", str(tmp_path), "--out", str(tmp_path / "out"), "--epochs", "3"]
     )
     assert seen["args"].epochs == 3
+
+
+def _tiny_2d_model() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.GELU(), nn.Flatten(), nn.Linear(24, 3)
+    )
+
+
+def _run_2d(tmp_path: Path, *flags: str) -> dict:
+    """The tiny task as 2x3 images, so that channels-last has something to do."""
+    splits = _splits()
+    for data in (splits.train, splits.val, splits.test):
+        data.tensors = (data.tensors[0].view(-1, 2, 2, 3), data.tensors[1])
+    args = cli.ExampleParser("tiny", DEFAULTS, out=str(tmp_path)).parse_args(["--device", "cpu", *flags])
+    harness.seed_everything(args.seed)
+    return harness.run(
+        "tiny", args, harness.Runtime(0, 1, torch.device("cpu")), splits, {"net": _tiny_2d_model}
+    )
+
+
+def test_amp_bf16_trains_under_autocast(tmp_path: Path) -> None:
+    plain = _run_2d(tmp_path / "fp32")["models"]["net"]
+    amp = _run_2d(tmp_path / "bf16", "--amp", "bf16")
+    assert amp["training"]["amp"] == "bf16" and amp["run"]["amp"] == "bf16"
+    losses = [h["train_loss"] for h in amp["models"]["net"]["history"]]
+    reference = [h["train_loss"] for h in plain["history"]]
+    assert losses != reference  # bf16 rounding: autocast was on
+    assert losses == pytest.approx(reference, rel=0.1) and losses[-1] < losses[0]  # and it trains
+
+
+def test_channels_last_keeps_the_numbers(tmp_path: Path) -> None:
+    plain = _run_2d(tmp_path / "plain")["models"]["net"]
+    last = _run_2d(tmp_path / "last", "--channels-last")
+    assert last["training"]["channels_last"] is True
+    weight = torch.load(tmp_path / "last" / "net.pt", weights_only=True)["model"]["0.weight"]
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    losses = [h["train_loss"] for h in last["models"]["net"]["history"]]
+    assert losses == pytest.approx([h["train_loss"] for h in plain["history"]], rel=1e-4)
+
+
+def test_compile_trains_the_compiled_model(tmp_path: Path) -> None:
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    plain = _run(tmp_path / "eager")["models"]["net"]
+    compiled = _run(tmp_path / "compiled", "--compile")
+    assert compiled["training"]["compile"] is True
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # the training steps ran compiled
+    losses = [h["train_loss"] for h in compiled["models"]["net"]["history"]]
+    assert losses == pytest.approx([h["train_loss"] for h in plain["history"]], rel=1e-4)
+    model = _tiny_model()
+    load_checkpoint(model, tmp_path / "compiled" / "net.pt")  # the plain module's keys, no _orig_mod
+
+
+def test_fp16_on_the_cpu_is_refused(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        cli.ExampleParser("tiny", DEFAULTS, out="runs/tiny").parse_args(["--device", "cpu", "--amp", "fp16"])
+    assert "--amp fp16: float16 autocast and its GradScaler need CUDA; use --amp bf16 on the CPU" in (
+        capsys.readouterr().err
+    )
+
+
+def test_speed_flags_reach_the_harness_from_every_example(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen = []
+
+    def capture(example: str, args, *rest) -> dict:
+        seen.append(harness.Speed.from_args(args))
+        return {}
+
+    monkeypatch.setattr(harness, "run", capture)
+    for name, example in registry().items():
+        example.main(
+            [
+                "--smoke",
+                "--device",
+                "cpu",
+                "--out",
+                str(tmp_path / name),
+                "--amp",
+                "bf16",
+                "--compile",
+                "--channels-last",
+            ]
+        )
+    assert seen == [harness.Speed("bf16", compile=True, channels_last=True)] * len(registry())
