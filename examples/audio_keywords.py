@@ -16,30 +16,40 @@ Writes results.json, training_curves.png, confusion_matrix.png and one checkpoin
 from __future__ import annotations
 
 import argparse
+import wave
+from pathlib import Path
 from typing import Any
+
+from torch import Tensor
 
 if __package__:  # python -m examples.audio_keywords, or imported as examples.audio_keywords
     from .kit.audio_data import (
+        SAMPLE_RATE,
         SPEECH_AUGMENTATION,
         SYNTHETIC_AUGMENTATION,
         LogMelFrontEnd,
         background_crops,
+        fit_length,
         load_speech_commands,
+        read_wav,
         synthetic_keywords,
     )
     from .kit.cli import Defaults, Example, at_least
-    from .kit.data import Splits
+    from .kit.data import Splits, UsageError
 else:  # python examples/audio_keywords.py: this folder is the first entry of sys.path
     from kit.audio_data import (
+        SAMPLE_RATE,
         SPEECH_AUGMENTATION,
         SYNTHETIC_AUGMENTATION,
         LogMelFrontEnd,
         background_crops,
+        fit_length,
         load_speech_commands,
+        read_wav,
         synthetic_keywords,
     )
     from kit.cli import Defaults, Example, at_least
-    from kit.data import Splits
+    from kit.data import Splits, UsageError
 
 BACKBONES = {"2d": "recnext_audio_tiny", "seq": "recnext_seq_tiny"}
 SYNTHETIC_TRAIN_PER_CLASS = 600
@@ -98,6 +108,21 @@ def front_end(args: argparse.Namespace, splits: Splits) -> tuple[LogMelFrontEnd,
     return transform, {"kind": "log_mel", "sequence": sequence, "n_mels": transform.n_mels}
 
 
+def read(path: Path, config: dict[str, Any]) -> Tensor:
+    """One 16 kHz WAV file as the model's input ``(1, ...)``: its first second, as log-mel features."""
+    try:
+        samples, rate = read_wav(path)
+    except (wave.Error, EOFError) as err:
+        raise UsageError(f"not a readable PCM WAV file ({err})") from None
+    if rate != SAMPLE_RATE:
+        raise UsageError(f"sampled at {rate} Hz; the model expects {SAMPLE_RATE} Hz")
+    settings = config["front_end"]
+    front_end = LogMelFrontEnd(
+        SYNTHETIC_AUGMENTATION, sequence=settings["sequence"], n_mels=settings["n_mels"]
+    )
+    return front_end.eval()(fit_length(samples)[None])  # augmentation settings do not matter in eval()
+
+
 EXAMPLE = Example(
     name="audio_keywords",
     description=__doc__,
@@ -109,6 +134,7 @@ EXAMPLE = Example(
     embedded_only=("--clips-per-class",),
     folder_only=("--words",),
     front_end=front_end,
+    read=read,
 )
 
 if __name__ == "__main__":

@@ -22,11 +22,11 @@ import argparse
 if __package__:  # python -m examples.image_pathfinder, or imported as examples.image_pathfinder
     from .kit.cli import Defaults, Example, at_least
     from .kit.data import Splits
-    from .kit.pathfinder_data import MIN_SIZE, load_image_folder, synthetic_pathfinder
+    from .kit.pathfinder_data import MIN_SIZE, image_input, load_image_folder, synthetic_pathfinder
 else:  # python examples/image_pathfinder.py: this folder is the first entry of sys.path
     from kit.cli import Defaults, Example, at_least
     from kit.data import Splits
-    from kit.pathfinder_data import MIN_SIZE, load_image_folder, synthetic_pathfinder
+    from kit.pathfinder_data import MIN_SIZE, image_input, load_image_folder, synthetic_pathfinder
 
 MODEL = "recnext_m0"
 MODEL_OPTIONS = {"widths": (48,), "depths": (3,), "levels": (4,)}
@@ -59,6 +59,7 @@ EXAMPLE = Example(
     embedded=embedded,
     folder=lambda args: load_image_folder(args.data_dir, size=args.size, seed=args.seed),
     add_flags=add_flags,
+    read=lambda path, config: image_input(path, config["data"]),
 )
 
 if __name__ == "__main__":

@@ -20,11 +20,11 @@ import argparse
 if __package__:  # python -m examples.sequence_long_range, or imported as examples.sequence_long_range
     from .kit.cli import Defaults, Example, at_least
     from .kit.data import Splits
-    from .kit.sequence_data import TASKS, load_ucr, synthetic_sequences
+    from .kit.sequence_data import TASKS, load_ucr, series_inputs, synthetic_sequences
 else:  # python examples/sequence_long_range.py: this folder is the first entry of sys.path
     from kit.cli import Defaults, Example, at_least
     from kit.data import Splits
-    from kit.sequence_data import TASKS, load_ucr, synthetic_sequences
+    from kit.sequence_data import TASKS, load_ucr, series_inputs, synthetic_sequences
 
 MODEL = "recnext_seq_tiny"
 SYNTHETIC_SIZES = {"full": (1024, 256, 256), "smoke": (32, 16, 16)}  # train / val / test series
@@ -59,6 +59,7 @@ EXAMPLE = Example(
     folder=lambda args: load_ucr(args.data_dir, seed=args.seed),
     add_flags=add_flags,
     embedded_only=("--task", "--length"),
+    read=lambda path, config: series_inputs(path, config["data"]),
 )
 
 if __name__ == "__main__":

@@ -21,11 +21,11 @@ import argparse
 if __package__:  # python -m examples.video_actions, or imported as examples.video_actions
     from .kit.cli import Defaults, Example, at_least
     from .kit.data import Splits
-    from .kit.video_data import load_clip_folder, synthetic_clips
+    from .kit.video_data import clip_input, load_clip_folder, synthetic_clips
 else:  # python examples/video_actions.py: this folder is the first entry of sys.path
     from kit.cli import Defaults, Example, at_least
     from kit.data import Splits
-    from kit.video_data import load_clip_folder, synthetic_clips
+    from kit.video_data import clip_input, load_clip_folder, synthetic_clips
 
 MODEL = "recnext_video_tiny"
 MODEL_OPTIONS = {"widths": (32,), "depths": (2,), "levels": (4,)}
@@ -67,6 +67,7 @@ EXAMPLE = Example(
     embedded=embedded,
     folder=lambda args: load_clip_folder(args.data_dir, frames=args.frames, size=args.size, seed=args.seed),
     add_flags=add_flags,
+    read=lambda path, config: clip_input(path, config["data"]),
 )
 
 if __name__ == "__main__":

@@ -14,12 +14,44 @@ from examples import registry
 from examples.kit import pathfinder_data, sequence_data, synthetic, video_data
 from examples.kit.data import UsageError
 from examples.kit.harness import ModelSpec
-from recconv.models import load_checkpoint
+from recconv.models import load_checkpoint, load_model
 from recconv.models.blocks import RecNeXtBlock
 
 from .torchrun_check import torchrun_two_processes
 
 EXAMPLES = registry()
+
+
+def _new_wav(folder: Path) -> Path:
+    from .test_examples_audio import tone, write_wav
+
+    write_wav(folder / "new.WAV", tone(440.0, seconds=1.2))
+    return folder / "new.WAV"
+
+
+def _new_image(folder: Path) -> Path:
+    from PIL import Image
+
+    Image.new("L", (40, 40), 90).save(folder / "new.png")  # resized to the training images' 32 x 32
+    return folder / "new.png"
+
+
+def _new_clip(folder: Path) -> Path:
+    numpy.save(folder / "new.npy", numpy.zeros((12, 20, 20), dtype=numpy.uint8))
+    return folder / "new.npy"
+
+
+def _new_series(folder: Path) -> Path:
+    (folder / "new.tsv").write_text("0\t" + "\t".join(str(v % 7) for v in range(300)) + "\n")
+    return folder / "new.tsv"
+
+
+NEW_DATA = {  # a file of new data each example's predict reads
+    "audio_keywords": _new_wav,
+    "image_pathfinder": _new_image,
+    "video_actions": _new_clip,
+    "sequence_long_range": _new_series,
+}
 
 
 def _generator(seed: int = 0) -> torch.Generator:
@@ -396,9 +428,17 @@ def test_smoke_run_writes_results_plots_and_checkpoints(tmp_path: Path, name: st
             config["preset"] == preset
             and config["options"].items() >= {k: v for k, v in options.items() if k != "levels"}.items()
         )
-        models[model_name] = model = ModelSpec(**config)()
+        models[model_name] = model = load_model(tmp_path / f"{model_name}.pt")  # no source read
         assert result["params"] == sum(p.numel() for p in model.parameters())
-        load_checkpoint(model, tmp_path / f"{model_name}.pt")
+        assert model.pretrained_cfg["classes"] == results["data"]["classes"] and not model.training
+        rebuilt = ModelSpec(**config)()
+        load_checkpoint(rebuilt, tmp_path / f"{model_name}.pt")
+        assert all(torch.equal(v, rebuilt.state_dict()[k]) for k, v in model.state_dict().items())
+    new_file = NEW_DATA[name](tmp_path)
+    predictions = example.main(["predict", str(tmp_path / "recconv.pt"), str(new_file), "--top", "2"])
+    assert list(predictions) == [str(new_file)]
+    (first, p1), (second, p2) = predictions[str(new_file)]
+    assert {first, second} <= set(results["data"]["classes"]) and 1 >= p1 >= p2 >= 0
     recconv, baseline = models["recconv"], models["baseline"]
     assert [b.token_mixer.level for b in baseline.modules() if isinstance(b, RecNeXtBlock)] == [0] * sum(
         baseline.depths

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,8 @@ class Example:
         folder_only: Its flags that only apply to a ``--data-dir``.
         front_end: ``(args, splits) -> (transform, settings)``: an input transform run on the
             device, and the settings that rebuild it (saved with the checkpoints); or ``None``.
+        read: ``(file, pretrained_cfg) -> inputs (N, ...)``: what ``predict`` feeds the model
+            for one file of new data (see :func:`recconv.models.load_model`).
     """
 
     name: str
@@ -76,6 +79,7 @@ class Example:
     embedded_only: tuple[str, ...] = ()
     folder_only: tuple[str, ...] = ()
     front_end: Callable[[argparse.Namespace, Splits], tuple[nn.Module, dict[str, Any]]] | None = None
+    read: Callable[[Path, dict[str, Any]], torch.Tensor] | None = None
 
     def parser(self) -> ExampleParser:
         """The example's argument parser: the shared flags and its own."""
@@ -314,6 +318,9 @@ def main(example: Example, argv: Sequence[str] | None = None) -> dict[str, Any]:
     Returns:
         The results (the content of ``results.json``).
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["predict"]:
+        return predict(example, argv[1:])
     parser = example.parser()
     args = parser.parse_args(argv)
     _check_flag_sources(example, parser, args)
@@ -332,9 +339,52 @@ def main(example: Example, argv: Sequence[str] | None = None) -> dict[str, Any]:
             models = harness.level_zero_baseline(
                 preset, in_chans=in_chans, num_classes=len(splits.classes), **options
             )
-            metadata = {"example": example.name, "front_end": settings}
+            metadata = {"example": example.name, "front_end": settings, "data": splits.info}
             return harness.run(
                 f"{example.name} ({preset})", args, runtime, splits, models, transform, metadata
             )
         except UsageError as err:
             parser.error(str(err))
+
+
+def predict(example: Example, argv: Sequence[str]) -> dict[str, Any]:
+    """``<example>.py predict CHECKPOINT FILES... [--top K]``: print the top classes the trained
+    model gives each file; the checkpoint alone rebuilds the model
+    (:func:`recconv.models.load_model`). Returns ``{file: [(class, probability), ...]}``."""
+    from recconv.models import load_model
+
+    parser = argparse.ArgumentParser(
+        prog=f"{example.name}.py predict", description="Top classes of a trained example model for new files."
+    )
+    parser.add_argument(
+        "checkpoint", type=Path, help="a checkpoint the example wrote, e.g. runs/NAME/recconv.pt"
+    )
+    parser.add_argument(
+        "files", type=Path, nargs="+", help="new data, one example (or one file of them) each"
+    )
+    parser.add_argument("--top", type=at_least(1), default=3, help="classes shown per input (default 3)")
+    args = parser.parse_args(argv)
+    if example.read is None:
+        parser.error(f"{example.name} has no predict reader")
+    try:
+        model = load_model(args.checkpoint)
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(str(err))
+    config = model.pretrained_cfg
+    if config["example"] not in (None, example.name):
+        parser.error(f"{args.checkpoint} was trained by {config['example']}, not {example.name}")
+    classes = config["classes"]
+    predictions = {}
+    for path in args.files:
+        try:
+            inputs = example.read(path, config)
+        except (UsageError, OSError) as err:
+            parser.error(f"{path}: {err}")
+        with torch.no_grad():
+            probabilities = model(inputs).softmax(dim=1)
+        top = probabilities.topk(min(args.top, len(classes)), dim=1)
+        for row, (values, indices) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
+            name = str(path) if len(inputs) == 1 else f"{path}[{row}]"
+            predictions[name] = [(classes[i], p) for i, p in zip(indices, values)]
+            print(f"{name}: " + ", ".join(f"{label} {100 * p:.1f}%" for label, p in predictions[name]))
+    return predictions

@@ -353,3 +353,15 @@ def load_image_folder(
         "classes_missing": check_classes(root, list(train.classes), labels),
     }
     return Splits(train_part, val_part, test, list(train.classes), info)
+
+
+def image_input(path: str | Path, info: dict[str, Any]) -> Tensor:
+    """One image as a model input ``(1, C, H, W)``: converted and resized as the training images
+    were (``info``: the training data's ``image_size`` and ``channels``, or the embedded ``size``)."""
+    from PIL import UnidentifiedImageError
+
+    shape = tuple(info["image_size"]) if "image_size" in info else (info["size"], info["size"])
+    try:
+        return _read_image(str(path), "L" if info.get("channels", 1) == 1 else "RGB", shape)[None]
+    except (OSError, UnidentifiedImageError) as err:
+        raise UsageError(f"not a readable image ({err})") from None

@@ -265,3 +265,12 @@ def load_ucr(root: str | Path, seed: int = 0, val_fraction: float = 0.1) -> Spli
         classes,
         info,
     )
+
+
+def series_inputs(path: str | Path, info: dict[str, Any]) -> Tensor:
+    """The series of a UCR-style file (label column first, ignored) as model inputs
+    ``(rows, 1, length)``: z-normalized as in training, padded or cut to the training ``length``."""
+    _, series = read_table(path)
+    length = info["length"]
+    series = torch.nn.functional.pad(series, (0, max(length - series.shape[1], 0)), value=math.nan)
+    return _standardize(series[:, :length])

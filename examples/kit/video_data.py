@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -442,3 +443,11 @@ def load_clip_folder(
         "classes_missing": classes_missing,
     }
     return Splits(*sets, classes, info)
+
+
+def clip_input(path: str | Path, info: dict[str, Any]) -> Tensor:
+    """One clip as a model input ``(1, C, T, H, W)``: sampled and resized as the training clips were
+    (``info``: the training data's ``frames``, ``size`` and ``channels``)."""
+    size = info["size"]
+    shape = (size, size) if isinstance(size, int) else tuple(size)
+    return fit_clip(read_clip(path), info["frames"], shape, info.get("channels", 1))[None]

@@ -11,6 +11,7 @@ Example:
 """
 
 from .checkpoint import LoadResult, load_checkpoint, read_state_dict, save_checkpoint
+from .pretrained import load_model
 from .recnext import RecNeXt, RecNeXtStage
 from .registry import (
     CHECKPOINT_URLS,
@@ -55,6 +56,7 @@ __all__ = [
     "get_builder",
     "list_models",
     "load_checkpoint",
+    "load_model",
     "model_costs",
     "read_state_dict",
     "recnext_a0",
