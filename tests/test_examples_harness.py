@@ -5,6 +5,9 @@ from __future__ import annotations
 import doctest
 import importlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -339,3 +342,19 @@ def test_speed_flags_reach_the_harness_from_every_example(
             ]
         )
     assert seen == [harness.Speed("bf16", compile=True, channels_last=True)] * len(registry())
+
+
+@pytest.mark.parametrize("form", ["script", "module"])
+def test_examples_run_as_scripts_and_as_modules(form: str) -> None:
+    root = Path(__file__).resolve().parents[1]
+    command = (
+        [sys.executable, "examples/sequence_long_range.py", "--help"]
+        if form == "script"
+        else [sys.executable, "-m", "examples.sequence_long_range", "--help"]
+    )
+    # The script form finds the kit beside it (``kit``); the module form finds ``examples`` in the
+    # working folder. PYTHONPATH only picks this checkout's recconv over an installed one.
+    environment = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(command, cwd=root, env=environment, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Long-range sequence classification" in done.stdout and "--overwrite" in done.stdout
