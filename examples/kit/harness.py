@@ -465,21 +465,19 @@ def train_model(
     training = prepare(name, build, splits, args, runtime, transform)
     if args.resume:
         resume(training, splits.classes, runtime)
-    speed, per_rank_batch = Speed.from_args(args), args.batch_size // runtime.world_size
     state = training.state
     extra = {"run": identity, "classes": splits.classes, **(metadata or {})}
+
+    def score(dataset: Dataset) -> tuple[float, Tensor]:
+        per_rank_batch = args.batch_size // runtime.world_size
+        return evaluate(
+            training.model, dataset, len(splits.classes), runtime, transform, per_rank_batch, args.workers,
+            Speed.from_args(args),
+        )  # fmt: skip
+
     for epoch in range(state.epoch, args.epochs):
         trained = train_epoch(training, epoch, args, runtime, transform)
-        val_accuracy, _ = evaluate(
-            training.model,
-            splits.val,
-            len(splits.classes),
-            runtime,
-            transform,
-            per_rank_batch,
-            args.workers,
-            speed,
-        )
+        val_accuracy, _ = score(splits.val)
         state.epoch = epoch + 1
         state.train_seconds += trained["seconds"]
         state.train_examples += int(trained["examples"])
@@ -511,16 +509,7 @@ def train_model(
         if runtime.world_size > 1:
             dist.barrier()
 
-    accuracy, confusion = evaluate(
-        training.model,
-        splits.test,
-        len(splits.classes),
-        runtime,
-        transform,
-        per_rank_batch,
-        args.workers,
-        speed,
-    )
+    accuracy, confusion = score(splits.test)
     log(
         runtime,
         f"{name:>10} test accuracy {100 * accuracy:.1f}%  ({training.params:,} params, {training.flops / 1e6:.1f} MFLOPs)",
