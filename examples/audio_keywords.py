@@ -16,35 +16,45 @@ Writes results.json, training_curves.png, confusion_matrix.png and one checkpoin
 from __future__ import annotations
 
 import argparse
-import sys
-import warnings
-from collections.abc import Sequence
+import wave
+from pathlib import Path
 from typing import Any
 
-from audio_data import (
-    SPEECH_AUGMENTATION,
-    SYNTHETIC_AUGMENTATION,
-    LogMelFrontEnd,
-    background_crops,
-    load_speech_commands,
-    synthetic_keywords,
-)
-from harness import (
-    Defaults,
-    ExampleParser,
-    Runtime,
-    Splits,
-    UsageError,
-    at_least,
-    level_zero_baseline,
-    run_example,
-)
-from torch import nn
+from torch import Tensor
 
-DEFAULTS = Defaults(epochs=8, batch_size=64, lr=3e-3, smoke_epochs=1, smoke_batch_size=16)
+if __package__:  # python -m examples.audio_keywords, or imported as examples.audio_keywords
+    from .kit.audio_data import (
+        SAMPLE_RATE,
+        SPEECH_AUGMENTATION,
+        SYNTHETIC_AUGMENTATION,
+        LogMelFrontEnd,
+        background_crops,
+        fit_length,
+        load_speech_commands,
+        read_wav,
+        synthetic_keywords,
+    )
+    from .kit.cli import Defaults, Example, at_least
+    from .kit.data import Splits, UsageError
+else:  # python examples/audio_keywords.py: this folder is the first entry of sys.path
+    from kit.audio_data import (
+        SAMPLE_RATE,
+        SPEECH_AUGMENTATION,
+        SYNTHETIC_AUGMENTATION,
+        LogMelFrontEnd,
+        background_crops,
+        fit_length,
+        load_speech_commands,
+        read_wav,
+        synthetic_keywords,
+    )
+    from kit.cli import Defaults, Example, at_least
+    from kit.data import Splits, UsageError
+
 BACKBONES = {"2d": "recnext_audio_tiny", "seq": "recnext_seq_tiny"}
 SYNTHETIC_TRAIN_PER_CLASS = 600
 SYNTHETIC_EVAL_PER_CLASS = {"full": (100, 200), "smoke": (4, 4)}  # validation, test clips per class
+DEFAULTS = Defaults(epochs=8, batch_size=64, lr=3e-3, embedded_train=5 * SYNTHETIC_TRAIN_PER_CLASS)
 
 
 def _words(text: str) -> list[str]:
@@ -56,9 +66,8 @@ def _words(text: str) -> list[str]:
     return words
 
 
-def build_parser() -> ExampleParser:
-    """The example's flags: the shared ones plus ``--backbone`` and ``--words``."""
-    parser = ExampleParser(__doc__, DEFAULTS, out="runs/audio_keywords")
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """``--backbone``, ``--words`` and ``--clips-per-class``."""
     parser.add_argument(
         "--backbone",
         choices=sorted(BACKBONES),
@@ -75,44 +84,58 @@ def build_parser() -> ExampleParser:
         type=at_least(1),
         help=f"embedded data: training clips per class (default {SYNTHETIC_TRAIN_PER_CLASS}; 12 with --smoke)",
     )
-    return parser
 
 
-def load_data(args: argparse.Namespace) -> Splits:
-    """The synthetic task, or the Speech Commands folder in ``args.data_dir``."""
-    if args.data_dir is None:
-        train = args.clips_per_class or (12 if args.smoke else SYNTHETIC_TRAIN_PER_CLASS)
-        val, test = SYNTHETIC_EVAL_PER_CLASS["smoke" if args.smoke else "full"]
-        return synthetic_keywords(train, val, test, seed=args.seed)
-    splits = load_speech_commands(args.data_dir, args.words, seed=args.seed)
-    return splits.head(4 * args.batch_size) if args.smoke else splits  # a few batches of the real data
+def embedded(args: argparse.Namespace) -> Splits:
+    """The synthetic task."""
+    train = args.clips_per_class or (12 if args.smoke else SYNTHETIC_TRAIN_PER_CLASS)
+    val, test = SYNTHETIC_EVAL_PER_CLASS["smoke" if args.smoke else "full"]
+    return synthetic_keywords(train, val, test, seed=args.seed)
 
 
-def model_builders(backbone: str, num_classes: int) -> dict[str, Any]:
-    """``recconv``: the preset; ``baseline``: the same network with every RecConv at level 0."""
-    name = BACKBONES[backbone]
-    options: dict[str, Any] = {"num_classes": num_classes, **({"in_chans": 40} if backbone == "seq" else {})}
-    return level_zero_baseline(name, **options)
+def folder(args: argparse.Namespace) -> Splits:
+    """The Speech Commands folder in ``args.data_dir``."""
+    return load_speech_commands(args.data_dir, args.words, seed=args.seed)
 
 
-def setup(args: argparse.Namespace, runtime: Runtime) -> tuple[str, Splits, dict[str, Any], nn.Module]:
-    """The run's title, data, models and log-mel front end."""
-    if args.words is not None and args.data_dir is None:
-        raise UsageError("--words needs --data-dir (the embedded data has its own classes)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("default" if runtime.is_main else "ignore")  # one warning, from rank 0
-        splits = load_data(args)
+def front_end(args: argparse.Namespace, splits: Splits) -> tuple[LogMelFrontEnd, dict[str, Any]]:
+    """Log-mel features, augmented as the data needs, and the settings that rebuild them."""
     augmentation = SYNTHETIC_AUGMENTATION if args.data_dir is None else SPEECH_AUGMENTATION
-    noise = background_crops(splits, seed=args.seed)
-    front_end = LogMelFrontEnd(augmentation, sequence=args.backbone == "seq", noise=noise)
-    builders = model_builders(args.backbone, len(splits.classes))
-    return f"audio_keywords ({BACKBONES[args.backbone]})", splits, builders, front_end
+    sequence = args.backbone == "seq"
+    transform = LogMelFrontEnd(
+        augmentation, sequence=sequence, noise=background_crops(splits, seed=args.seed)
+    )
+    return transform, {"kind": "log_mel", "sequence": sequence, "n_mels": transform.n_mels}
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the example; returns the results (also written to ``--out/results.json``)."""
-    return run_example(build_parser(), argv, setup)
+def read(path: Path, config: dict[str, Any]) -> Tensor:
+    """One 16 kHz WAV file as the model's input ``(1, ...)``: its first second, as log-mel features."""
+    try:
+        samples, rate = read_wav(path)
+    except (wave.Error, EOFError) as err:
+        raise UsageError(f"not a readable PCM WAV file ({err})") from None
+    if rate != SAMPLE_RATE:
+        raise UsageError(f"sampled at {rate} Hz; the model expects {SAMPLE_RATE} Hz")
+    settings = config["front_end"]
+    front_end = LogMelFrontEnd(
+        SYNTHETIC_AUGMENTATION, sequence=settings["sequence"], n_mels=settings["n_mels"]
+    )
+    return front_end.eval()(fit_length(samples)[None])  # augmentation settings do not matter in eval()
 
+
+EXAMPLE = Example(
+    name="audio_keywords",
+    description=__doc__,
+    defaults=DEFAULTS,
+    model=lambda args: (BACKBONES[args.backbone], {}),
+    embedded=embedded,
+    folder=folder,
+    add_flags=add_flags,
+    embedded_only=("--clips-per-class",),
+    folder_only=("--words",),
+    front_end=front_end,
+    read=read,
+)
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    EXAMPLE.main()

@@ -18,54 +18,49 @@ Writes results.json, training_curves.png, confusion_matrix.png and one checkpoin
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
-from typing import Any
 
-from harness import Defaults, ExampleParser, Splits, at_least, level_zero_baseline, plain_setup, run_example
-from pathfinder_data import MIN_SIZE, load_image_folder, synthetic_pathfinder
+if __package__:  # python -m examples.image_pathfinder, or imported as examples.image_pathfinder
+    from .kit.cli import Defaults, Example, at_least
+    from .kit.data import Splits
+    from .kit.pathfinder_data import MIN_SIZE, image_input, load_image_folder, synthetic_pathfinder
+else:  # python examples/image_pathfinder.py: this folder is the first entry of sys.path
+    from kit.cli import Defaults, Example, at_least
+    from kit.data import Splits
+    from kit.pathfinder_data import MIN_SIZE, image_input, load_image_folder, synthetic_pathfinder
 
 MODEL = "recnext_m0"
-MODEL_OPTIONS = {"widths": (48,), "depths": (3,)}
-LEVELS = (4,)
-DEFAULTS = Defaults(epochs=10, batch_size=32, lr=6e-3, smoke_epochs=1, smoke_batch_size=16)
+MODEL_OPTIONS = {"widths": (48,), "depths": (3,), "levels": (4,)}
 SYNTHETIC_SIZES = {"full": (2816, 256, 512), "smoke": (32, 16, 16)}  # train / val / test images
+DEFAULTS = Defaults(epochs=10, batch_size=32, lr=6e-3, embedded_train=SYNTHETIC_SIZES["full"][0])
 DEFAULT_SIZE, SMOKE_SIZE = 64, 32
 
 
-def build_parser() -> ExampleParser:
-    """The example's flags: the shared ones plus ``--size``."""
-    parser = ExampleParser(__doc__, DEFAULTS, out="runs/image_pathfinder")
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """``--size``."""
     parser.add_argument(
         "--size",
         type=at_least(MIN_SIZE),
         help=f"pixels per side: of the embedded images (default {DEFAULT_SIZE}; {SMOKE_SIZE} with --smoke), "
         "or the size real images are resized to (default: keep)",
     )
-    return parser
 
 
-def load_data(args: argparse.Namespace) -> Splits:
-    """The embedded task, or the image folder in ``args.data_dir``."""
-    if args.data_dir is None:
-        size = args.size or (SMOKE_SIZE if args.smoke else DEFAULT_SIZE)
-        return synthetic_pathfinder(SYNTHETIC_SIZES["smoke" if args.smoke else "full"], size, args.seed)
-    splits = load_image_folder(args.data_dir, size=args.size, seed=args.seed)
-    return splits.head(4 * args.batch_size) if args.smoke else splits  # a few batches of the real data
+def embedded(args: argparse.Namespace) -> Splits:
+    """The embedded task."""
+    size = args.size or (SMOKE_SIZE if args.smoke else DEFAULT_SIZE)
+    return synthetic_pathfinder(SYNTHETIC_SIZES["smoke" if args.smoke else "full"], size, args.seed)
 
 
-def model_builders(in_chans: int, num_classes: int) -> dict[str, Any]:
-    """``recconv``: the preset; ``baseline``: the same network with every RecConv at level 0."""
-    options = {"in_chans": in_chans, "num_classes": num_classes, **MODEL_OPTIONS}
-    return level_zero_baseline(MODEL, levels=LEVELS, **options)
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the example; returns the results (also written to ``--out/results.json``)."""
-    return run_example(
-        build_parser(), argv, plain_setup(f"image_pathfinder ({MODEL})", load_data, model_builders)
-    )
-
+EXAMPLE = Example(
+    name="image_pathfinder",
+    description=__doc__,
+    defaults=DEFAULTS,
+    model=lambda args: (MODEL, MODEL_OPTIONS),
+    embedded=embedded,
+    folder=lambda args: load_image_folder(args.data_dir, size=args.size, seed=args.seed),
+    add_flags=add_flags,
+    read=lambda path, config: image_input(path, config["data"]),
+)
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    EXAMPLE.main()

@@ -16,65 +16,51 @@ Writes results.json, training_curves.png, confusion_matrix.png and one checkpoin
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
-from typing import Any
 
-from harness import (
-    Defaults,
-    ExampleParser,
-    Splits,
-    UsageError,
-    at_least,
-    level_zero_baseline,
-    plain_setup,
-    run_example,
-)
-from sequence_data import TASKS, load_ucr, synthetic_sequences
+if __package__:  # python -m examples.sequence_long_range, or imported as examples.sequence_long_range
+    from .kit.cli import Defaults, Example, at_least
+    from .kit.data import Splits
+    from .kit.sequence_data import TASKS, load_ucr, series_inputs, synthetic_sequences
+else:  # python examples/sequence_long_range.py: this folder is the first entry of sys.path
+    from kit.cli import Defaults, Example, at_least
+    from kit.data import Splits
+    from kit.sequence_data import TASKS, load_ucr, series_inputs, synthetic_sequences
 
 MODEL = "recnext_seq_tiny"
-DEFAULTS = Defaults(epochs=6, batch_size=32, lr=3e-3, smoke_epochs=1, smoke_batch_size=16)
 SYNTHETIC_SIZES = {"full": (1024, 256, 256), "smoke": (32, 16, 16)}  # train / val / test series
+DEFAULTS = Defaults(epochs=6, batch_size=32, lr=3e-3, embedded_train=SYNTHETIC_SIZES["full"][0])
 DEFAULT_LENGTH, SMOKE_LENGTH = 2048, 512
 
 
-def build_parser() -> ExampleParser:
-    """The example's flags: the shared ones plus ``--task`` and ``--length``."""
-    parser = ExampleParser(__doc__, DEFAULTS, out="runs/sequence_long_range")
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """``--task`` and ``--length``."""
     parser.add_argument("--task", choices=TASKS, help="embedded task (default position)")
     parser.add_argument(
         "--length",
         type=at_least(64),
         help=f"samples per embedded series (default {DEFAULT_LENGTH}; {SMOKE_LENGTH} with --smoke)",
     )
-    return parser
 
 
-def load_data(args: argparse.Namespace) -> Splits:
-    """The embedded task, or the UCR-style folder in ``args.data_dir``."""
-    if args.data_dir is not None and (args.length is not None or args.task is not None):
-        raise UsageError("--task and --length choose the embedded data; they do not apply with --data-dir")
-    if args.data_dir is None:
-        length = args.length or (SMOKE_LENGTH if args.smoke else DEFAULT_LENGTH)
-        return synthetic_sequences(
-            args.task or "position", SYNTHETIC_SIZES["smoke" if args.smoke else "full"], length, args.seed
-        )
-    splits = load_ucr(args.data_dir, seed=args.seed)
-    return splits.head(4 * args.batch_size) if args.smoke else splits  # a few batches of the real data
-
-
-def model_builders(in_chans: int, num_classes: int) -> dict[str, Any]:
-    """``recconv``: the preset; ``baseline``: the same network with every RecConv at level 0."""
-    options = {"in_chans": in_chans, "num_classes": num_classes}
-    return level_zero_baseline(MODEL, **options)
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the example; returns the results (also written to ``--out/results.json``)."""
-    return run_example(
-        build_parser(), argv, plain_setup(f"sequence_long_range ({MODEL})", load_data, model_builders)
+def embedded(args: argparse.Namespace) -> Splits:
+    """The embedded task."""
+    length = args.length or (SMOKE_LENGTH if args.smoke else DEFAULT_LENGTH)
+    return synthetic_sequences(
+        args.task or "position", SYNTHETIC_SIZES["smoke" if args.smoke else "full"], length, args.seed
     )
 
 
+EXAMPLE = Example(
+    name="sequence_long_range",
+    description=__doc__,
+    defaults=DEFAULTS,
+    model=lambda args: (MODEL, {}),
+    embedded=embedded,
+    folder=lambda args: load_ucr(args.data_dir, seed=args.seed),
+    add_flags=add_flags,
+    embedded_only=("--task", "--length"),
+    read=lambda path, config: series_inputs(path, config["data"]),
+)
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    EXAMPLE.main()

@@ -17,22 +17,27 @@ Writes results.json, training_curves.png, confusion_matrix.png and one checkpoin
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
-from typing import Any
 
-from harness import Defaults, ExampleParser, Splits, at_least, level_zero_baseline, plain_setup, run_example
-from video_data import load_clip_folder, synthetic_clips
+if __package__:  # python -m examples.video_actions, or imported as examples.video_actions
+    from .kit.cli import Defaults, Example, at_least
+    from .kit.data import Splits
+    from .kit.video_data import clip_input, load_clip_folder, synthetic_clips
+else:  # python examples/video_actions.py: this folder is the first entry of sys.path
+    from kit.cli import Defaults, Example, at_least
+    from kit.data import Splits
+    from kit.video_data import clip_input, load_clip_folder, synthetic_clips
 
 MODEL = "recnext_video_tiny"
-DEFAULTS = Defaults(epochs=10, batch_size=16, lr=3e-3, smoke_epochs=1, smoke_batch_size=8)
+MODEL_OPTIONS = {"widths": (32,), "depths": (2,), "levels": (4,)}
 SYNTHETIC_SIZES = {"full": (512, 256, 256), "smoke": (16, 8, 8)}  # train / val / test clips
+DEFAULTS = Defaults(
+    epochs=10, batch_size=16, lr=3e-3, embedded_train=SYNTHETIC_SIZES["full"][0], smoke_batch_size=8
+)
 DEFAULT_SHAPE, SMOKE_SHAPE = (16, 32), (8, 16)  # frames, pixels per side
 
 
-def build_parser() -> ExampleParser:
-    """The example's flags: the shared ones plus ``--frames`` and ``--size``."""
-    parser = ExampleParser(__doc__, DEFAULTS, out="runs/video_actions")
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """``--frames`` and ``--size``."""
     parser.add_argument(
         "--frames",
         type=at_least(8),
@@ -45,31 +50,25 @@ def build_parser() -> ExampleParser:
         help=f"pixels per side: of embedded clips (default {DEFAULT_SHAPE[1]}), "
         "real frames are resized to it (default: keep)",
     )
-    return parser
 
 
-def load_data(args: argparse.Namespace) -> Splits:
-    """The embedded task, or the clip folder in ``args.data_dir``."""
-    if args.data_dir is None:
-        frames, size = SMOKE_SHAPE if args.smoke else DEFAULT_SHAPE
-        sizes = SYNTHETIC_SIZES["smoke" if args.smoke else "full"]
-        return synthetic_clips(sizes, args.frames or frames, args.size or size, args.seed)
-    splits = load_clip_folder(args.data_dir, frames=args.frames, size=args.size, seed=args.seed)
-    return splits.head(4 * args.batch_size) if args.smoke else splits  # a few batches of the real data
+def embedded(args: argparse.Namespace) -> Splits:
+    """The embedded task."""
+    frames, size = SMOKE_SHAPE if args.smoke else DEFAULT_SHAPE
+    sizes = SYNTHETIC_SIZES["smoke" if args.smoke else "full"]
+    return synthetic_clips(sizes, args.frames or frames, args.size or size, args.seed)
 
 
-def model_builders(in_chans: int, num_classes: int) -> dict[str, Any]:
-    """``recconv``: the preset; ``baseline``: the same network with every RecConv at level 0."""
-    options = {"in_chans": in_chans, "num_classes": num_classes, "widths": (32,), "depths": (2,)}
-    return level_zero_baseline(MODEL, levels=(4,), **options)
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the example; returns the results (also written to ``--out/results.json``)."""
-    return run_example(
-        build_parser(), argv, plain_setup(f"video_actions ({MODEL})", load_data, model_builders)
-    )
-
+EXAMPLE = Example(
+    name="video_actions",
+    description=__doc__,
+    defaults=DEFAULTS,
+    model=lambda args: (MODEL, MODEL_OPTIONS),
+    embedded=embedded,
+    folder=lambda args: load_clip_folder(args.data_dir, frames=args.frames, size=args.size, seed=args.seed),
+    add_flags=add_flags,
+    read=lambda path, config: clip_input(path, config["data"]),
+)
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    EXAMPLE.main()

@@ -4,31 +4,54 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
+from examples import registry
+from examples.kit import pathfinder_data, sequence_data, synthetic, video_data
+from examples.kit.data import UsageError
+from examples.kit.harness import ModelSpec
+from recconv.models import load_checkpoint, load_model
+from recconv.models.blocks import RecNeXtBlock
 
-import image_pathfinder  # noqa: E402
-import pathfinder_data  # noqa: E402
-import sequence_data  # noqa: E402
-import sequence_long_range  # noqa: E402
-import synthetic  # noqa: E402
-import video_actions  # noqa: E402
-import video_data  # noqa: E402
-from harness import UsageError  # noqa: E402
+from .torchrun_check import torchrun_two_processes
 
-from recconv.models import load_checkpoint  # noqa: E402
-from recconv.models.blocks import RecNeXtBlock  # noqa: E402
+EXAMPLES = registry()
 
-from .torchrun_check import torchrun_two_processes  # noqa: E402
 
-EXAMPLES = {"video": video_actions, "pathfinder": image_pathfinder, "sequence": sequence_long_range}
+def _new_wav(folder: Path) -> Path:
+    from .test_examples_audio import tone, write_wav
+
+    write_wav(folder / "new.WAV", tone(440.0, seconds=1.2))
+    return folder / "new.WAV"
+
+
+def _new_image(folder: Path) -> Path:
+    from PIL import Image
+
+    Image.new("L", (40, 40), 90).save(folder / "new.png")  # resized to the training images' 32 x 32
+    return folder / "new.png"
+
+
+def _new_clip(folder: Path) -> Path:
+    numpy.save(folder / "new.npy", numpy.zeros((12, 20, 20), dtype=numpy.uint8))
+    return folder / "new.npy"
+
+
+def _new_series(folder: Path) -> Path:
+    (folder / "new.tsv").write_text("0\t" + "\t".join(str(v % 7) for v in range(300)) + "\n")
+    return folder / "new.tsv"
+
+
+NEW_DATA = {  # a file of new data each example's predict reads
+    "audio_keywords": _new_wav,
+    "image_pathfinder": _new_image,
+    "video_actions": _new_clip,
+    "sequence_long_range": _new_series,
+}
 
 
 def _generator(seed: int = 0) -> torch.Generator:
@@ -269,7 +292,7 @@ def test_image_folder_loads_grayscale_and_rgb_and_resizes(tmp_path: Path) -> Non
     _write_images(tmp_path / "gray")
     splits = pathfinder_data.load_image_folder(tmp_path / "gray", seed=0)
     assert splits.classes == ["cat", "dog"]
-    assert (len(splits.train), len(splits.val), len(splits.test)) == (7, 1, 8)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (6, 2, 8)  # one of each class held out
     image, label = splits.test[5]
     assert image.shape == (1, 12, 10) and label == 1
     assert torch.allclose(image, torch.full_like(image, 201 / 255))
@@ -396,13 +419,27 @@ def test_smoke_run_writes_results_plots_and_checkpoints(tmp_path: Path, name: st
     assert set(results["models"]) == {"recconv", "baseline"}
     for png in ("training_curves.png", "confusion_matrix.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
-    builders = example.model_builders(1, len(results["data"]["classes"]))
+    preset, options = example.model(example.parser().parse_args(["--smoke"]))
+    models = {}
     for model_name, result in results["models"].items():
         assert set(result) >= {"accuracy", "params", "flops", "train_seconds", "examples_per_second"}
-        model = builders[model_name]()
+        config = torch.load(tmp_path / f"{model_name}.pt", weights_only=True)["model_config"]
+        assert (
+            config["preset"] == preset
+            and config["options"].items() >= {k: v for k, v in options.items() if k != "levels"}.items()
+        )
+        models[model_name] = model = load_model(tmp_path / f"{model_name}.pt")  # no source read
         assert result["params"] == sum(p.numel() for p in model.parameters())
-        load_checkpoint(model, tmp_path / f"{model_name}.pt")
-    recconv, baseline = (builders[k]() for k in ("recconv", "baseline"))
+        assert model.pretrained_cfg["classes"] == results["data"]["classes"] and not model.training
+        rebuilt = ModelSpec(**config)()
+        load_checkpoint(rebuilt, tmp_path / f"{model_name}.pt")
+        assert all(torch.equal(v, rebuilt.state_dict()[k]) for k, v in model.state_dict().items())
+    new_file = NEW_DATA[name](tmp_path)
+    predictions = example.main(["predict", str(tmp_path / "recconv.pt"), str(new_file), "--top", "2"])
+    assert list(predictions) == [str(new_file)]
+    (first, p1), (second, p2) = predictions[str(new_file)]
+    assert {first, second} <= set(results["data"]["classes"]) and 1 >= p1 >= p2 >= 0
+    recconv, baseline = models["recconv"], models["baseline"]
     assert [b.token_mixer.level for b in baseline.modules() if isinstance(b, RecNeXtBlock)] == [0] * sum(
         baseline.depths
     )
@@ -412,13 +449,13 @@ def test_smoke_run_writes_results_plots_and_checkpoints(tmp_path: Path, name: st
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_torchrun_two_processes_end_with_identical_parameters(tmp_path: Path, name: str) -> None:
-    results = torchrun_two_processes(EXAMPLES[name].__name__, tmp_path, "--smoke")
+    results = torchrun_two_processes(name, tmp_path, "--smoke")
     assert results["models"]["baseline"]["epochs"] == 1
 
 
 def test_sequence_smoke_run_on_a_ucr_folder(tmp_path: Path) -> None:
     _write_ucr(tmp_path / "data")
-    results = sequence_long_range.main(
+    results = EXAMPLES["sequence_long_range"].main(
         [
             "--smoke",
             "--device",
@@ -437,15 +474,32 @@ def test_sequence_smoke_run_on_a_ucr_folder(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "flags", "message"),
     [
-        ("sequence", ["--length", "10"], "argument --length: expected an int >= 64, got '10'"),
-        ("sequence", ["--task", "copy"], "argument --task: invalid choice: 'copy'"),
-        ("sequence", ["--data-dir", "x", "--task", "adding"], "--task and --length choose the embedded data"),
-        ("sequence", ["--data-dir", "/nonexistent/ucr"], "--data-dir /nonexistent/ucr: no such folder"),
-        ("video", ["--frames", "4"], "argument --frames: expected an int >= 8, got '4'"),
-        ("video", ["--data-dir", "/nonexistent/clips"], "--data-dir /nonexistent/clips: no such folder"),
-        ("pathfinder", ["--size", "big"], "argument --size: expected an int >= 32, got 'big'"),
+        ("sequence_long_range", ["--length", "10"], "argument --length: expected an int >= 64, got '10'"),
+        ("sequence_long_range", ["--task", "copy"], "argument --task: invalid choice: 'copy'"),
         (
-            "pathfinder",
+            "sequence_long_range",
+            ["--data-dir", "x", "--task", "adding"],
+            "--task chooses the embedded data; it does not",
+        ),
+        (
+            "sequence_long_range",
+            ["--data-dir", "x", "--task", "adding", "--length", "64"],
+            "--task and --length choose the",
+        ),
+        (
+            "sequence_long_range",
+            ["--data-dir", "/nonexistent/ucr"],
+            "--data-dir /nonexistent/ucr: no such folder",
+        ),
+        ("video_actions", ["--frames", "4"], "argument --frames: expected an int >= 8, got '4'"),
+        (
+            "video_actions",
+            ["--data-dir", "/nonexistent/clips"],
+            "--data-dir /nonexistent/clips: no such folder",
+        ),
+        ("image_pathfinder", ["--size", "big"], "argument --size: expected an int >= 32, got 'big'"),
+        (
+            "image_pathfinder",
             ["--data-dir", "/nonexistent/images"],
             "--data-dir /nonexistent/images: no such folder",
         ),

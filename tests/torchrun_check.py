@@ -1,6 +1,6 @@
 """Run an example under a 2-process ``torchrun`` (gloo on CPU) and check what the processes end with.
 
-Shared by the example tests: :func:`torchrun_two_processes` runs ``examples/<module>.py`` through a
+Shared by the example tests: :func:`torchrun_two_processes` runs ``examples.<module>`` through a
 small driver that saves each rank's trained parameters, and checks what every example must do
 under ``torchrun``: both ranks end with identical parameters, only rank 0 writes, the results
 count every test example once and the saved checkpoint is rank 0's model.
@@ -19,27 +19,26 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 _DRIVER = """\
-import os, sys, torch
-sys.path.insert(0, {examples!r})
-import harness
-example = __import__({module!r})
+import importlib, os, sys, torch
+from examples.kit import harness
+example = importlib.import_module("examples." + {module!r})
 trained, train_model = {{}}, harness.train_model
 def capture(name, *args, **kwargs):
     trained[name], result = train_model(name, *args, **kwargs)
     return trained[name], result
 harness.train_model = capture
-example.main(sys.argv[1:])
+example.EXAMPLE.main(sys.argv[1:])
 state = {{name: model.state_dict() for name, model in trained.items()}}
 torch.save(state, os.path.join({folder!r}, "rank" + os.environ["RANK"] + ".pt"))
 """
 
 
 def torchrun_two_processes(module: str, tmp_path: Path, *flags: str) -> dict:
-    """Run ``examples/<module>.py --device cpu --out <tmp_path>/out <flags>`` on two processes,
+    """Run ``examples.<module> --device cpu --out <tmp_path>/out <flags>`` on two processes,
     assert that both ranks trained the same models to the same parameters, and return the
     results written by rank 0."""
     driver = tmp_path / "driver.py"
-    driver.write_text(_DRIVER.format(examples=str(ROOT / "examples"), module=module, folder=str(tmp_path)))
+    driver.write_text(_DRIVER.format(module=module, folder=str(tmp_path)))
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),

@@ -17,10 +17,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT))  # this clone's examples package
 
-import audio_data  # noqa: E402
-
+from examples.kit import audio_data  # noqa: E402
 from recconv.models import create_model  # noqa: E402
 
 

@@ -17,14 +17,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT))  # this clone's examples package
 
-import image_pathfinder  # noqa: E402
-import pathfinder_data  # noqa: E402
-import sequence_data  # noqa: E402
-import sequence_long_range  # noqa: E402
-import video_actions  # noqa: E402
-import video_data  # noqa: E402
+from examples import image_pathfinder, sequence_long_range, video_actions  # noqa: E402
+from examples.kit import pathfinder_data, sequence_data, video_data  # noqa: E402
+from examples.kit.harness import level_zero_baseline  # noqa: E402
 
 FIGURES = ROOT / "docs" / "figures"
 
@@ -46,15 +43,21 @@ def receptive_field(model: torch.nn.Module, shape: tuple[int, ...]) -> list[int]
     return spans
 
 
+def model_builders(example, num_classes: int) -> dict:
+    """The example's two models on one-channel input, as its default run builds them."""
+    preset, options = example.EXAMPLE.model(example.EXAMPLE.parser().parse_args([]))
+    return level_zero_baseline(preset, in_chans=1, num_classes=num_classes, **options)
+
+
 def print_receptive_fields() -> None:
     # The default input, and one large enough that its borders cut nothing off.
     cases = {
         "video_actions": (
-            video_actions.model_builders(1, len(video_data.SHAPES)),
+            model_builders(video_actions, len(video_data.SHAPES)),
             [(1, 16, 32, 32), (1, 48, 96, 96)],
         ),
-        "image_pathfinder": (image_pathfinder.model_builders(1, 2), [(1, 64, 64), (1, 256, 256)]),
-        "sequence_long_range": (sequence_long_range.model_builders(1, 2), [(1, 2048), (1, 8192)]),
+        "image_pathfinder": (model_builders(image_pathfinder, 2), [(1, 64, 64), (1, 256, 256)]),
+        "sequence_long_range": (model_builders(sequence_long_range, 2), [(1, 2048), (1, 8192)]),
     }
     for example, (builders, shapes) in cases.items():
         for name, build in builders.items():

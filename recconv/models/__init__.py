@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .checkpoint import LoadResult, load_checkpoint, read_state_dict, save_checkpoint
+from .pretrained import load_model
 from .recnext import RecAttnMixer, RecConvMixer, RecNeXt, RecNeXtStage
 from .registry import (
     CHECKPOINT_URLS,
@@ -40,6 +41,7 @@ __all__ = [
     "get_builder",
     "list_models",
     "load_checkpoint",
+    "load_model",
     "read_state_dict",
     "register_timm_models",
     "save_checkpoint",

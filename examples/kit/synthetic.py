@@ -12,9 +12,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from harness import Splits
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
+
+from .data import Splits
 
 Generate = Callable[..., Tensor]
 

@@ -9,20 +9,21 @@ import re
 import warnings
 import wave
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from harness import Splits, UsageError
 from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
+
+from .data import Splits, UsageError, check_classes, listed, warn_skipped
 
 SAMPLE_RATE = 16_000
 CLIP_SAMPLES = SAMPLE_RATE  # every example is one second
 UNKNOWN, SILENCE = "_unknown_", "_silence_"
 BACKGROUND = "_background_noise_"
 LAYOUT = "DIR/<word>/<speaker>_nohash_<n>.wav (16 kHz PCM WAV), as in Google Speech Commands"
-_SHOWN = 5  # files named in a warning or error; the rest are counted
 
 
 # The embedded task. Every clip holds 8 syllable slots of 120 ms. Three slots, at least two slots
@@ -217,28 +218,40 @@ def _files(count: int, kind: str = "") -> str:
     return f"{count} {kind}WAV file{'' if count == 1 else 's'}"
 
 
-def _listed(paths: Sequence[str]) -> str:
-    more = f" and {len(paths) - _SHOWN} more" if len(paths) > _SHOWN else ""
-    return ", ".join(paths[:_SHOWN]) + more
+@dataclass
+class _Scan:
+    """What scanning a folder's WAV files found besides the good ones (relative paths)."""
+
+    unreadable: list[str] = field(default_factory=list)
+    truncated: list[str] = field(default_factory=list)  # shorter than their header says
+    wrong_rate: list[str] = field(default_factory=list)
+    long: list[str] = field(default_factory=list)  # longer than CLIP_SAMPLES: the end is cut
 
 
-def _scan(root: Path, folder: Path, unreadable: list[str], wrong_rate: list[str]) -> list[str]:
-    """Relative paths of the readable 16 kHz WAV files in ``folder``; the others are listed."""
+def _scan(root: Path, folder: Path, scan: _Scan) -> list[str]:
+    """Relative paths of the readable 16 kHz WAV files (``.wav`` in any case) in ``folder``;
+    the others are listed in ``scan``. Reads headers and each file's last frame, not the samples."""
     found = []
-    for path in sorted(folder.glob("*.wav")):
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() == ".wav" and p.is_file()):
         relative = path.relative_to(root).as_posix()
         try:
             with wave.open(str(path), "rb") as file:
-                rate = file.getframerate()
-                if file.getnframes() == 0:
+                rate, frames = file.getframerate(), file.getnframes()
+                if frames == 0:
                     raise EOFError("no samples")
+                file.setpos(frames - 1)
+                complete = len(file.readframes(1)) == file.getsampwidth() * file.getnchannels()
         except (wave.Error, EOFError, OSError):
-            unreadable.append(relative)
+            scan.unreadable.append(relative)
             continue
-        if rate != SAMPLE_RATE:
-            wrong_rate.append(f"{relative} ({rate} Hz)")
-            continue
-        found.append(relative)
+        if not complete:
+            scan.truncated.append(relative)
+        elif rate != SAMPLE_RATE:
+            scan.wrong_rate.append(f"{relative} ({rate} Hz)")
+        else:
+            found.append(relative)
+            if frames > CLIP_SAMPLES:
+                scan.long.append(relative)
     return found
 
 
@@ -289,11 +302,12 @@ def _read_lists(root: Path) -> dict[str, str] | None:
     return splits
 
 
-def _load_background(root: Path, unreadable: list[str], wrong_rate: list[str]) -> list[Tensor]:
+def _load_background(root: Path, scan: _Scan) -> list[Tensor]:
     folder = root / BACKGROUND
     if not folder.is_dir():
         return []
-    noises = [read_wav(root / path)[0] for path in _scan(root, folder, unreadable, wrong_rate)]
+    background = _Scan(scan.unreadable, scan.truncated, scan.wrong_rate)  # noise files may be long
+    noises = [read_wav(root / path)[0] for path in _scan(root, folder, background)]
     return [noise for noise in noises if noise.shape[0] >= CLIP_SAMPLES]
 
 
@@ -307,9 +321,13 @@ def load_speech_commands(root: str | Path, words: Sequence[str] | None = None, s
     ``_silence_`` (background noise), as in the 12-class protocol; each split gets as many
     ``_unknown_`` (drawn with ``seed``) and ``_silence_`` examples as its average word has.
 
-    Files that the :mod:`wave` module cannot read are skipped with a warning that counts them.
-    Files at another sample rate are refused, not resampled: a mixed folder usually means a
-    mistake, and a silent resample would hide it.
+    Files that the :mod:`wave` module cannot read, or that are shorter than their header says
+    (truncated), are skipped with a warning that counts them (``skipped_unreadable`` and
+    ``skipped_truncated`` in ``info``). Clips longer than one second are cut to their first
+    second, said once in a warning (``cut_to_one_second``). Files at another sample rate are
+    refused, not resampled: a mixed folder usually means a mistake, and a silent resample would
+    hide it. A class missing from the training set is an error; one missing from validation or
+    test a warning (``classes_missing``).
 
     Raises:
         UsageError: (a ``ValueError``) if ``root`` is not a folder, holds no word folders with WAV files, has
@@ -319,23 +337,26 @@ def load_speech_commands(root: str | Path, words: Sequence[str] | None = None, s
     root = Path(root)
     if not root.is_dir():
         raise UsageError(f"--data-dir {root}: no such folder; expected {LAYOUT}")
-    unreadable: list[str] = []
-    wrong_rate: list[str] = []
+    scan = _Scan()
     files: dict[str, list[str]] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
-        found = _scan(root, folder, unreadable, wrong_rate)
+        found = _scan(root, folder, scan)
         if found:
             files[folder.name] = found
-    background = _load_background(root, unreadable, wrong_rate)
-    if wrong_rate:
+    background = _load_background(root, scan)
+    if scan.wrong_rate:
         raise UsageError(
-            f"--data-dir {root}: {_files(len(wrong_rate))} not sampled at {SAMPLE_RATE} Hz "
-            f"({_listed(wrong_rate)}); this example does not resample: convert them first "
+            f"--data-dir {root}: {_files(len(scan.wrong_rate))} not sampled at {SAMPLE_RATE} Hz "
+            f"({listed(scan.wrong_rate)}); this example does not resample: convert them first "
             f"(e.g. torchaudio.functional.resample, or sox in.wav -r {SAMPLE_RATE} out.wav)"
         )
-    if unreadable:
+    warn_skipped(root, scan.unreadable, "unreadable WAV files")
+    warn_skipped(root, scan.truncated, "truncated WAV files (shorter than their header says)")
+    if scan.long:
         warnings.warn(
-            f"--data-dir {root}: skipped {_files(len(unreadable), 'unreadable ')} ({_listed(unreadable)})",
+            f"--data-dir {root}: {_files(len(scan.long))} longer than the model's one second "
+            f"({listed(scan.long)}); each is cut to its first second",
+            UserWarning,
             stacklevel=2,
         )
     if not files:
@@ -345,11 +366,11 @@ def load_speech_commands(root: str | Path, words: Sequence[str] | None = None, s
         if missing:
             raise UsageError(f"--words: {root} has no folder for {missing}; it has {sorted(files)}")
 
-    listed = _read_lists(root)
+    lists = _read_lists(root)
     by_split: dict[str, dict[str, list[str]]] = {split: {} for split in ("train", "val", "test")}
     for word, paths in files.items():
         for path in paths:
-            split = listed.get(path, "train") if listed is not None else speaker_split(path)
+            split = lists.get(path, "train") if lists is not None else speaker_split(path)
             by_split[split].setdefault(word, []).append(path)
 
     classes = list(files) if words is None else [*words, UNKNOWN, SILENCE]
@@ -368,7 +389,7 @@ def load_speech_commands(root: str | Path, words: Sequence[str] | None = None, s
             items += [(others[i], classes.index(UNKNOWN)) for i in chosen.tolist()]
             items += [(None, classes.index(SILENCE))] * per_class
         if not items:
-            rule = "validation_list.txt/testing_list.txt" if listed is not None else "the split by speaker"
+            rule = "validation_list.txt/testing_list.txt" if lists is not None else "the split by speaker"
             raise UsageError(
                 f"--data-dir {root}: {rule} leaves the {split} set empty; add more speakers or give both list files"
             )
@@ -376,11 +397,14 @@ def load_speech_commands(root: str | Path, words: Sequence[str] | None = None, s
 
     info: dict[str, Any] = {
         "source": f"Speech Commands layout at {root}",
-        "split": "validation_list.txt / testing_list.txt"
-        if listed is not None
-        else "by speaker (SHA-1 rule)",
-        "skipped_unreadable": len(unreadable),
+        "split": "validation_list.txt / testing_list.txt" if lists is not None else "by speaker (SHA-1 rule)",
+        "skipped_unreadable": len(scan.unreadable),
+        "skipped_truncated": len(scan.truncated),
+        "cut_to_one_second": len(scan.long),
         "background_noise_files": len(background),
+        "classes_missing": check_classes(
+            root, classes, {split: [label for _, label in data.items] for split, data in datasets.items()}
+        ),
     }
     return Splits(datasets["train"], datasets["val"], datasets["test"], classes, info)
 
@@ -463,7 +487,8 @@ class LogMelFrontEnd(nn.Module):
         self.augmentation = augmentation
         self.freq_mask = torchaudio.transforms.FrequencyMasking(augmentation.freq_mask_bands, iid_masks=True)
         self.time_mask = torchaudio.transforms.TimeMasking(augmentation.time_mask_frames, iid_masks=True)
-        self.sequence, self.shift = sequence, round(augmentation.shift_ms / 1000 * SAMPLE_RATE)
+        self.sequence, self.n_mels = sequence, n_mels
+        self.shift = round(augmentation.shift_ms / 1000 * SAMPLE_RATE)
         self.register_buffer("noise", noise, persistent=False)
 
     def _augment_waveform(self, x: Tensor) -> Tensor:

@@ -19,19 +19,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
-from harness import Splits, UsageError
-from synthetic import generated_splits
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from .data import Splits, UsageError, check_classes, natural_key, warn_skipped
+from .synthetic import generated_splits
 
 SHAPES = ("circle", "arc", "spiral", "line", "zigzag", "square", "s-curve", "figure-eight")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 TENSOR_SUFFIXES = (".npy", ".pt")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 CLIPS_LAYOUT = (
-    "DIR/<class>/<clip> where each clip is a folder of frame images (.png/.jpg, in name order), "
+    "DIR/<class>/<clip> where each clip is a folder of frame images (.png/.jpg, in natural name order: "
+    "frame_2 before frame_10), "
     "a .npy or .pt tensor (T, H, W), (T, H, W, C) or (C, T, H, W), or a video file (needs torchcodec)"
 )
 
@@ -208,7 +211,9 @@ def _read_frames(folder: Path) -> Tensor:
     from PIL import Image, UnidentifiedImageError
 
     frames = []
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+    for path in sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: natural_key(p.name)
+    ):
         try:
             with Image.open(path) as image:
                 image = image.convert("L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB")
@@ -227,7 +232,7 @@ def _read_frames(folder: Path) -> Tensor:
 def read_clip(path: str | Path) -> Tensor:
     """A clip as float ``(T, C, H, W)`` in [0, 1] (uint8 data is divided by 255).
 
-    ``path`` is a folder of frame images (in name order), a ``.npy`` or ``.pt`` tensor of shape
+    ``path`` is a folder of frame images (in natural name order: ``frame_2`` before ``frame_10``), a ``.npy`` or ``.pt`` tensor of shape
     ``(T, H, W)``, ``(T, H, W, C)`` or ``(C, T, H, W)`` with C 1 or 3, or a video file, which
     needs torchcodec (FFmpeg is never called directly).
 
@@ -244,7 +249,7 @@ def read_clip(path: str | Path) -> Tensor:
 
         try:
             return _to_tchw(torch.from_numpy(numpy.load(path, allow_pickle=False)), path)
-        except (ValueError, OSError) as err:
+        except (ValueError, OSError, EOFError) as err:
             raise UsageError(f"{path}: not a readable .npy array ({err})") from None
     if suffix == ".pt":
         try:
@@ -300,13 +305,46 @@ def _is_clip(path: Path) -> bool:
     return path.is_dir() or path.suffix.lower() in (*TENSOR_SUFFIXES, *VIDEO_SUFFIXES)
 
 
-def _scan_classes(folder: Path) -> dict[str, list[Path]]:
+def _readable(path: Path) -> bool:
+    """Whether clip ``path`` can be read, checked cheaply: frame images with PIL ``verify`` (no
+    decoding), a ``.npy`` header and shape, a ``.pt`` file fully, a video file for being non-empty."""
+    if path.is_dir():
+        from PIL import Image, UnidentifiedImageError
+
+        frames = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        try:
+            for frame in frames:
+                with Image.open(frame) as image:
+                    image.verify()
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+            return False
+        return bool(frames)
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return path.stat().st_size > 0
+    try:
+        if path.suffix.lower() == ".npy":
+            import numpy
+
+            _to_tchw(torch.from_numpy(numpy.load(path, mmap_mode="r", allow_pickle=False)[:1].copy()), path)
+        else:
+            read_clip(path)
+    except (UsageError, ValueError, OSError, EOFError):
+        return False
+    return True
+
+
+def _scan_classes(folder: Path, skipped: list[str]) -> dict[str, list[Path]]:
     classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise UsageError(f"--data-dir {folder}: no class folders; expected {CLIPS_LAYOUT}")
     found = {}
     for path in classes:
-        clips = sorted(p for p in path.iterdir() if _is_clip(p) and not p.name.startswith("."))
+        clips = []
+        for clip in sorted(p for p in path.iterdir() if _is_clip(p) and not p.name.startswith(".")):
+            if _readable(clip):
+                clips.append(clip)
+            else:
+                skipped.append(str(clip.relative_to(folder)))
         if not clips:
             raise UsageError(f"--data-dir {path}: a class folder without clips; expected {CLIPS_LAYOUT}")
         found[path.name] = clips
@@ -345,18 +383,26 @@ def load_clip_folder(
     ``frames`` frames and resized to ``size`` x ``size`` pixels; by default both and the channel
     count come from the first training clip.
 
+    Every clip is checked when the folder is loaded (frames with PIL ``verify``, ``.npy``
+    headers, ``.pt`` files read); unreadable ones are skipped with one warning
+    (``skipped_unreadable`` in ``info``), whatever the seed.
+
     Raises:
-        UsageError: For a missing folder, no class folders, an empty class folder, classes that
-            differ between train and test, too few clips to split, or an unreadable first clip.
+        UsageError: For a missing folder, no class folders, a class folder without readable clips,
+            classes that differ between train and test, too few clips to split, one class, or a
+            class the training set lacks.
     """
     root = Path(root)
     if not root.is_dir():
         raise UsageError(f"--data-dir {root}: no such folder; expected {CLIPS_LAYOUT}")
+    skipped: list[str] = []
     if (root / "train").is_dir() or (root / "test").is_dir():
         if not ((root / "train").is_dir() and (root / "test").is_dir()):
             raise UsageError(f"--data-dir {root}: give both train/ and test/ folders, or class folders only")
         parts = {
-            name: _scan_classes(root / name) for name in ("train", "val", "test") if (root / name).is_dir()
+            name: _scan_classes(root / name, skipped)
+            for name in ("train", "val", "test")
+            if (root / name).is_dir()
         }
         classes = list(parts["train"])
         for name, found in parts.items():
@@ -376,13 +422,32 @@ def load_clip_folder(
             items["val"] = [items["train"][i] for i in order[:held]]
             items["train"] = [items["train"][i] for i in order[held:]]
     else:
-        found = _scan_classes(root)
+        found = _scan_classes(root, skipped)
         classes = list(found)
         items = _split_by_seed(found, seed)
+    warn_skipped(root, skipped, "unreadable clips")
+    classes_missing = check_classes(
+        root, classes, {name: [label for _, label in items[name]] for name in ("train", "val", "test")}
+    )
     first = read_clip(items["train"][0][0])
     frames = frames or first.shape[0]
     shape = (size, size) if size else (first.shape[2], first.shape[3])
     channels = first.shape[1]
     sets = (ClipFolder(items[name], frames, shape, channels) for name in ("train", "val", "test"))
-    info = {"source": str(root), "frames": frames, "size": list(shape), "channels": channels}
+    info = {
+        "source": str(root),
+        "frames": frames,
+        "size": list(shape),
+        "channels": channels,
+        "skipped_unreadable": len(skipped),
+        "classes_missing": classes_missing,
+    }
     return Splits(*sets, classes, info)
+
+
+def clip_input(path: str | Path, info: dict[str, Any]) -> Tensor:
+    """One clip as a model input ``(1, C, T, H, W)``: sampled and resized as the training clips were
+    (``info``: the training data's ``frames``, ``size`` and ``channels``)."""
+    size = info["size"]
+    shape = (size, size) if isinstance(size, int) else tuple(size)
+    return fit_clip(read_clip(path), info["frames"], shape, info.get("channels", 1))[None]

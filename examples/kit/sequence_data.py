@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from harness import Splits, UsageError
-from synthetic import generated_splits
 from torch import Tensor
 from torch.utils.data import TensorDataset
+
+from .data import Splits, UsageError, check_classes, stratified_split
+from .synthetic import generated_splits
 
 TASKS = ("position", "adding")
 POSITION_CLASSES = ["at 10 %", "at 65 %"]
@@ -140,7 +141,8 @@ def read_table(path: str | Path) -> tuple[list[str], Tensor]:
         tensor ``(rows, longest row - 1)``.
 
     Raises:
-        UsageError: If the file cannot be parsed, holds no rows, or a row has no values.
+        UsageError: If the file is not UTF-8 text, cannot be parsed, holds no rows, has a row
+            without values or an infinite value (naming the line).
     """
     path = Path(path)
     if path.suffix.lower() == ".npy":
@@ -148,7 +150,7 @@ def read_table(path: str | Path) -> tuple[list[str], Tensor]:
 
         try:
             array = numpy.load(path, allow_pickle=False)
-        except (ValueError, OSError) as err:
+        except (ValueError, OSError, EOFError) as err:
             raise UsageError(f"{path}: not a readable .npy array ({err})") from None
         if array.ndim != 2 or array.shape[1] < 2 or not numpy.issubdtype(array.dtype, numpy.number):
             raise UsageError(
@@ -156,10 +158,20 @@ def read_table(path: str | Path) -> tuple[list[str], Tensor]:
                 f"got shape {array.shape} and dtype {array.dtype}"
             )
         table = torch.from_numpy(array.astype("float32"))
+        if table.isinf().any():
+            row = int(table.isinf().any(dim=1).nonzero()[0])
+            raise UsageError(
+                f"{path}, row {row + 1}: values must be finite (NaN marks a missing value), found inf"
+            )
         return [_label_name(repr(float(v))) for v in table[:, 0].tolist()], table[:, 1:].contiguous()
     separator = "," if path.suffix.lower() == ".csv" else None
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise UsageError(f"{path}, line {line}: not UTF-8 text; expected {UCR_LAYOUT}") from None
     labels, rows = [], []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         fields = [f.strip() for f in line.split(separator)] if line.strip() else []
         if not fields:
             continue
@@ -169,6 +181,10 @@ def read_table(path: str | Path) -> tuple[list[str], Tensor]:
             rows.append([float(f) if f else math.nan for f in fields[1:]])
         except ValueError:
             raise UsageError(f"{path}, line {number}: values must be numbers, got {line[:60]!r}") from None
+        if any(math.isinf(value) for value in rows[-1]):
+            raise UsageError(
+                f"{path}, line {number}: values must be finite (NaN marks a missing value), found inf"
+            )
         labels.append(_label_name(fields[0]))
     if not rows:
         raise UsageError(f"{path}: no series in the file; expected {UCR_LAYOUT}")
@@ -201,7 +217,8 @@ def load_ucr(root: str | Path, seed: int = 0, val_fraction: float = 0.1) -> Spli
 
     Each series is z-normalized (missing values and the padding of shorter series become 0
     afterwards), and the test series are padded or cut to the training length. The validation
-    set is a ``val_fraction`` of the training file drawn with ``seed`` (at least one series).
+    set is a ``val_fraction`` of each class's training series drawn with ``seed`` (at least one
+    of every class that has two), so every seed validates on every class it can.
 
     Raises:
         UsageError: For a missing folder, a missing or ambiguous train/test file, unreadable
@@ -226,14 +243,20 @@ def load_ucr(root: str | Path, seed: int = 0, val_fraction: float = 0.1) -> Spli
     index = {name: i for i, name in enumerate(classes)}
     train_y = torch.tensor([index[name] for name in train_labels])
     test_y = torch.tensor([index[name] for name in test_labels])
-    order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))
-    held_out = max(1, round(val_fraction * len(train_y)))
-    val_idx, train_idx = order[:held_out], order[held_out:]
+    val_idx, train_idx = stratified_split(train_y, len(classes), val_fraction, seed)
+    if len(val_idx) == 0:
+        raise UsageError(f"{train_path}: no class has two series, so none can be held out for validation")
+    missing = check_classes(
+        root,
+        classes,
+        {"train": train_y[train_idx].tolist(), "val": train_y[val_idx].tolist(), "test": test_y.tolist()},
+    )
     train_x, test_x = _standardize(train_series), _standardize(test_series[:, :length])
     info: dict[str, Any] = {
         "source": str(root),
         "files": [train_path.name, test_path.name],
         "length": length,
+        "classes_missing": missing,
     }
     return Splits(
         TensorDataset(train_x[train_idx], train_y[train_idx]),
@@ -242,3 +265,12 @@ def load_ucr(root: str | Path, seed: int = 0, val_fraction: float = 0.1) -> Spli
         classes,
         info,
     )
+
+
+def series_inputs(path: str | Path, info: dict[str, Any]) -> Tensor:
+    """The series of a UCR-style file (label column first, ignored) as model inputs
+    ``(rows, 1, length)``: z-normalized as in training, padded or cut to the training ``length``."""
+    _, series = read_table(path)
+    length = info["length"]
+    series = torch.nn.functional.pad(series, (0, max(length - series.shape[1], 0)), value=math.nan)
+    return _standardize(series[:, :length])

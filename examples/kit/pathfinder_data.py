@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from harness import Splits, UsageError
-from synthetic import generated_splits
 from torch import Tensor
 from torch.utils.data import Subset
+
+from .data import Splits, UsageError, check_classes, stratified_split, warn_skipped
+from .synthetic import generated_splits
 
 CLASSES = ["not connected", "connected"]
 SAMPLE_STEP = 0.4  # pixels between the points that draw a path
@@ -227,6 +228,34 @@ def _read_image(path: str, mode: str, size: tuple[int, int]) -> Tensor:
     return data.view(size[0], size[1], len(mode)).permute(2, 0, 1).float() / 255
 
 
+def _readable(path: str) -> bool:
+    """Whether PIL recognises ``path`` as an image and its structure checks out (``verify``: for
+    PNG the chunk checksums, so truncated and corrupted files fail; it does not decode)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        return False
+    return True
+
+
+def _drop_unreadable(root: Path, folders: dict[str, Any]) -> list[str]:
+    """Remove the images PIL cannot read from every ``ImageFolder``; returns their paths (relative)."""
+    skipped = []
+    for folder in folders.values():
+        good = []
+        for path, label in folder.samples:
+            if _readable(path):
+                good.append((path, label))
+            else:
+                skipped.append(Path(path).relative_to(root).as_posix())
+        folder.samples = folder.imgs = good
+        folder.targets = [label for _, label in good]
+    return skipped
+
+
 class _Images:
     """Reads an image as a float tensor ``(C, H, W)`` in [0, 1], converted to ``mode`` and resized."""
 
@@ -244,14 +273,17 @@ def load_image_folder(
 
     ``root/train`` and ``root/test`` are torchvision ``ImageFolder`` folders (one subfolder per
     class, classes in name order); ``root/val`` is the validation set when present, otherwise a
-    ``val_fraction`` of train drawn with ``seed``. Images are grayscale (1 channel) when the first
+    ``val_fraction`` of each class of train drawn with ``seed``. Images are grayscale (1 channel) when the first
     training image is, RGB otherwise, and are resized to ``size`` x ``size`` pixels, or to the
     first training image's size when ``size`` is ``None``.
 
+    Every image is checked when the folder is loaded (PIL ``verify``); unreadable or corrupt ones
+    are skipped with one warning (``skipped_unreadable`` in ``info``), whatever the seed.
+
     Raises:
         UsageError: For a missing folder, missing ``train``/``test`` subfolders, a class folder
-            without images, test classes that differ from the training classes, or an
-            unreadable first image.
+            without images, test classes that differ from the training classes, a training set
+            without readable images, one class, or a class the training set lacks.
         ImportError: If torchvision is not installed.
     """
     root = Path(root)
@@ -266,23 +298,31 @@ def load_image_folder(
         raise ImportError("image_pathfinder --data-dir needs torchvision (pip install torchvision)") from err
     from PIL import Image, UnidentifiedImageError
 
-    train = _image_folder(root / "train", loader=str)
-    first = train.samples[0][0]
+    folders = {
+        name: _image_folder(root / name, loader=str)
+        for name in ("train", "val", "test")
+        if (root / name).is_dir()
+    }
+    skipped = _drop_unreadable(root, folders)
+    warn_skipped(root, skipped, "unreadable or corrupt images")
+    if not folders["train"].samples:
+        raise UsageError(f"--data-dir {root}/train: no readable images; expected {IMAGE_LAYOUT}")
+    first = folders["train"].samples[0][0]
     try:
         with Image.open(first) as image:
             mode = "L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB"
             shape = (size, size) if size is not None else (image.height, image.width)
     except (OSError, UnidentifiedImageError) as err:
         raise UsageError(f"--data-dir: cannot read {first} ({err})") from None
-    read = _Images(mode, shape)
-    train = _image_folder(root / "train", read)
-    test = _image_folder(root / "test", read)
+    for folder in folders.values():
+        folder.loader = _Images(mode, shape)
+    train, test = folders["train"], folders["test"]
     if test.classes != train.classes:
         raise UsageError(
             f"--data-dir {root}: test classes {test.classes} differ from train classes {train.classes}"
         )
-    if (root / "val").is_dir():
-        val = _image_folder(root / "val", read)
+    if "val" in folders:
+        val = folders["val"]
         if val.classes != train.classes:
             raise UsageError(
                 f"--data-dir {root}: val classes {val.classes} differ from train classes {train.classes}"
@@ -293,8 +333,35 @@ def load_image_folder(
             raise UsageError(
                 f"--data-dir {root}/train: needs at least two images (one is held out for validation)"
             )
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
-        held_out = max(1, round(val_fraction * len(train)))
-        train_part, val_part = Subset(train, order[held_out:]), Subset(train, order[:held_out])
-    info = {"source": str(root), "image_size": list(shape), "channels": len(mode)}
+        held, kept = stratified_split(torch.tensor(train.targets), len(train.classes), val_fraction, seed)
+        if len(held) == 0:
+            raise UsageError(
+                f"--data-dir {root}/train: no class has two images, so none can be held out for validation"
+            )
+        train_part, val_part = Subset(train, kept.tolist()), Subset(train, held.tolist())
+    targets = torch.tensor(train.targets)
+    labels = {
+        "train": targets[train_part.indices].tolist() if isinstance(train_part, Subset) else train.targets,
+        "val": targets[val_part.indices].tolist() if isinstance(val_part, Subset) else val_part.targets,
+        "test": test.targets,
+    }
+    info = {
+        "source": str(root),
+        "image_size": list(shape),
+        "channels": len(mode),
+        "skipped_unreadable": len(skipped),
+        "classes_missing": check_classes(root, list(train.classes), labels),
+    }
     return Splits(train_part, val_part, test, list(train.classes), info)
+
+
+def image_input(path: str | Path, info: dict[str, Any]) -> Tensor:
+    """One image as a model input ``(1, C, H, W)``: converted and resized as the training images
+    were (``info``: the training data's ``image_size`` and ``channels``, or the embedded ``size``)."""
+    from PIL import UnidentifiedImageError
+
+    shape = tuple(info["image_size"]) if "image_size" in info else (info["size"], info["size"])
+    try:
+        return _read_image(str(path), "L" if info.get("channels", 1) == 1 else "RGB", shape)[None]
+    except (OSError, UnidentifiedImageError) as err:
+        raise UsageError(f"not a readable image ({err})") from None
