@@ -2,6 +2,7 @@
 
 from .attention import LinearAttention, RecAttn1d, RecAttn2d, RecAttn3d, RecAttnNd
 from .core import RecConv1d, RecConv2d, RecConv3d, RecConvNd
+from .streaming import CausalConv, Streamer
 from .swap import SwapReport, swap, swapped
 from .theory import (
     conv_flops,
@@ -17,6 +18,7 @@ from .theory import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CausalConv",
     "LinearAttention",
     "RecAttn1d",
     "RecAttn2d",
@@ -26,6 +28,7 @@ __all__ = [
     "RecConv2d",
     "RecConv3d",
     "RecConvNd",
+    "Streamer",
     "SwapReport",
     "conv_flops",
     "effective_kernel_size",
