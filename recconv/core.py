@@ -263,7 +263,7 @@ class RecConvNd(nn.Module):
             mixed = run(f"convs.{j}", conv, coarse if hidden is None else hidden + coarse)
             hidden = run(f"ups.{j}", up, mixed, fine.shape[2:])
         out = run(f"convs.{self.level}", self.convs[-1], x if hidden is None else hidden + x)
-        return out, new_state
+        return out, {key: new_state[key] for key in state}  # in the caller's order: stable export outputs
 
     def _streamed_ops(self) -> list[tuple[str, nn.Module, int, int]]:
         """Every op run by :meth:`step`: state name, op, and its input and output level."""
