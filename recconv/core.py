@@ -293,8 +293,12 @@ class RecConvNd(nn.Module):
             raise TypeError(
                 f"{self._label}: the state must be the dict from init_state() or step(), got {type(state).__name__}"
             )
-        other = [s for i, s in enumerate(x.shape[2:]) if i != axis]
-        expected = self.init_state(x.shape[0], other, device="meta")
+        other = tuple(s for i, s in enumerate(x.shape[2:]) if i != axis)
+        # The expected shapes depend only on the batch and the other sizes: work them out once.
+        known = self.__dict__.setdefault("_state_shapes", {})
+        if (x.shape[0], other) not in known:
+            known[x.shape[0], other] = self.init_state(x.shape[0], other, device="meta")
+        expected = known[x.shape[0], other]
         if state.keys() != expected.keys():
             raise ValueError(
                 f"{self._label}: this state belongs to another layer: expected keys {sorted(expected)}, "
