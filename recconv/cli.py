@@ -7,8 +7,9 @@ from collections.abc import Sequence
 
 import torch
 
+from .analysis.costs import costs_table
 from .analysis.profile import FORMATS, cost_markdown, cost_rows, format_rows, profile
-from .models import costs_table, list_models
+from .models import list_models
 from .swap import load_model, swap
 
 

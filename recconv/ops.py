@@ -84,7 +84,7 @@ def ask(op: nn.Module, question: str, owner: str) -> Callable[..., Any]:
     answer = getattr(op, question, None)
     if not callable(answer):
         raise OpProtocolError(
-            f"{owner}: the op {type(op).__qualname__} does not answer {question}(); "
+            f"{owner}: the op {type(op).__name__} does not answer {question}(); "
             f"give it that method of the op protocol (see recconv.ops)"
         )
     return answer
@@ -129,7 +129,7 @@ def build_op(builder: Builder, role: str, owner: str, *args: Any, **kwargs: Any)
     """Call an op builder and check that it returned a module."""
     op = builder(*args, **kwargs)
     if not isinstance(op, nn.Module):
-        name = getattr(builder, "__qualname__", type(builder).__name__)
+        name = getattr(builder, "__name__", type(builder).__name__)
         raise TypeError(
             f"{owner}: the {role} builder {name} returned {type(op).__name__}, expected an nn.Module "
             f"(the op protocol in recconv.ops)"

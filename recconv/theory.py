@@ -19,6 +19,7 @@ the index arithmetic of every op. Each also takes a whole model, composed over i
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -216,30 +217,40 @@ def _module_sizes(module: nn.Module, input_size: Sequence[int], owner: str) -> d
     if isinstance(module, RecConvNd):
         size = _check_size(input_size, spatial_dims, owner)
         return {module: (size, size)}
-    channels = getattr(module, "in_chans", None)
     shape = tuple(input_size)
-    if is_int(channels) and len(shape) == spatial_dims:  # spatial sizes only: the model's channels
+    if len(shape) == spatial_dims:  # spatial sizes only: add the model's input channels
+        first = next((m for m in module.modules() if is_int(getattr(m, "in_channels", None))), None)
+        channels = getattr(module, "in_chans", getattr(first, "in_channels", None))
+        if not is_int(channels):
+            raise ValueError(
+                f"{owner}: give the input size as (C, *spatial): {type(module).__name__}'s input channels are unknown"
+            )
         shape = (channels, *shape)
+    # Run a twin on the meta device (no memory, no compute) and map its modules back to the originals.
+    twin = copy.deepcopy(module).to("meta").eval()
+    originals = dict(zip(twin.modules(), module.modules()))
     sizes: dict[nn.Module, tuple] = {}
 
     def record(sub: nn.Module, args: tuple, output: object) -> None:
         if args and isinstance(args[0], Tensor) and isinstance(output, Tensor):
             dims = getattr(sub, "spatial_dims", None)
             cut = 2 if not is_int(dims) else args[0].dim() - dims  # type: ignore[operator]
-            sizes.setdefault(sub, (tuple(args[0].shape[cut:]), tuple(output.shape[cut:])))
+            sizes.setdefault(originals[sub], (tuple(args[0].shape[cut:]), tuple(output.shape[cut:])))
 
-    hooks = [m.register_forward_hook(record) for m in module.modules()]
-    forward = getattr(module, "forward_features", module)
+    for sub in twin.modules():
+        sub.register_forward_hook(record)
+    forward = getattr(twin, "forward_features", twin)
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
     try:
         with torch.no_grad():
-            forward(torch.empty(1, *shape, device="meta"))
+            x = torch.empty(1, *shape, device="meta", dtype=dtype)
+            out = forward(x)
+        if isinstance(out, Tensor):  # forward_features bypasses the root's own hook
+            sizes[module] = (tuple(x.shape[2:]), tuple(out.shape[2:]))
     except Exception as error:
         raise ValueError(
             f"{owner}: {type(module).__name__} failed on an input of shape {(1, *shape)}: {error}"
         ) from error
-    finally:
-        for hook in hooks:
-            hook.remove()
     return sizes
 
 
@@ -272,7 +283,7 @@ def _window(module: nn.Module, axis: int, lo: int, hi: int, sizes: dict, exact: 
         return lo, hi
     else:
         raise OpProtocolError(
-            f"receptive_field: cannot describe {type(module).__qualname__}: it is no RecConv, conv, "
+            f"receptive_field: cannot describe {type(module).__name__}: it is no RecConv, conv, "
             f"pointwise module or nn.Sequential and has no input_window() (the op protocol in recconv.ops)"
         )
     return max(lo, 0), min(hi, in_size[axis] - 1)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recconv.analysis.costs import model_costs
 from recconv.attention import official_to_recconv
 from recconv.cli import main
 from recconv.models import (
@@ -21,7 +22,6 @@ from recconv.models import (
     create_model,
     list_models,
     load_checkpoint,
-    model_costs,
     read_state_dict,
     save_checkpoint,
 )

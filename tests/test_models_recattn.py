@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recconv.analysis.costs import model_costs
 from recconv.attention import official_to_recconv
 from recconv.cli import main
-from recconv.models import CHECKPOINT_URLS, RecNeXt, create_model, model_costs
+from recconv.models import CHECKPOINT_URLS, RecNeXt, create_model
 
 from . import reference
 from .helpers import randomize_norms
@@ -138,13 +139,13 @@ def test_cli_lists_the_a_series(capsys):
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: RecNeXt(token_mixer="attention"), r"token_mixer must be one of \['recconv', 'recattn'\], got 'attention'"),
+        (lambda: RecNeXt(token_mixer="attention"), r"unknown token_mixer 'attention'; expected one of \['recconv', 'recattn'\] or a builder"),
         (lambda: RecNeXt(num_heads=(1, 2, 4, 8)), "num_heads does not apply to token_mixer='recconv'"),
         (lambda: RecNeXt(attention_variants=(1, 1, 1, 1)), "attention_variants does not apply to token_mixer='recconv'"),
         (lambda: RecNeXt(token_mixer="recattn", downsample="avgpool"), "downsample does not apply to token_mixer='recattn'"),
-        (lambda: RecNeXt(token_mixer="recattn", num_heads=(2, 4)), r"num_heads and attention_variants need one entry per stage \(4\)"),
+        (lambda: RecNeXt(token_mixer="recattn", num_heads=(2, 4)), r"num_heads needs one entry per stage \(4\)"),
         (lambda: RecNeXt(token_mixer="recattn", levels=(1, 1, 0, 1)), "levels must be a non-empty sequence of ints >= 1"),
-        (lambda: RecNeXt(drop_path_schedule="cosine"), r"drop_path_schedule must be one of \['linear', 'uniform'\], got 'cosine'"),
+        (lambda: RecNeXt(drop_path_schedule="cosine"), r"unknown drop_path_schedule 'cosine'; expected one of \['linear', 'uniform'\]"),
         (lambda: RecNeXt((12,), (1,), token_mixer="recattn", num_heads=(8,)), "RecAttn2d: in_channels must be even and a multiple of num_heads"),
     ],
 )  # fmt: skip

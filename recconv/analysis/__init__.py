@@ -4,6 +4,7 @@ Plotting needs matplotlib and progress bars need tqdm; both are imported only wh
 (``pip install 'recconv[examples]'``).
 """
 
+from .costs import Costs, costs_table, model_costs
 from .erf import THRESHOLDS, AreaRatio, ERFResult, erf, model_erf, ratio_table, recconv_erfs
 from .plot import check_figure_path, plot_erfs
 from .profile import FORMATS, ProfileRow, count_costs, format_rows, profile, saved_bytes
@@ -12,12 +13,15 @@ __all__ = [
     "FORMATS",
     "THRESHOLDS",
     "AreaRatio",
+    "Costs",
     "ERFResult",
     "ProfileRow",
     "check_figure_path",
+    "costs_table",
     "count_costs",
     "erf",
     "format_rows",
+    "model_costs",
     "model_erf",
     "plot_erfs",
     "profile",

@@ -1,5 +1,7 @@
 """RecNeXt backbones for images (the paper's M0..M5 and A0..A5), audio, video and sequences.
 
+Every named model is an entry of :data:`PRESETS`; ``recconv.models.<name>`` is its builder.
+
 Example:
     >>> import torch
     >>> from recconv.models import create_model, list_models
@@ -10,70 +12,46 @@ Example:
     torch.Size([2, 35])
 """
 
+from collections.abc import Callable
+from typing import Any
+
 from .checkpoint import LoadResult, load_checkpoint, read_state_dict, save_checkpoint
-from .recnext import RecNeXt, RecNeXtStage
+from .recnext import RecAttnMixer, RecConvMixer, RecNeXt, RecNeXtStage
 from .registry import (
     CHECKPOINT_URLS,
     PRESETS,
-    Costs,
     Preset,
-    costs_table,
     create_model,
     get_builder,
     list_models,
-    model_costs,
-    recnext_a0,
-    recnext_a1,
-    recnext_a2,
-    recnext_a3,
-    recnext_a4,
-    recnext_a5,
-    recnext_audio_small,
-    recnext_audio_tiny,
-    recnext_m0,
-    recnext_m1,
-    recnext_m2,
-    recnext_m3,
-    recnext_m4,
-    recnext_m5,
-    recnext_seq_tiny,
-    recnext_video_small,
-    recnext_video_tiny,
     register_timm_models,
 )
 
 __all__ = [
     "CHECKPOINT_URLS",
     "PRESETS",
-    "Costs",
     "LoadResult",
     "Preset",
+    "RecAttnMixer",
+    "RecConvMixer",
     "RecNeXt",
     "RecNeXtStage",
-    "costs_table",
     "create_model",
     "get_builder",
     "list_models",
     "load_checkpoint",
-    "model_costs",
     "read_state_dict",
-    "recnext_a0",
-    "recnext_a1",
-    "recnext_a2",
-    "recnext_a3",
-    "recnext_a4",
-    "recnext_a5",
-    "recnext_audio_small",
-    "recnext_audio_tiny",
-    "recnext_m0",
-    "recnext_m1",
-    "recnext_m2",
-    "recnext_m3",
-    "recnext_m4",
-    "recnext_m5",
-    "recnext_seq_tiny",
-    "recnext_video_small",
-    "recnext_video_tiny",
     "register_timm_models",
     "save_checkpoint",
 ]
+
+
+def __getattr__(name: str) -> Callable[..., Any]:
+    # recconv.models.recnext_m0 and every other entry of PRESETS, from the one table.
+    if name in PRESETS:
+        return get_builder(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *PRESETS])

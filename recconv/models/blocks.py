@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .._util import BATCH_NORM, CONV, per_rank
-from ..attention import RecAttn1d, RecAttn2d, RecAttn3d, RecAttnNd
+from ..attention import RecAttn1d, RecAttn2d, RecAttn3d
 from ..core import RecConv1d, RecConv2d, RecConv3d, RecConvNd
-from ..ops import Builder, ConvNorm, fold_batch_norm
+from ..ops import Builder, ConvNorm, DepthwiseConv, fold_batch_norm
 
 _RECCONV = (RecConv1d, RecConv2d, RecConv3d)
 _RECATTN = (RecAttn1d, RecAttn2d, RecAttn3d)
@@ -92,6 +93,8 @@ class Stem(nn.Module):
             ConvNorm(out_channels // 2, out_channels, 3, second, 1, spatial_dims=spatial_dims, **factory),
         )
 
+    spatial_path = ("stem",)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.stem(x)
 
@@ -127,6 +130,8 @@ class Downsample(nn.Module):
         self.norm: nn.Module = per_rank(BATCH_NORM, spatial_dims)(out_channels, **factory)
         self.channel_mixer = channel_mixer(out_channels, mlp_ratio, act_layer, spatial_dims, **factory)
 
+    spatial_path = ("token_mixer",)  # norm and the channel MLP are pointwise
+
     def forward(self, x: Tensor) -> Tensor:
         x = self.norm(self.token_mixer(x))
         return x + self.channel_mixer(x)
@@ -142,30 +147,120 @@ class Downsample(nn.Module):
         return self
 
 
-class RecNeXtBlock(nn.Module):
-    """``x + drop_path(channel_mixer(norm(token_mixer(x))))`` with a RecConv token mixer.
+@dataclass(frozen=True)
+class RecConvMixer:
+    """Token-mixer builder of the M series: a RecConv of the block's rank, followed by a BatchNorm.
+
+    Called as ``mixer(channels, level=..., stage=..., spatial_dims=..., device=..., dtype=...)``.
 
     Args:
-        channels: Input and output channels.
-        level: RecConv level of this block.
         kernel_size: RecConv base kernel, an int or one per axis.
         factor: RecConv factor, an int or one per axis.
         upsample: RecConv upsample op name or builder.
         downsample: RecConv downsample op name or builder.
+    """
+
+    kernel_size: int | Sequence[int] = 5
+    factor: int | Sequence[int] = 2
+    upsample: str | Builder = "linear"
+    downsample: str | Builder = "conv"
+    norm = True  # the block puts a BatchNorm after the mixer
+    min_level = 0
+
+    def default_levels(self, stages: int) -> tuple[int, ...]:
+        """``stages - i``: 4, 3, 2, 1 for four stages, as in the paper."""
+        return tuple(stages - i for i in range(stages))
+
+    def __call__(
+        self, channels: int, *, level: int, stage: int, spatial_dims: int, **factory: Any
+    ) -> nn.Module:
+        layer_class = per_rank(_RECCONV, spatial_dims)
+        return layer_class(
+            channels,
+            self.kernel_size,
+            level,
+            factor=self.factor,
+            upsample=self.upsample,
+            downsample=self.downsample,
+            **factory,
+        )
+
+
+@dataclass(frozen=True)
+class RecAttnMixer:
+    """Token-mixer builder of the A series: a RecAttn of the block's rank (it ends in a ConvNorm, so
+    the block adds no norm).
+
+    Args:
+        num_heads: Heads per stage; default ``2 ** (stage + 1)`` (2, 4, 8, 16).
+        attention_variants: :class:`~recconv.LinearAttention` variant per stage; default 1, and 2
+            from the fourth stage on, as in the paper's code.
+        kernel_size: Kernel of the down op and the convs, an int or one per axis.
+        factor: Factor, an int or one per axis.
+        upsample: Upsample op name or builder.
+    """
+
+    num_heads: Sequence[int] | None = None
+    attention_variants: Sequence[int] | None = None
+    kernel_size: int | Sequence[int] = 5
+    factor: int | Sequence[int] = 2
+    upsample: str | Builder = "nearest"
+    norm = False
+    min_level = 1
+
+    def default_levels(self, stages: int) -> tuple[int, ...]:
+        """Level 1 in every stage, the paper's RecAttn."""
+        return (1,) * stages
+
+    def check(self, stages: int) -> None:
+        """Refuse per-stage options that do not have one entry per stage."""
+        for name in ("num_heads", "attention_variants"):
+            value = getattr(self, name)
+            if value is not None and len(tuple(value)) != stages:
+                raise ValueError(f"RecNeXt: {name} needs one entry per stage ({stages}), got {value!r}")
+
+    def __call__(
+        self, channels: int, *, level: int, stage: int, spatial_dims: int, **factory: Any
+    ) -> nn.Module:
+        heads = 2 ** (stage + 1) if self.num_heads is None else tuple(self.num_heads)[stage]
+        if self.attention_variants is None:
+            variant = 2 if stage >= 3 else 1
+        else:
+            variant = tuple(self.attention_variants)[stage]
+        layer_class = per_rank(_RECATTN, spatial_dims)
+        return layer_class(
+            channels,
+            heads,
+            self.kernel_size,
+            level,
+            variant=variant,
+            factor=self.factor,
+            upsample=self.upsample,
+            **factory,
+        )
+
+
+class RecNeXtBlock(nn.Module):
+    """``x + drop_path(channel_mixer(norm(token_mixer(x))))``: the block of every RecNeXt.
+
+    Args:
+        channels: Input and output channels.
+        token_mixer: The spatial mixer (a RecConv, a RecAttn or a user's), already built.
+        norm: Put a BatchNorm after the token mixer (the M series; RecAttn ends in its own).
         mlp_ratio: Hidden width of the channel MLP over ``channels``.
         act_layer: Activation class.
         drop_path: Stochastic depth probability of the residual branch.
         spatial_dims: 1, 2 or 3.
     """
 
+    spatial_path = ("token_mixer",)  # the rest is pointwise (see recconv.receptive_field_window)
+
     def __init__(
         self,
         channels: int,
-        level: int,
-        kernel_size: int | Sequence[int],
-        factor: int | Sequence[int],
-        upsample: str | Builder,
-        downsample: str | Builder,
+        token_mixer: nn.Module,
+        *,
+        norm: bool,
         mlp_ratio: float,
         act_layer: type[nn.Module],
         drop_path: float,
@@ -173,11 +268,10 @@ class RecNeXtBlock(nn.Module):
         **factory: Any,
     ) -> None:
         super().__init__()
-        recconv_class = per_rank(_RECCONV, spatial_dims)
-        self.token_mixer: RecConvNd = recconv_class(
-            channels, kernel_size, level, factor=factor, upsample=upsample, downsample=downsample, **factory
+        self.token_mixer = token_mixer
+        self.norm: nn.Module = (
+            per_rank(BATCH_NORM, spatial_dims)(channels, **factory) if norm else nn.Identity()
         )
-        self.norm: nn.Module = per_rank(BATCH_NORM, spatial_dims)(channels, **factory)
         self.channel_mixer = channel_mixer(channels, mlp_ratio, act_layer, spatial_dims, **factory)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
@@ -186,71 +280,19 @@ class RecNeXtBlock(nn.Module):
 
     @torch.no_grad()
     def fuse(self) -> RecNeXtBlock:
-        """Fold ``norm`` into the RecConv's full-resolution conv (in place).
+        """Fold ``norm`` into a RecConv's full-resolution conv (in place).
 
         RecConv ends with ``convs[-1](x + h)``, so scaling that conv per channel and giving it
-        a bias applies the BatchNorm to the whole output, every recursive path included.
+        a bias applies the BatchNorm to the whole output, every recursive path included. A
+        mixer that does not end in such a conv keeps its norm.
         """
-        if isinstance(self.norm, nn.modules.batchnorm._BatchNorm):
-            last = self.token_mixer.convs[-1]
+        last = self.token_mixer.convs[-1] if isinstance(self.token_mixer, RecConvNd) else None
+        if isinstance(self.norm, nn.modules.batchnorm._BatchNorm) and isinstance(last, DepthwiseConv):
             weight, bias = fold_batch_norm(last.weight, last.bias, self.norm)
             last.weight.copy_(weight)
             last.bias = nn.Parameter(bias)
             self.norm = nn.Identity()
         return self
-
-
-class RecAttnBlock(nn.Module):
-    """``x + drop_path(channel_mixer(token_mixer(x)))`` with a RecAttn token mixer (RecNeXt-A).
-
-    RecAttn ends in a ConvNorm, so the block has no norm of its own; every ConvNorm fuses itself.
-
-    Args:
-        channels: Input and output channels.
-        num_heads: Attention heads of the RecAttn.
-        level: RecAttn level of this block.
-        kernel_size: RecAttn kernel, an int or one per axis.
-        factor: RecAttn factor, an int or one per axis.
-        upsample: RecAttn upsample op name or builder.
-        variant: Linear-attention variant, 1 or 2.
-        mlp_ratio: Hidden width of the channel MLP over ``channels``.
-        act_layer: Activation class.
-        drop_path: Stochastic depth probability of the residual branch.
-        spatial_dims: 1, 2 or 3.
-    """
-
-    def __init__(
-        self,
-        channels: int,
-        num_heads: int,
-        level: int,
-        kernel_size: int | Sequence[int],
-        factor: int | Sequence[int],
-        upsample: str | Builder,
-        variant: int,
-        mlp_ratio: float,
-        act_layer: type[nn.Module],
-        drop_path: float,
-        spatial_dims: int,
-        **factory: Any,
-    ) -> None:
-        super().__init__()
-        recattn_class = per_rank(_RECATTN, spatial_dims)
-        self.token_mixer: RecAttnNd = recattn_class(
-            channels,
-            num_heads,
-            kernel_size,
-            level,
-            variant=variant,
-            factor=factor,
-            upsample=upsample,
-            **factory,
-        )
-        self.channel_mixer = channel_mixer(channels, mlp_ratio, act_layer, spatial_dims, **factory)
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.drop_path(self.channel_mixer(self.token_mixer(x)))
 
 
 class NormLinear(nn.Sequential):

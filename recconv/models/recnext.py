@@ -7,85 +7,60 @@ class builds the 1D and 3D presets in :mod:`recconv.models.registry`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .._util import as_tuple
+from .._util import LAYOUTS, as_tuple, is_int, look_up
 from ..ops import Builder
-from .blocks import DistillationHead, Downsample, RecAttnBlock, RecNeXtBlock, Stem
+from .blocks import DistillationHead, Downsample, RecAttnMixer, RecConvMixer, RecNeXtBlock, Stem
 
-_LAYOUTS = ("L", "H, W", "D, H, W")
-_TOKEN_MIXERS = ("recconv", "recattn")
+TOKEN_MIXERS: dict[str, type[RecConvMixer] | type[RecAttnMixer]] = {
+    "recconv": RecConvMixer,
+    "recattn": RecAttnMixer,
+}
+"""Token-mixer names ``RecNeXt(token_mixer=...)`` accepts; a builder is accepted too."""
 _DROP_PATH_SCHEDULES = ("linear", "uniform")
+TokenMixer = Callable[..., nn.Module]
 
 
 def _positive_ints(value: Sequence[int], name: str, minimum: int = 1) -> tuple[int, ...]:
     values = tuple(value)
-    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values):
+    if not values or not all(is_int(v) and v >= minimum for v in values):
         raise ValueError(f"RecNeXt: {name} must be a non-empty sequence of ints >= {minimum}, got {value!r}")
     return values
 
 
-class _TokenMixers(NamedTuple):
-    attention: bool
-    levels: tuple[int, ...]
-    heads: tuple[int, ...]
-    variants: tuple[int, ...]
-    upsample: str | Builder
-    downsample: str | Builder
-
-
-def _token_mixers(
-    token_mixer: str,
-    stages: int,
-    levels: Sequence[int] | None,
-    num_heads: Sequence[int] | None,
-    attention_variants: Sequence[int] | None,
-    upsample: str | Builder | None,
-    downsample: str | Builder | None,
-) -> _TokenMixers:
-    """The token-mixer options per stage, with the defaults of RecConv or RecAttn filled in."""
-    if token_mixer not in _TOKEN_MIXERS:
-        raise ValueError(f"RecNeXt: token_mixer must be one of {list(_TOKEN_MIXERS)}, got {token_mixer!r}")
-    attention = token_mixer == "recattn"
+def _token_mixer(token_mixer: str | TokenMixer, options: dict[str, Any]) -> TokenMixer:
+    """The mixer builder: a name with the mixer options given to ``RecNeXt``, or a builder as is."""
+    given = {name: value for name, value in options.items() if value is not None}
+    if not isinstance(token_mixer, str):
+        if given:
+            raise ValueError(
+                f"RecNeXt: {', '.join(given)} configure a named token_mixer; pass them to the builder "
+                f"{type(token_mixer).__name__} instead"
+            )
+        if not callable(token_mixer):
+            raise TypeError(
+                f"RecNeXt: token_mixer must be a name or a builder, got {type(token_mixer).__name__}"
+            )
+        return token_mixer
+    mixer_class = look_up(token_mixer, TOKEN_MIXERS, what="token_mixer", owner="RecNeXt", also="a builder")
+    fields = {f.name for f in dataclasses.fields(mixer_class)}
     # Options of the other token mixer would be silently ignored: refuse them.
-    foreign = (
-        {"downsample": downsample}
-        if attention
-        else {"num_heads": num_heads, "attention_variants": attention_variants}
-    )
-    for name, value in foreign.items():
-        if value is not None:
+    for name in given:
+        if name not in fields:
             raise ValueError(f"RecNeXt: {name} does not apply to token_mixer={token_mixer!r}")
-    if levels is None:
-        levels = tuple(1 if attention else stages - i for i in range(stages))
-    levels = _positive_ints(levels, "levels", minimum=1 if attention else 0)
-    heads = _positive_ints(
-        [2 ** (i + 1) for i in range(stages)] if num_heads is None else num_heads, "num_heads"
-    )
-    variants = tuple(
-        [2 if i >= 3 else 1 for i in range(stages)] if attention_variants is None else attention_variants
-    )
-    if len(heads) != stages or len(variants) != stages:
-        raise ValueError(
-            f"RecNeXt: num_heads and attention_variants need one entry per stage ({stages}), "
-            f"got {heads!r} and {variants!r}"
-        )
-    return _TokenMixers(
-        attention,
-        levels,
-        heads,
-        variants,
-        ("nearest" if attention else "linear") if upsample is None else upsample,
-        "conv" if downsample is None else downsample,
-    )
+    return mixer_class(**given)
 
 
 class RecNeXtStage(nn.Module):
     """An optional :class:`~recconv.models.blocks.Downsample` (``downsample``) then ``blocks``."""
+
+    spatial_path = ("downsample", "blocks")
 
     def __init__(self, downsample: nn.Module, blocks: Sequence[nn.Module]) -> None:
         super().__init__()
@@ -110,18 +85,21 @@ class RecNeXt(nn.Module):
         spatial_dims: 1 for ``(N, C, L)``, 2 for ``(N, C, H, W)``, 3 for ``(N, C, D, H, W)``.
         in_chans: Input channels.
         num_classes: Classifier outputs; ``0`` returns pooled features instead of logits.
-        token_mixer: ``"recconv"`` (:class:`recconv.RecConv2d` and a BatchNorm, the M series) or
-            ``"recattn"`` (:class:`recconv.RecAttn2d`, the A series), in the model's rank.
-        levels: Token-mixer level per stage; default ``len(widths) - i`` (4, 3, 2, 1 for four
-            stages) for RecConv and 1 for RecAttn.
-        num_heads: RecAttn heads per stage; default ``2 ** (i + 1)`` (2, 4, 8, 16).
-        attention_variants: RecAttn's :class:`~recconv.LinearAttention` variant per stage;
-            default 1, and 2 from the fourth stage on, as in the paper's code.
-        kernel_size: Token-mixer base kernel, an int or one per axis.
-        factor: Token-mixer down/upsampling factor, an int or one per axis (``1`` keeps that axis).
-        upsample: Token-mixer upsample op (see :class:`recconv.RecConv2d`); default
-            ``"linear"`` for RecConv and ``"nearest"`` for RecAttn.
-        downsample: RecConv downsample op (default ``"conv"``); RecAttn's is a strided ConvNorm.
+        token_mixer: A builder of the blocks' spatial mixer, called as ``token_mixer(channels,
+            level=, stage=, spatial_dims=, device=, dtype=)`` (:class:`RecConvMixer`,
+            :class:`RecAttnMixer` or a user's; the block adds a BatchNorm after it unless the
+            builder has ``norm = False``), or a name from :data:`TOKEN_MIXERS`: ``"recconv"`` (the
+            M series) or ``"recattn"`` (the A series), configured by the options below.
+        levels: Token-mixer level per stage; default: the builder's ``default_levels`` (``len(widths)
+            - i``, i.e. 4, 3, 2, 1, for RecConv; 1 for RecAttn).
+        num_heads: With ``"recattn"``: heads per stage (see :class:`RecAttnMixer`).
+        attention_variants: With ``"recattn"``: attention variant per stage.
+        kernel_size: With a named mixer: base kernel, an int or one per axis (default 5).
+        factor: With a named mixer: down/upsampling factor, an int or one per axis (default 2;
+            ``1`` keeps that axis).
+        upsample: With a named mixer: upsample op (default ``"linear"`` for RecConv, ``"nearest"``
+            for RecAttn).
+        downsample: With ``"recconv"``: downsample op (default ``"conv"``).
         stem_strides: Stride of each of the two stem convs, each an int or one per axis.
         down_stride: Stride of the transition conv that starts stages 1.., an int or one per axis.
         down_kernel_size: Kernel of that transition conv, an int or one per axis.
@@ -152,6 +130,8 @@ class RecNeXt(nn.Module):
         (4, 8)
     """
 
+    spatial_path = ("stem", "stages")  # forward_features; the head pools globally
+
     def __init__(
         self,
         widths: Sequence[int] = (40, 80, 160, 320),
@@ -160,12 +140,12 @@ class RecNeXt(nn.Module):
         spatial_dims: int = 2,
         in_chans: int = 3,
         num_classes: int = 1000,
-        token_mixer: str = "recconv",
+        token_mixer: str | TokenMixer = "recconv",
         levels: Sequence[int] | None = None,
         num_heads: Sequence[int] | None = None,
         attention_variants: Sequence[int] | None = None,
-        kernel_size: int | Sequence[int] = 5,
-        factor: int | Sequence[int] = 2,
+        kernel_size: int | Sequence[int] | None = None,
+        factor: int | Sequence[int] | None = None,
         upsample: str | Builder | None = None,
         downsample: str | Builder | None = None,
         stem_strides: Sequence[int | Sequence[int]] = (2, 2),
@@ -185,17 +165,31 @@ class RecNeXt(nn.Module):
         super().__init__()
         if spatial_dims not in (1, 2, 3):
             raise ValueError(f"RecNeXt: spatial_dims must be 1, 2 or 3, got {spatial_dims!r}")
-        if drop_path_schedule not in _DROP_PATH_SCHEDULES:
-            raise ValueError(
-                f"RecNeXt: drop_path_schedule must be one of {list(_DROP_PATH_SCHEDULES)}, "
-                f"got {drop_path_schedule!r}"
-            )
+        look_up(drop_path_schedule, _DROP_PATH_SCHEDULES, what="drop_path_schedule", owner="RecNeXt")
         widths = _positive_ints(widths, "widths")
         depths = _positive_ints(depths, "depths")
-        mixers = _token_mixers(
-            token_mixer, len(widths), levels, num_heads, attention_variants, upsample, downsample
+        mixer = _token_mixer(
+            token_mixer,
+            {
+                "num_heads": num_heads,
+                "attention_variants": attention_variants,
+                "kernel_size": kernel_size,
+                "factor": factor,
+                "upsample": upsample,
+                "downsample": downsample,
+            },
         )
-        levels = mixers.levels
+        default_levels = getattr(mixer, "default_levels", None)
+        if levels is None and default_levels is None:
+            raise ValueError("RecNeXt: levels is needed: the token_mixer builder has no default_levels")
+        levels = _positive_ints(
+            default_levels(len(widths)) if levels is None else levels,
+            "levels",
+            getattr(mixer, "min_level", 0),
+        )
+        check = getattr(mixer, "check", None)
+        if check is not None:
+            check(len(widths))
         if not len(widths) == len(depths) == len(levels):
             raise ValueError(
                 f"RecNeXt: widths, depths and levels need one entry per stage, got "
@@ -243,14 +237,17 @@ class RecNeXt(nn.Module):
                     widths[i - 1], width, down_kernel, down, mlp_ratio, act_layer, **factory
                 )
                 stride = tuple(s * d for s, d in zip(stride, down))
-            if mixers.attention:
-                mixer = (mixers.heads[i], level, kernel_size, factor, mixers.upsample, mixers.variants[i])
-                block_class: type[nn.Module] = RecAttnBlock
-            else:
-                mixer = (level, kernel_size, factor, mixers.upsample, mixers.downsample)
-                block_class = RecNeXtBlock
             blocks = [
-                block_class(width, *mixer, mlp_ratio, act_layer, next(rates), spatial_dims, **factory)
+                RecNeXtBlock(
+                    width,
+                    mixer(width, level=level, stage=i, spatial_dims=spatial_dims, **factory),
+                    norm=getattr(mixer, "norm", True),
+                    mlp_ratio=mlp_ratio,
+                    act_layer=act_layer,
+                    drop_path=next(rates),
+                    spatial_dims=spatial_dims,
+                    **factory,
+                )
                 for _ in range(depth)
             ]
             stages.append(RecNeXtStage(transition, blocks))
@@ -304,7 +301,7 @@ class RecNeXt(nn.Module):
             raise TypeError(f"{self._label}: expected a tensor, got {type(x).__name__}")
         if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_chans:
             raise ValueError(
-                f"{self._label}: expected (N, {self.in_chans}, {_LAYOUTS[self.spatial_dims - 1]}), "
+                f"{self._label}: expected (N, {self.in_chans}, {LAYOUTS[self.spatial_dims - 1]}), "
                 f"got {tuple(x.shape)}"
             )
 
