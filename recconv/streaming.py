@@ -27,10 +27,13 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from ._util import BATCH_NORM, CONV, as_tuple, per_rank
+from .core import RecConv1d, RecConv2d, RecConv3d
 from .models.blocks import RecNeXtBlock
 from .ops import no_samples, pad_before, stream_window, with_length
 
 __all__ = ["CausalConv", "Streamer", "recnext_audio_causal_tiny", "recnext_seq_causal_tiny"]
+
+_RECCONV = (RecConv1d, RecConv2d, RecConv3d)
 
 _ACTIVATIONS = (
     nn.ReLU,
@@ -386,9 +389,18 @@ def _causal_recnext(
         if i:
             stage.append(_conv_norm(widths[i - 1], width, down, axis, groups=math.gcd(widths[i - 1], width)))
         for _ in range(depth):
-            block = RecNeXtBlock(width, level, 5, 2, "linear", "conv", 2.0, nn.GELU, 0.0, dims)
-            block.token_mixer = type(block.token_mixer)(width, 5, level, causal=axis)
-            stage.append(block)
+            mixer = per_rank(_RECCONV, dims)(width, 5, level, causal=axis)
+            stage.append(
+                RecNeXtBlock(
+                    width,
+                    mixer,
+                    norm=True,
+                    mlp_ratio=2.0,
+                    act_layer=nn.GELU,
+                    drop_path=0.0,
+                    spatial_dims=dims,
+                )
+            )
         layers[f"stage{i}"] = nn.Sequential(*stage)
     others = [d + 2 for d in range(dims) if d != axis]
     layers["head"] = nn.Sequential(
