@@ -202,7 +202,9 @@ class Streamer(nn.Module):
         self.model = model
         self.graph = _Tracer().trace(model)
         self.axis = self._find_axis() if axis is None else axis
-        self._out_shapes: dict[str, tuple[int, ...]] = {}
+        self._out_shapes: dict[str, tuple[int, ...]] = {}  # set by init_state, with what a chunk must be
+        self._chunk_shape: tuple[int, ...] = ()
+        self._state_keys: frozenset[str] = frozenset()
         for node in self.graph.nodes:
             self._check(node)
 
@@ -277,10 +279,24 @@ class Streamer(nn.Module):
         )
         state: dict[str, Tensor] = {}
         self._run(chunk, None, state, init=(device, dtype))
+        self._chunk_shape = with_length(chunk.shape, self.axis + 2, -1)
+        self._state_keys = frozenset(state)
         return state
 
     def forward(self, chunk: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """Stream the next chunk: its output and the next state."""
+        expected = self._chunk_shape
+        if tuple(with_length(chunk.shape, self.axis + 2, -1)) != expected or not chunk.shape[self.axis + 2]:
+            layout = ", ".join("T" if size == -1 else str(size) for size in expected)
+            raise ValueError(
+                f"Streamer: expected a chunk ({layout}) with T >= 1, as set by the last init_state(), "
+                f"got {tuple(chunk.shape)}"
+            )
+        if not isinstance(state, dict) or state.keys() != self._state_keys:
+            raise ValueError(
+                "Streamer: this state belongs to another model: expected the dict from init_state() or a "
+                f"step, with keys {sorted(self._state_keys)}"
+            )
         new_state: dict[str, Tensor] = {}
         return self._run(chunk, state, new_state), new_state
 

@@ -141,3 +141,23 @@ def test_function_that_cannot_stream():
 
     with pytest.raises(ValueError, match=re.escape("Streamer: cannot stream <built-in method cumsum")):
         Streamer(Cumulative(), axis=0)
+
+
+def test_chunk_of_another_shape():
+    streamer = Streamer(SEQ)
+    state = streamer.init_state(1, in_channels=2)
+    message = (
+        "Streamer: expected a chunk (1, 2, T) with T >= 1, as set by the last init_state(), got (1, 3, 5)"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        streamer(torch.randn(1, 3, 5, dtype=torch.float64), state)
+
+
+def test_state_of_another_model():
+    streamer = Streamer(SEQ)
+    streamer.init_state(1, in_channels=2)
+    other = Streamer(nn.Sequential(RecConv1d(2, causal=True)).double()).init_state(1)
+    with pytest.raises(
+        ValueError, match=re.escape("Streamer: this state belongs to another model: expected")
+    ):
+        streamer(torch.randn(1, 2, 5, dtype=torch.float64), other)
