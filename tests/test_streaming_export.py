@@ -52,7 +52,7 @@ def test_layer_step_torch_export(layer):
     state = layer.init_state(1, (6,))
     chunk = torch.randn(1, 4, 6, 8)
     _, state = layer.step(chunk, state)  # a state with history: started flags set, tails filled
-    exported = torch.export.export(LayerStep(layer), (chunk, state))
+    exported = torch.export.export(LayerStep(layer).eval(), (chunk, state))
     out, new_state = exported.module()(chunk, state)
     expected, expected_state = layer.step(chunk, state)
     torch.testing.assert_close(out, expected)
@@ -63,7 +63,7 @@ def test_layer_step_torch_export(layer):
 def test_layer_step_onnx_streams_like_offline(layer, tmp_path):
     x = torch.randn(1, 4, 6, 24)
     chunks = list(x.split(8, dim=3))  # a multiple of factor**level: the state keeps its shapes
-    got = onnx_steps(LayerStep(layer), chunks, layer.init_state(1, (6,)), tmp_path / "layer_step.onnx")
+    got = onnx_steps(LayerStep(layer).eval(), chunks, layer.init_state(1, (6,)), tmp_path / "layer_step.onnx")
     with torch.no_grad():
         torch.testing.assert_close(got, layer(x), rtol=1e-5, atol=1e-5)
 
