@@ -3,7 +3,8 @@
 from .attention import LinearAttention, RecAttn1d, RecAttn2d, RecAttn3d, RecAttnNd
 from .core import RecConv1d, RecConv2d, RecConv3d, RecConvNd
 from .streaming import CausalConv, Streamer
-from .swap import SwapReport, swap, swapped
+from .swap import swap, swapped
+from .swap_report import SwapReport
 from .theory import (
     conv_flops,
     effective_kernel_size,

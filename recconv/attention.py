@@ -105,23 +105,8 @@ class LinearAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Attend over all positions of ``(N, C, *spatial)`` input; the output has its shape."""
-        if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.dim:
-            raise ValueError(
-                f"LinearAttention({self.dim}, {self.num_heads}): expected (N, {self.dim}) followed by "
-                f"{self.spatial_dims} spatial sizes, got {tuple(x.shape)}"
-            )
-        batch, positions = x.shape[0], math.prod(x.shape[2:])
-        qk = self.qk(x)
-        dtype = torch.promote_types(qk.dtype, torch.float32)
-        device = x.device.type
-        autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
-        # Low-precision sums over n positions lose the normalization (and overflow in float16).
-        with torch.autocast(device, enabled=False) if autocast else contextlib.nullcontext():
-            heads = (batch, self.num_heads, self.head_dim, positions)
-            q, k = (F.elu(qk.to(dtype)) + 1.0).reshape(batch, 2, *heads[1:]).unbind(1)
-            v = x.to(dtype).reshape(heads)
-            out = _ATTEND[self.variant](q, k, v, positions**-0.5)
-        return out.transpose(-1, -2).reshape(x.shape).to(x.dtype) + self.pe(x)
+        x = _checked(x, f"LinearAttention({self.dim}, {self.num_heads})", self.dim, self.spatial_dims)
+        return _attend_heads(x, self.qk(x), self.num_heads, self.variant) + self.pe(x)
 
     def input_window(
         self, axis: int, lo: int, hi: int, input_size: int, output_size: int, exact: bool = True
@@ -142,6 +127,34 @@ class LinearAttention(nn.Module):
     def extra_repr(self) -> str:
         variant = f", variant={self.variant}" if self.variant != 1 else ""
         return f"{self.dim}, num_heads={self.num_heads}{variant}, spatial_dims={self.spatial_dims}"
+
+
+def _checked(x: Tensor, label: str, channels: int, spatial_dims: int) -> Tensor:
+    if x.dim() != spatial_dims + 2 or x.shape[1] != channels:
+        raise ValueError(
+            f"{label}: expected (N, {channels}) followed by {spatial_dims} spatial sizes, got {tuple(x.shape)}"
+        )
+    return x
+
+
+def _attend_heads(x: Tensor, qk: Tensor, num_heads: int, variant: int) -> Tensor:
+    """The attention of ``x`` (the values) with ``q, k = elu(qk) + 1``, in the shape of ``x``."""
+    batch, channels, positions = x.shape[0], x.shape[1], math.prod(x.shape[2:])
+    dtype = torch.promote_types(qk.dtype, torch.float32)
+    device = x.device.type
+    autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+    # Low-precision sums over n positions lose the normalization (and overflow in float16).
+    with torch.autocast(device, enabled=False) if autocast else contextlib.nullcontext():
+        heads = (batch, num_heads, channels // num_heads, positions)
+        q, k = (F.elu(qk.to(dtype)) + 1.0).reshape(batch, 2, *heads[1:]).unbind(1)
+        v = x.to(dtype).reshape(heads)
+        out = _ATTEND[variant](q, k, v, positions**-0.5)
+    return out.transpose(-1, -2).reshape(x.shape).to(x.dtype)
+
+
+# torch.fx records these as single calls: their shape arithmetic and checks run with real tensors.
+torch.fx.wrap("_checked")
+torch.fx.wrap("_attend_heads")
 
 
 def _attend_linear(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:

@@ -9,8 +9,9 @@ import torch
 
 from .analysis.costs import costs_table
 from .analysis.profile import FORMATS, cost_markdown, cost_rows, format_rows, profile
+from .cli_specs import load_model
 from .models import list_models
-from .swap import load_model, swap
+from .swap import swap
 
 
 def _costs(args: argparse.Namespace) -> None:
@@ -97,6 +98,7 @@ def _swap(args: argparse.Namespace) -> None:
             level=args.level,
             kernel_size=args.kernel_size,
             init=args.init,
+            dense=args.dense,
             inplace=True,
             input_size=args.input_size,
         )
@@ -170,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     costs.add_argument("--size", type=_positive, default=64, help="input size per spatial axis")
     costs.set_defaults(run=_costs)
     swapper = commands.add_parser(
-        "swap", help="swap RecConv into a model's depthwise convs and print the report"
+        "swap", help="swap RecConv into a model's depthwise convs (and, with --dense branch, its dense convs)"
     )
     swapper.add_argument("spec", metavar="SPEC", help="torchvision:NAME, timm:NAME or module.path:factory")
     swapper.add_argument("--level", type=int, default=2, choices=range(0, 9), metavar="L")
@@ -178,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--kernel-size", type=_odd, default=None, help="base kernel (default: each conv's own)"
     )
     swapper.add_argument("--init", choices=["preserve", "random"], default="preserve")
+    swapper.add_argument(
+        "--dense", choices=["branch"], default=None,
+        help="give stride-1 dense convs a RecConv branch, conv(x + rec(x)) (default: leave them)",
+    )  # fmt: skip
     swapper.add_argument(
         "--input-size", type=_positive, nargs="+", default=None, metavar="N",
         help="one input sample without the batch axis, e.g. 3 224 224 (default: FLOPs per position)",

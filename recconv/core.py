@@ -332,39 +332,10 @@ class RecConvNd(nn.Module):
             )
         return causal % self.spatial_dims
 
-    def _check_input(self, x: Tensor) -> None:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{self._label}: expected a tensor, got {type(x).__name__}")
-        dims = self.spatial_dims
-        layout = LAYOUTS[dims - 1]
-        if x.dim() not in (dims + 1, dims + 2) or x.shape[-dims - 1] != self.in_channels:
-            raise ValueError(
-                f"{self._label}: expected (N, {self.in_channels}, {layout}) or "
-                f"({self.in_channels}, {layout}), got {tuple(x.shape)}"
-            )
-        if not x.is_floating_point():
-            raise TypeError(f"{self._label}: expected a floating-point input, got {x.dtype}")
-        if min(x.shape[-dims:]) < 1:
-            raise ValueError(f"{self._label}: spatial sizes must be >= 1, got {tuple(x.shape[-dims:])}")
-
     def forward(self, x: Tensor) -> Tensor:
         """Apply the layer to ``(N, C, *spatial)`` or unbatched ``(C, *spatial)`` input."""
-        self._check_input(x)
-        unbatched = x.dim() == self.spatial_dims + 1
-        if unbatched:
-            x = x.unsqueeze(0)
-        # On the CPU, depthwise convs (their weight gradients most of all) and interpolation run several
-        # times faster on channels-last tensors, which a 1D input reaches as (N, C, 1, L): recurse in
-        # that layout, answer in the caller's. Same ops, same math, up to float rounding.
-        on_cpu = x.device.type == "cpu"
-        lift = on_cpu and self.spatial_dims == 1 and self._liftable
-        if lift:
-            x = x.unsqueeze(2)
-        layout = CHANNELS_LAST.get(x.dim()) if on_cpu else None
-        restore = layout is not None and not x.is_contiguous(memory_format=layout)
-        if restore:
-            x = x.contiguous(memory_format=layout)
-        features = [x]
+        work = _working_layout(x, self._label, self.in_channels, self.spatial_dims, self._liftable)
+        features = [work]
         for i in range(1, self.level + 1):
             features.append(self.down_op(i)(features[-1]))
         hidden = None
@@ -372,21 +343,15 @@ class RecConvNd(nn.Module):
             self.convs, self.ups, reversed(features[1:]), reversed(features[:-1])
         ):
             hidden = up(conv(coarse if hidden is None else self._add(hidden, coarse)), fine.shape[2:])
-        out = self.convs[-1](x if hidden is None else self._add(hidden, x))
-        if lift:
-            out = out.squeeze(2)
-        if restore:
-            out = out.contiguous()
-        return out.squeeze(0) if unbatched else out
+        out = self.convs[-1](work if hidden is None else self._add(hidden, work))
+        return _caller_layout(out, x, self.spatial_dims, self._liftable)
 
     def _add(self, upsampled: Tensor, features: Tensor) -> Tensor:
         """``features + upsampled``, written into ``upsampled`` where that is safe: one full-size
         buffer less per level, which on the CPU saves its allocation (page faults) and a pass.
         A forward hook on a built-in up op therefore sees its output before the sum only if it
         copies it."""
-        if self._sum_in_place and upsampled.dtype == features.dtype:
-            return upsampled.add_(features)
-        return features + upsampled
+        return _sum(upsampled, features, self._sum_in_place)
 
     def extra_repr(self) -> str:
         k = self.kernel_size
@@ -459,3 +424,64 @@ class RecConv3d(RecConvNd):
     """
 
     spatial_dims = 3
+
+
+# The shape-dependent steps of the forward pass, which torch.fx records as single calls
+# (torch.fx.wrap): symbolic tracing sees through every layer, and the traced graph still checks
+# its input at run time.
+
+
+def _working_layout(x: Tensor, label: str, channels: int, spatial_dims: int, liftable: bool) -> Tensor:
+    """Check the input and bring it into the layout the recursion runs in.
+
+    On the CPU, depthwise convs (their weight gradients most of all) and interpolation run several
+    times faster on channels-last tensors, which a 1D input reaches as (N, C, 1, L): recurse in
+    that layout, answer in the caller's (see :func:`_caller_layout`). Same ops, same math, up to
+    float rounding.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{label}: expected a tensor, got {type(x).__name__}")
+    layout = LAYOUTS[spatial_dims - 1]
+    if x.dim() not in (spatial_dims + 1, spatial_dims + 2) or x.shape[-spatial_dims - 1] != channels:
+        raise ValueError(
+            f"{label}: expected (N, {channels}, {layout}) or ({channels}, {layout}), got {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"{label}: expected a floating-point input, got {x.dtype}")
+    if min(x.shape[-spatial_dims:]) < 1:
+        raise ValueError(f"{label}: spatial sizes must be >= 1, got {tuple(x.shape[-spatial_dims:])}")
+    work, memory_format = _layout_of(x, spatial_dims, liftable)
+    return work if memory_format is None else work.contiguous(memory_format=memory_format)
+
+
+def _caller_layout(out: Tensor, x: Tensor, spatial_dims: int, liftable: bool) -> Tensor:
+    """The output in the shape and memory layout of the caller's input ``x``."""
+    work, memory_format = _layout_of(x, spatial_dims, liftable)
+    if work.dim() > x.dim() + (x.dim() == spatial_dims + 1):  # lifted
+        out = out.squeeze(2)
+    if memory_format is not None:
+        out = out.contiguous()
+    return out.squeeze(0) if x.dim() == spatial_dims + 1 else out
+
+
+def _layout_of(x: Tensor, spatial_dims: int, liftable: bool) -> tuple[Tensor, torch.memory_format | None]:
+    """``x`` batched (and lifted, for a 1D layer on the CPU), and the memory format to convert it to
+    (``None`` if it already has it or none applies)."""
+    work = x.unsqueeze(0) if x.dim() == spatial_dims + 1 else x
+    on_cpu = x.device.type == "cpu"
+    if on_cpu and spatial_dims == 1 and liftable:
+        work = work.unsqueeze(2)
+    memory_format = CHANNELS_LAST.get(work.dim()) if on_cpu else None
+    if memory_format is not None and work.is_contiguous(memory_format=memory_format):
+        memory_format = None
+    return work, memory_format
+
+
+def _sum(upsampled: Tensor, features: Tensor, in_place: bool) -> Tensor:
+    if in_place and upsampled.dtype == features.dtype:
+        return upsampled.add_(features)
+    return features + upsampled
+
+
+for _function in ("_working_layout", "_caller_layout", "_sum"):
+    torch.fx.wrap(_function)

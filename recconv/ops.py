@@ -280,12 +280,7 @@ class DepthwiseConv(nn.Module):
         _init_like_conv(self.weight, self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        lift = x.dim() - self.weight.dim()
-        if self.causal_axis is not None:
-            x = pad_before(x, self.causal_axis + lift, self.kernel_size[self.causal_axis] - 1)
-        conv = per_rank(CONV_FN, x.dim() - 2)
-        stride, padding = (1,) * lift + self.stride, (0,) * lift + self.padding
-        return conv(x, lifted(self.weight, lift), self.bias, stride, padding, 1, self.weight.shape[0])
+        return _depthwise_conv(x, self.weight, self.bias, self.stride, self.padding, self.causal_axis)
 
     def input_window(
         self, axis: int, lo: int, hi: int, input_size: int, output_size: int, exact: bool = True
@@ -494,19 +489,11 @@ class _PoolDown(ResizeOp):
     every window holds real samples and tiny inputs work in every rank.
     """
 
-    pools: tuple[Callable[..., Tensor], ...]
+    pool: str  # a key of _POOLS
     liftable = True
 
     def forward(self, x: Tensor) -> Tensor:
-        padding: list[int] = []  # F.pad order: last axis first
-        for axis in reversed(range(len(self.kernel_size))):
-            k = self.kernel_size[axis]
-            padding += [k - 1, 0] if axis == self.causal_axis else [k // 2, k // 2]
-        lift = x.dim() - 2 - len(self.kernel_size)
-        padding += [0, 0] * lift  # replicate padding must name every spatial axis
-        pool = per_rank(self.pools, x.dim() - 2)
-        ones = (1,) * lift
-        return pool(F.pad(x, padding, mode="replicate"), ones + self.kernel_size, ones + self.factor)
+        return _pool_down(x, self.pool, self.kernel_size, self.factor, self.causal_axis)
 
     def input_window(
         self, axis: int, lo: int, hi: int, input_size: int, output_size: int, exact: bool = True
@@ -555,13 +542,13 @@ class _PoolDown(ResizeOp):
 class AvgPoolDown(_PoolDown):
     """Average over the k-window of each stride-f step."""
 
-    pools = AVG_POOL_FN
+    pool = "avg"
 
 
 class MaxPoolDown(_PoolDown):
     """Maximum over the k-window of each stride-f step."""
 
-    pools = MAX_POOL_FN
+    pool = "max"
 
 
 def _causal_resample(x: Tensor, axis: int, size: int, factor: int, linear: bool) -> Tensor:
@@ -591,23 +578,7 @@ class _InterpolateUp(ResizeOp):
     fresh_output = True
 
     def forward(self, x: Tensor, size: Sequence[int]) -> Tensor:
-        size = list(size)
-        lift = x.dim() - 2 - len(self.factor)
-        axis = None if self.causal_axis is None else self.causal_axis + lift
-        if axis is not None:
-            # Interpolate the other axes first; same size along the causal axis is the identity.
-            target = size[axis]
-            size[axis] = x.shape[axis + 2]
-        resized = False
-        if list(x.shape[2:]) != size:
-            mode = per_rank(LINEAR_MODE, x.dim() - 2) if self.linear else "nearest"
-            align = False if self.linear else None
-            x = F.interpolate(x, size=size, mode=mode, align_corners=align)
-            resized = True
-        if axis is not None and self.factor[self.causal_axis] > 1:
-            x = _causal_resample(x, axis, target, self.factor[self.causal_axis], self.linear)
-            resized = True
-        return x if resized else x.clone()  # fresh_output: the core sums into what it gets
+        return _interpolate_up(x, size, self.factor, self.causal_axis, self.linear)
 
     def input_window(
         self, axis: int, lo: int, hi: int, input_size: int, output_size: int, exact: bool = True
@@ -735,16 +706,7 @@ class TransposedUp(ResizeOp):
         _init_like_conv(self.weight, self.bias)
 
     def forward(self, x: Tensor, size: Sequence[int]) -> Tensor:
-        lift = x.dim() - self.weight.dim()
-        conv_transpose = per_rank(CONV_TRANSPOSE_FN, x.dim() - 2)
-        stride, padding = (1,) * lift + self.factor, (0,) * lift + self.padding
-        y = conv_transpose(x, lifted(self.weight, lift), self.bias, stride, padding, 0, self.weight.shape[0])
-        if any(have < want for have, want in zip(y.shape[2:], size)):
-            raise ValueError(
-                f"TransposedUp: cannot reach size {tuple(size)} from {tuple(x.shape[2:])} "
-                f"with factor {self.factor}; the coarse input must have ceil(size / factor) samples"
-            )
-        return y[(..., *(slice(0, s) for s in size))]
+        return _transposed_up(x, size, self.weight, self.bias, self.factor, self.padding)
 
     def input_window(
         self, axis: int, lo: int, hi: int, input_size: int, output_size: int, exact: bool = True
@@ -794,6 +756,99 @@ class TransposedUp(ResizeOp):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, bias={self.bias is not None}"
+
+
+# The ops' shape arithmetic lives in these functions, which torch.fx records as single calls
+# (torch.fx.wrap), so symbolic tracing and torchvision's feature extraction see through every
+# layer without special cases. A 1D layer may run them lifted to (N, C, 1, L) (see the core).
+
+
+_POOLS = {"avg": AVG_POOL_FN, "max": MAX_POOL_FN}
+
+
+def _depthwise_conv(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    causal_axis: int | None,
+) -> Tensor:
+    lift = x.dim() - weight.dim()
+    if causal_axis is not None:
+        x = pad_before(x, causal_axis + lift, weight.shape[2 + causal_axis] - 1)
+    conv = per_rank(CONV_FN, x.dim() - 2)
+    stride, padding = (1,) * lift + stride, (0,) * lift + padding
+    return conv(x, lifted(weight, lift), bias, stride, padding, 1, weight.shape[0])
+
+
+def _pool_down(
+    x: Tensor,
+    kind: str,
+    kernel_size: tuple[int, ...],
+    factor: tuple[int, ...],
+    causal_axis: int | None,
+) -> Tensor:
+    padding: list[int] = []  # F.pad order: last axis first
+    for axis in reversed(range(len(kernel_size))):
+        k = kernel_size[axis]
+        padding += [k - 1, 0] if axis == causal_axis else [k // 2, k // 2]
+    lift = x.dim() - 2 - len(kernel_size)
+    padding += [0, 0] * lift  # replicate padding must name every spatial axis
+    pool = per_rank(_POOLS[kind], x.dim() - 2)
+    ones = (1,) * lift
+    return pool(F.pad(x, padding, mode="replicate"), ones + kernel_size, ones + factor)
+
+
+def _interpolate_up(
+    x: Tensor, size: Sequence[int], factor: tuple[int, ...], causal_axis: int | None, linear: bool
+) -> Tensor:
+    size = list(size)
+    lift = x.dim() - 2 - len(factor)
+    axis = None if causal_axis is None else causal_axis + lift
+    if axis is not None:
+        # Interpolate the other axes first; same size along the causal axis is the identity.
+        target = size[axis]
+        size[axis] = x.shape[axis + 2]
+    # Decided by the factors, not by comparing sizes: a resize to the same size is an identity,
+    # and symbolic sizes (torch.export, torch.compile(dynamic=True)) need no guard.
+    interpolate = any(f > 1 for a, f in enumerate(factor) if a != causal_axis)
+    resample = causal_axis is not None and factor[causal_axis] > 1
+    if interpolate:
+        mode = per_rank(LINEAR_MODE, x.dim() - 2) if linear else "nearest"
+        x = F.interpolate(x, size=size, mode=mode, align_corners=False if linear else None)
+    if resample:
+        x = _causal_resample(x, axis, target, factor[causal_axis], linear)  # type: ignore[arg-type,index]
+    return x if interpolate or resample else x.clone()  # fresh_output: the core sums into it
+
+
+def _transposed_up(
+    x: Tensor,
+    size: Sequence[int],
+    weight: Tensor,
+    bias: Tensor | None,
+    factor: tuple[int, ...],
+    padding: tuple[int, ...],
+) -> Tensor:
+    lift = x.dim() - weight.dim()
+    conv_transpose = per_rank(CONV_TRANSPOSE_FN, x.dim() - 2)
+    stride, pad = (1,) * lift + factor, (0,) * lift + padding
+    y = conv_transpose(x, lifted(weight, lift), bias, stride, pad, 0, weight.shape[0])
+    for have, want in zip(y.shape[2:], size):
+        message = (
+            f"TransposedUp: cannot reach size {tuple(size)} from {tuple(x.shape[2:])} "
+            f"with factor {factor}; the coarse input must have ceil(size / factor) samples"
+        )
+        if isinstance(have, int) and isinstance(want, int):
+            if have < want:
+                raise ValueError(message)
+        else:  # symbolic sizes (torch.export): a run-time assert instead of a guard
+            torch._check(have >= want, lambda message=message: message)
+    return y[(..., *(slice(0, s) for s in size))]
+
+
+for _function in ("_depthwise_conv", "_pool_down", "_interpolate_up", "_transposed_up"):
+    torch.fx.wrap(_function)
 
 
 # The one table per role: a name is only a key here.

@@ -1,43 +1,48 @@
-"""Module surgery: put RecConv in place of the depthwise convs of an existing network.
+"""Module surgery: RecConv in place of the depthwise convs of a network, or beside its dense convs.
 
-:func:`swap` walks a model with ``named_children``, replaces every depthwise ``nn.Conv1d``,
-``nn.Conv2d`` or ``nn.Conv3d`` that RecConv can stand in for with a :class:`~recconv.RecConv1d`,
-:class:`~recconv.RecConv2d` or :class:`~recconv.RecConv3d`, and returns a :class:`SwapReport`
-of what it changed and what it left alone, and why. :func:`swapped` does the same for the
-duration of a ``with`` block. :func:`load_model` builds a model from a command-line spec.
+:func:`swap` walks a model through its child modules and, for every conv it meets, either
+changes it or says in its :class:`~recconv.swap_report.SwapReport` why not:
 
-What RecConv can stand in for: a conv with ``groups == in_channels == out_channels``, stride 1,
-dilation 1, an odd kernel, zero padding that keeps the size (``k // 2`` or ``"same"``); a RecConv
-always returns its input size, looks at a dense window and pads with zeros, so other convs would
-change the network's shapes or its function. Among those, 1x1 kernels (no spatial mixing to
-enlarge), single-channel convs (as dense as depthwise) and subclasses of ``nn.ConvNd`` (whose
-``forward`` may differ) are left alone unless a predicate selects them.
+* a depthwise ``nn.Conv1d``/``nn.Conv2d``/``nn.Conv3d`` that RecConv can stand in for becomes
+  a :class:`~recconv.RecConv1d`/:class:`~recconv.RecConv2d`/:class:`~recconv.RecConv3d`:
+  ``groups == in_channels == out_channels``, stride 1, dilation 1, an odd kernel and zero
+  padding that keeps the size (``k // 2`` or ``"same"``). A RecConv returns its input size,
+  looks at a dense window and pads with zeros, so other convs would change the network's
+  shapes or its function. Among those, 1x1 kernels (no spatial mixing to enlarge),
+  single-channel convs (as dense as depthwise) and subclasses of ``nn.ConvNd`` (whose
+  ``forward`` may differ) are left alone unless a predicate selects them;
+* with ``dense="branch"``, a conv that is not depthwise becomes a :class:`~recconv.branch.RecBranch`,
+  ``conv(x + rec(x))``, whose RecConv ``rec`` starts with a zero output. By default only
+  stride-1 convs with a kernel larger than 1x1 get one; a predicate can select the others.
+
+:func:`swapped` does the same for the duration of a ``with`` block. :mod:`recconv.swap_plan`
+decides what changes and why, without changing anything; this module builds every new layer
+and only then puts them in place, so an error leaves the model as it was.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
-import importlib
 import inspect
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
-from torch.utils.flop_counter import FlopCounterMode
 
-from ._util import as_tuple, per_rank
+from ._util import CHANNELS_LAST, CONV_FN, check_int, count_flops, is_int, look_up, num_params, per_rank
+from .branch import RecBranch
 from .core import RecConv1d, RecConv2d, RecConv3d, RecConvNd
+from .ops import OpProtocolError
+from .swap_plan import ConvNd, Predicate, Target, describe, plan
+from .swap_report import SwappedLayer, SwapReport
 from .theory import conv_flops, receptive_field
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _RECCONVS = (RecConv1d, RecConv2d, RecConv3d)
-_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}  # by weight rank
 # swap sets these per replaced conv; every other keyword-only RecConvNd option passes through,
 # except the conv ops: the inits and the cost report assume RecConv's depthwise convs.
 _PER_LAYER = ("bias", "device", "dtype")
@@ -47,214 +52,9 @@ _OPTIONS = tuple(
     for name, p in inspect.signature(RecConvNd.__init__).parameters.items()
     if p.kind is p.KEYWORD_ONLY and name not in _PER_LAYER + _CONV_OPS
 )
-
-Predicate = Callable[[str, nn.Module], bool]
-ConvNd = nn.Conv1d | nn.Conv2d | nn.Conv3d
-
-
-@dataclass(frozen=True)
-class SwappedLayer:
-    """One replaced conv.
-
-    Attributes:
-        name: Qualified module name (the first one, if the conv is registered twice).
-        channels: Channels of the depthwise conv.
-        old_kernel: Kernel of the replaced conv (its receptive field: dilation is 1).
-        new_kernel: Base kernel of the RecConv.
-        receptive_field: Per-axis receptive field of the RecConv (:func:`recconv.receptive_field`);
-            ``None`` for custom up/down builders, which the theory helpers do not know.
-        old_params: Parameters of the replaced conv, bias included.
-        new_params: Parameters of the RecConv, bias included.
-        old_flops: FLOPs of the replaced conv (2 per multiply-add, as ``FlopCounterMode``
-            counts) summed over its calls in one forward pass of the report's input, or per
-            output position when the report has no input size.
-        new_flops: The same for the RecConv (:func:`recconv.conv_flops`); ``None`` for custom builders.
-    """
-
-    name: str
-    channels: int
-    old_kernel: tuple[int, ...]
-    new_kernel: tuple[int, ...]
-    receptive_field: tuple[int, ...] | None
-    old_params: int
-    new_params: int
-    old_flops: float
-    new_flops: float | None
-
-
-@dataclass(frozen=True)
-class SkippedLayer:
-    """A conv (or an existing RecConv) that :func:`swap` left in place, and why."""
-
-    name: str
-    layer: str
-    reason: str
-
-
-@dataclass
-class SwapReport:
-    """What :func:`swap` changed: one row per replaced conv, one per skipped one, and totals.
-
-    FLOPs are counted as ``torch.utils.flop_counter.FlopCounterMode`` counts them: 2 per
-    multiply-add of convolutions and matrix products, nothing for elementwise ops, pooling
-    and interpolation. With ``input_size`` they are totals for one forward pass of a batch
-    of one; without it, a layer's input size is unknown and its FLOPs are per output position
-    (for RecConv, the exact average over sizes divisible by ``factor**level``), which do not
-    add up across layers, so the FLOP totals are then ``None``.
-
-    Attributes:
-        level: The RecConv level used.
-        init: ``"preserve"`` or ``"random"``.
-        input_size: Shape of one input sample (batch axis excluded) used to count FLOPs, or ``None``.
-        swapped: The replaced convs.
-        skipped: The convs and RecConvs left in place, with the reason.
-        params_before: Parameters of the whole model before the swap.
-        params_after: Parameters of the whole model after the swap.
-        flops_before: FLOPs of one forward pass of the whole model on ``input_size`` before the
-            swap, or ``None``.
-        flops_after: The same after the swap, or ``None`` (also when a custom builder is used).
-    """
-
-    level: int
-    init: str
-    input_size: tuple[int, ...] | None
-    swapped: list[SwappedLayer] = field(default_factory=list)
-    skipped: list[SkippedLayer] = field(default_factory=list)
-    params_before: int = 0
-    params_after: int = 0
-    flops_before: int | None = None
-    flops_after: int | None = None
-
-    @property
-    def swapped_params(self) -> tuple[int, int]:
-        """Parameters of the replaced convs before and of their RecConvs after."""
-        return sum(r.old_params for r in self.swapped), sum(r.new_params for r in self.swapped)
-
-    @property
-    def swapped_flops(self) -> tuple[float, float] | None:
-        """Conv FLOPs of the replaced convs before and after, or ``None`` without an input size."""
-        if self.input_size is None or any(r.new_flops is None for r in self.swapped):
-            return None
-        return sum(r.old_flops for r in self.swapped), sum(r.new_flops or 0 for r in self.swapped)
-
-    def to_markdown(self) -> str:
-        """The report as markdown tables: swapped layers, totals, skipped layers."""
-        where = f"input {self.input_size}" if self.input_size else "no input size: FLOPs per output position"
-        flops = "FLOPs" if self.input_size else "FLOPs / position"
-        lines = [
-            f"recconv.swap: {len(self.swapped)} swapped, {len(self.skipped)} skipped "
-            f"(level {self.level}, init {self.init!r}, {where})",
-            "",
-            f"| module | channels | kernel | base kernel | receptive field | params | {flops} |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for r in self.swapped:
-            lines.append(
-                f"| {r.name} | {r.channels} | {_axes(r.old_kernel)} | {_axes(r.new_kernel)} | "
-                f"{_axes(r.old_kernel)} → {_axes(r.receptive_field)} | "
-                f"{_arrow(r.old_params, r.new_params)} | {_arrow(r.old_flops, r.new_flops)} |"
-            )
-        lines += ["", "| total | before | after | after / before |", "|---|---|---|---|"]
-        totals = [
-            ("params of the swapped layers", self.swapped_params),
-            ("FLOPs of the swapped layers", self.swapped_flops),
-            ("params of the model", (self.params_before, self.params_after)),
-            ("FLOPs of the model", (self.flops_before, self.flops_after)),
-        ]
-        for label, pair in totals:
-            before, after = pair if pair is not None else (None, None)
-            ratio = f"{after / before:.3f}" if before and after is not None else "-"
-            lines.append(f"| {label} | {_number(before)} | {_number(after)} | {ratio} |")
-        if self.skipped:
-            lines += ["", "| skipped | layer | reason |", "|---|---|---|"]
-            lines += [f"| {s.name} | {s.layer} | {s.reason} |" for s in self.skipped]
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.to_markdown()
-
-
-def _axes(size: tuple[int, ...] | None) -> str:
-    return "-" if size is None else "x".join(map(str, size))
-
-
-def _number(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{int(value):,}" if float(value).is_integer() else f"{value:,.2f}"
-
-
-def _arrow(before: float, after: float | None) -> str:
-    return f"{_number(before)} → {_number(after)}"
-
-
-def _describe(module: nn.Module) -> str:
-    return f"{type(module).__name__}({module.extra_repr()})"
-
-
-def _keeps_size(conv: ConvNd) -> bool:
-    if conv.padding == "same":
-        return True
-    if conv.padding == "valid":
-        return all(k == 1 for k in conv.kernel_size)
-    return all(2 * p == d * (k - 1) for p, d, k in zip(conv.padding, conv.dilation, conv.kernel_size))
-
-
-def _why_not_possible(conv: ConvNd) -> list[str]:
-    """What stops RecConv from standing in for this conv (empty if nothing does)."""
-    if is_lazy(conv.weight):
-        return ["uninitialized lazy conv: run one forward pass first"]
-    reasons = []
-    if not conv.groups == conv.in_channels == conv.out_channels:
-        reasons.append(
-            f"not depthwise (groups={conv.groups}, in_channels={conv.in_channels}, "
-            f"out_channels={conv.out_channels})"
-        )
-    if any(s != 1 for s in conv.stride):
-        reasons.append(f"stride {conv.stride}: RecConv keeps the input size")
-    if any(d != 1 for d in conv.dilation):
-        reasons.append(f"dilation {conv.dilation}: RecConv kernels are dense")
-    if any(k % 2 == 0 for k in conv.kernel_size):
-        reasons.append(f"even kernel {conv.kernel_size}: RecConv kernels are odd")
-    elif not _keeps_size(conv):
-        reasons.append(f"padding {conv.padding} changes the size; RecConv keeps it")
-    if conv.padding_mode != "zeros":
-        reasons.append(f"padding_mode {conv.padding_mode!r}: RecConv pads with zeros")
-    return reasons
-
-
-def _why_not_default(conv: ConvNd) -> list[str]:
-    """Why a conv RecConv could replace is still left alone unless a predicate selects it."""
-    reasons = []
-    if math.prod(conv.kernel_size) == 1:
-        reasons.append("1x1 kernel: no spatial mixing to enlarge")
-    if conv.in_channels == 1:
-        reasons.append("single channel: as dense as it is depthwise")
-    if type(conv) not in _CONVS:
-        reasons.append(f"{type(conv).__name__} subclasses an nn.ConvNd and may change its forward")
-    return [f"{r} (a predicate can select it)" for r in reasons]
-
-
-def _walk(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module, nn.Module | None, str]]:
-    """Yield ``(name, module, parent, attribute)`` for every conv and RecConv, not descending into them."""
-    if not prefix and isinstance(module, (RecConvNd, *_CONVS)):
-        yield "", module, None, ""
-        return
-    for attr, child in module.named_children():
-        name = f"{prefix}.{attr}" if prefix else attr
-        if isinstance(child, (RecConvNd, *_CONVS)):
-            yield name, child, module, attr
-        else:
-            yield from _walk(child, name)
-
-
-@dataclass
-class _Target:
-    name: str
-    conv: ConvNd
-    kernel: tuple[int, ...]
-    slots: list[tuple[nn.Module, str]]  # (parent, attribute) holding the conv; empty for the root
-    sizes: list[tuple[int, ...]] = field(default_factory=list)  # spatial input size of each call
+_DENSE = ("branch",)
+# The theory helpers raise ops.OpProtocolError (a TypeError) for an op that cannot answer;
+# before the op protocol lands they raise ValueError.
 
 
 def _preserve(old: ConvNd, layer: RecConvNd) -> None:
@@ -278,9 +78,9 @@ def _random(old: ConvNd, layer: RecConvNd) -> None:
 _INITS: dict[str, Callable[[ConvNd, RecConvNd], None]] = {"preserve": _preserve, "random": _random}
 
 
-def _memory_format(weight: torch.Tensor) -> torch.memory_format:
+def _memory_format(weight: Tensor) -> torch.memory_format:
     """channels_last when the old weight has its strides (a depthwise weight is contiguous either way)."""
-    fmt = _CHANNELS_LAST.get(weight.dim())
+    fmt = CHANNELS_LAST.get(weight.dim())
     if fmt is None:
         return torch.contiguous_format
     channels_last = torch.empty(weight.shape, device="meta", memory_format=fmt).stride()
@@ -288,22 +88,31 @@ def _memory_format(weight: torch.Tensor) -> torch.memory_format:
     return fmt if weight.stride() == channels_last != contiguous else torch.contiguous_format
 
 
-def _build(target: _Target, level: int, init: str, options: dict[str, Any]) -> RecConvNd:
+def _build(owner: str, target: Target, level: int, init: str, options: dict[str, Any]) -> nn.Module:
+    """The module that takes the target's place; the model is not touched."""
     old = target.conv
     weight = old.weight
-    layer_class = per_rank(_RECCONVS, len(old.kernel_size))
-    layer = layer_class(
-        old.in_channels, target.kernel, level, device=weight.device, dtype=weight.dtype, **options
-    )
-    if old.bias is not None:  # the bias moves to the full-resolution conv, the layer's last op
+    bias = old.bias is not None and target.change == "replaced"
+    layer_class = per_rank(_RECCONVS, len(old.kernel_size), owner)
+    try:
+        layer = layer_class(
+            old.in_channels, target.kernel, level, device=weight.device, dtype=weight.dtype, **options
+        )
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{owner} at {target.name!r}: {error}") from error
+    if bias:  # the bias moves to the full-resolution conv, the layer's last op
         layer.convs[-1].bias = nn.Parameter(torch.empty_like(old.bias))
-    _INITS[init](old, layer)
+    if target.change == "replaced":
+        _INITS[init](old, layer)
+    elif init == "preserve":  # a zero last conv: the branch adds nothing yet, and learns from step one
+        with torch.no_grad():
+            layer.convs[-1].weight.zero_()
     layer.to(memory_format=_memory_format(weight))
-    for p in layer.parameters():
-        p.requires_grad_(weight.requires_grad)
-    if old.bias is not None:
+    layer.requires_grad_(weight.requires_grad)
+    if bias:
         layer.convs[-1].bias.requires_grad_(old.bias.requires_grad)
-    return layer.train(old.training)
+    layer.train(old.training)
+    return layer if target.change == "replaced" else RecBranch(old, layer).train(old.training)
 
 
 def _is_sequence(value: object) -> bool:
@@ -316,31 +125,29 @@ def _check_arguments(
     level: int,
     kernel_size: int | Sequence[int] | None,
     init: str,
+    dense: str | None,
     predicate: Predicate | None,
     input_size: Sequence[int] | None,
     options: dict[str, Any],
 ) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"{owner}: model must be an nn.Module, got {type(model).__name__}")
-    if not isinstance(level, int) or isinstance(level, bool) or level < 0:
-        raise ValueError(f"{owner}: level must be an int >= 0, got {level!r}")
+    check_int(level, "level", owner, minimum=0)
     if kernel_size is not None:
         sizes = tuple(kernel_size) if _is_sequence(kernel_size) else (kernel_size,)
-        if not all(isinstance(k, int) and not isinstance(k, bool) for k in sizes):
+        if not all(is_int(k) for k in sizes):
             raise TypeError(
                 f"{owner}: kernel_size must be None, an int or a tuple of ints, got {kernel_size!r}"
             )
         if any(k < 1 or k % 2 == 0 for k in sizes):
             raise ValueError(f"{owner}: kernel_size must be odd and positive, got {kernel_size!r}")
-    if init not in _INITS:
-        close = difflib.get_close_matches(str(init), list(_INITS), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"{owner}: unknown init {init!r}; expected one of {sorted(_INITS)}.{hint}")
+    look_up(init, _INITS, what="init", owner=owner)
+    if dense is not None:
+        look_up(dense, _DENSE, what="dense", owner=owner)
     if predicate is not None and not callable(predicate):
         raise TypeError(f"{owner}: predicate must be a callable (name, module) -> bool, got {predicate!r}")
     if input_size is not None and (
-        not _is_sequence(input_size)
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in input_size)
+        not _is_sequence(input_size) or not all(is_int(s) and s > 0 for s in input_size)
     ):
         raise ValueError(
             f"{owner}: input_size must be the shape of one input sample without the batch axis, "
@@ -353,66 +160,13 @@ def _check_arguments(
             "conv, and its bias (if any) moves to the RecConv's full-resolution conv convs[-1]"
         )
     for name in options:
-        if name not in _OPTIONS:
-            close = difflib.get_close_matches(name, _OPTIONS, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise TypeError(
-                f"{owner}: unknown RecConv option {name!r}; expected one of {list(_OPTIONS)}.{hint}"
-            )
-    if init == "preserve" and options.get("causal", False) is not False:
-        raise ValueError(
-            f"{owner}: init='preserve' cannot keep a centered conv's outputs in a causal RecConv "
-            f"(causal={options['causal']!r}); use init='random'"
-        )
+        try:
+            look_up(name, _OPTIONS, what="RecConv option", owner=owner)
+        except ValueError as error:  # an unknown keyword argument, as Python reports it
+            raise TypeError(str(error)) from None
 
 
-def _plan(
-    owner: str,
-    model: nn.Module,
-    kernel_size: int | Sequence[int] | None,
-    init: str,
-    predicate: Predicate | None,
-) -> tuple[list[_Target], list[SkippedLayer]]:
-    """Decide what to replace, checking everything before the model is touched."""
-    targets: dict[int, _Target] = {}
-    skipped: dict[int, SkippedLayer] = {}
-    for name, module, parent, attr in _walk(model):
-        key = id(module)
-        if key in targets:  # one conv registered under several names: replace it everywhere
-            slots = targets[key].slots
-            if not any(p is parent and a == attr for p, a in slots):  # a shared parent is walked twice
-                slots.append((parent, attr))
-            continue
-        if key in skipped:
-            continue
-        if isinstance(module, RecConvNd):
-            reasons = ["already a RecConv (swap never looks inside one)"]
-        else:
-            reasons = _why_not_possible(module)
-            if not reasons and predicate is not None:
-                reasons = [] if predicate(name, module) else ["predicate returned False"]
-            elif not reasons:
-                reasons = _why_not_default(module)
-        if reasons:
-            skipped[key] = SkippedLayer(name or "(model)", _describe(module), "; ".join(reasons))
-            continue
-        old_kernel = tuple(module.kernel_size)
-        kernel = (
-            old_kernel
-            if kernel_size is None
-            else as_tuple(kernel_size, len(old_kernel), "kernel_size", f"{owner} at {name!r}")
-        )
-        if init == "preserve" and any(n < o for n, o in zip(kernel, old_kernel)):
-            raise ValueError(
-                f"{owner}: init='preserve' cannot fit the {_axes(old_kernel)} kernel of {name!r} "
-                f"into a {_axes(kernel)} base kernel; use kernel_size >= {max(old_kernel)}, "
-                "kernel_size=None or init='random'"
-            )
-        targets[key] = _Target(name or "(model)", module, kernel, [] if parent is None else [(parent, attr)])
-    return list(targets.values()), list(skipped.values())
-
-
-def _run_once(owner: str, model: nn.Module, input_size: tuple[int, ...], targets: list[_Target]) -> int:
+def _run_once(model: nn.Module, input_size: tuple[int, ...], targets: list[Target], owner: str) -> int:
     """Record each target's spatial input size over one eval-mode forward pass; return the model's FLOPs."""
     tensor = next(model.parameters(), None)
     device = tensor.device if tensor is not None else None
@@ -425,9 +179,10 @@ def _run_once(owner: str, model: nn.Module, input_size: tuple[int, ...], targets
     ]
     modes = {m: m.training for m in model.modules()}
     model.eval()
+    x = torch.zeros(1, *input_size, device=device, dtype=dtype)
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, *input_size, device=device, dtype=dtype))
+        with torch.no_grad():
+            return count_flops(lambda: model(x))
     except Exception as error:
         raise ValueError(
             f"{owner}: the model failed on an input of shape {(1, *input_size)} "
@@ -438,81 +193,120 @@ def _run_once(owner: str, model: nn.Module, input_size: tuple[int, ...], targets
             hook.remove()
         for module, training in modes.items():
             module.training = training
-    return counter.get_total_flops()
 
 
-def _builtin_ops(layer: RecConvNd) -> bool:
-    """Whether the theory helpers know the layer's ops (they do not know custom builders)."""
-    return isinstance(layer.upsample, str) and isinstance(layer.downsample, str)
+def _count_params(module: nn.Module) -> int:
+    """:func:`num_params`, leaving out uninitialized lazy parameters, which have no size yet."""
+    return sum(p.numel() for p in module.parameters() if not is_lazy(p))
 
 
-def _flops(
-    target: _Target, layer: RecConvNd, input_size: tuple[int, ...] | None
-) -> tuple[float, float | None]:
+def _answer(question: Callable[..., Any], layer: nn.Module, *args: Any) -> Any:
+    """A theory helper's answer about ``layer``, or ``None`` where its ops cannot answer."""
+    try:
+        return question(layer, *args)
+    except OpProtocolError:
+        return None
+
+
+def _conv_cost(conv: ConvNd, size: tuple[int, ...]) -> int:
+    """FLOPs of one call of ``conv`` on a batch of one of this spatial size, counted on the meta device."""
+    x = torch.empty(1, conv.in_channels, *size, device="meta")
+    weight = torch.empty(conv.weight.shape, device="meta")
+    run = per_rank(CONV_FN, len(size))
+    return count_flops(lambda: run(x, weight, None, conv.stride, conv.padding, conv.dilation, conv.groups))
+
+
+def _row(target: Target, new: nn.Module, input_size: tuple[int, ...] | None) -> SwappedLayer:
     conv = target.conv
-    per_position = 2 * conv.in_channels * math.prod(conv.kernel_size)
+    layer = new if isinstance(new, RecConvNd) else new.rec
     if input_size is None:
         # Sizes divisible by factor**level give RecConv's exact average cost per position.
-        size = [f**layer.level for f in layer.factor]
-        return per_position, conv_flops(layer, size) / math.prod(size) if _builtin_ops(layer) else None
-    old = sum(per_position * math.prod(s) for s in target.sizes)
-    return old, sum(conv_flops(layer, s) for s in target.sizes) if _builtin_ops(layer) else None
+        size = tuple(f**layer.level for f in layer.factor)
+        old_flops: float = 2 * conv.out_channels * math.prod(conv.weight.shape[1:])
+        rec_flops = _answer(conv_flops, layer, size)
+        rec_flops = None if rec_flops is None else rec_flops / math.prod(size)
+    else:
+        old_flops = sum(_conv_cost(conv, s) for s in target.sizes)
+        costs = [_answer(conv_flops, layer, s) for s in target.sizes]
+        rec_flops = None if None in costs else sum(costs)
+    old_field = tuple(d * (k - 1) + 1 for d, k in zip(conv.dilation, conv.kernel_size))
+    if target.change == "replaced":
+        new_flops, new_field = rec_flops, _answer(receptive_field, layer)
+    else:
+        new_flops = None if rec_flops is None else old_flops + rec_flops
+        new_field = _answer(receptive_field, new)  # composed through the branch's spatial path
+    return SwappedLayer(
+        name=target.name,
+        change=target.change,
+        channels=conv.in_channels,
+        old_kernel=tuple(conv.kernel_size),
+        new_kernel=target.kernel,
+        old_receptive_field=old_field,
+        receptive_field=new_field,
+        old_params=num_params(conv),
+        new_params=num_params(new),
+        old_flops=old_flops,
+        new_flops=new_flops,
+    )
 
 
-def _num_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+@dataclass
+class _Surgery:
+    """Everything planned and built: committing it only assigns modules."""
+
+    model: nn.Module
+    report: SwapReport
+    changes: list[tuple[Target, nn.Module]]
+
+    def commit(self, done: list[tuple[nn.Module, str, nn.Module]]) -> nn.Module:
+        """Put every new module in place, recording each assignment in ``done``; return the model."""
+        result = self.model
+        for target, new in self.changes:
+            for parent, attr in target.slots:
+                setattr(parent, attr, new)
+                done.append((parent, attr, target.conv))
+            if not target.slots:
+                result = new
+        self.report.params_after = _count_params(result)
+        return result
 
 
-def _swap_in_place(
+def _undo(done: list[tuple[nn.Module, str, nn.Module]]) -> None:
+    for parent, attr, old in reversed(done):
+        setattr(parent, attr, old)
+    done.clear()
+
+
+def _prepare(
+    owner: str,
     model: nn.Module,
     *,
     level: int,
     kernel_size: int | Sequence[int] | None,
     init: str,
+    dense: str | None,
     predicate: Predicate | None,
     input_size: Sequence[int] | None,
     options: dict[str, Any],
     allow_root: bool,
-) -> tuple[nn.Module, SwapReport, list[tuple[nn.Module, str, nn.Module]]]:
+) -> _Surgery:
+    """Plan and build everything (the model is not changed) and fill in the report."""
     size = None if input_size is None else tuple(input_size)
-    owner = "recconv.swap" if allow_root else "recconv.swapped"
-    targets, skipped = _plan(owner, model, kernel_size, init, predicate)
+    targets, skipped = plan(owner, model, kernel_size, init, dense, predicate, options)
     if not allow_root and any(not t.slots for t in targets):
         raise ValueError(
-            f"{owner}: the model itself is a conv ({_describe(model)}) and cannot be swapped in "
+            f"{owner}: the model itself is a conv ({describe(model)}) and cannot be swapped in "
             "place; use recconv.swap, which returns the replacement"
         )
-    report = SwapReport(level, init, size, skipped=skipped, params_before=_num_params(model))
+    report = SwapReport(level, init, size, dense=dense, skipped=skipped, params_before=_count_params(model))
     if size is not None:
-        report.flops_before = _run_once(owner, model, size, targets)
-    replaced: list[tuple[nn.Module, str, nn.Module]] = []
-    result = model
-    for target in targets:
-        layer = _build(target, level, init, options)
-        for parent, attr in target.slots:
-            setattr(parent, attr, layer)
-            replaced.append((parent, attr, target.conv))
-        if not target.slots:
-            result = layer
-        old_flops, new_flops = _flops(target, layer, size)
-        report.swapped.append(
-            SwappedLayer(
-                name=target.name,
-                channels=target.conv.in_channels,
-                old_kernel=tuple(target.conv.kernel_size),
-                new_kernel=target.kernel,
-                receptive_field=receptive_field(layer) if _builtin_ops(layer) else None,
-                old_params=_num_params(target.conv),
-                new_params=_num_params(layer),
-                old_flops=old_flops,
-                new_flops=new_flops,
-            )
-        )
-    report.params_after = _num_params(result)
+        report.flops_before = _run_once(model, size, targets, owner)
+    changes = [(target, _build(owner, target, level, init, options)) for target in targets]
+    report.swapped = [_row(target, new, size) for target, new in changes]
     flops = report.swapped_flops
     if report.flops_before is not None and flops is not None:
         report.flops_after = report.flops_before - int(flops[0]) + int(flops[1])
-    return result, report, replaced
+    return _Surgery(model, report, changes)
 
 
 def swap(
@@ -521,40 +315,49 @@ def swap(
     level: int,
     kernel_size: int | Sequence[int] | None = None,
     init: str = "preserve",
+    dense: str | None = None,
     predicate: Predicate | None = None,
     inplace: bool = False,
     input_size: Sequence[int] | None = None,
     **recconv_options: Any,
 ) -> tuple[nn.Module, SwapReport]:
-    """Replace the depthwise convs of ``model`` by RecConv layers of the same rank.
+    """Replace the depthwise convs of ``model`` by RecConv layers, and optionally widen its dense convs.
 
     Every ``nn.Conv1d``/``nn.Conv2d``/``nn.Conv3d`` with ``groups == in_channels ==
     out_channels > 1``, stride 1, dilation 1, an odd kernel larger than 1x1 and zero padding
-    that keeps the size becomes a ``RecConv1d``/``2d``/``3d`` with the same channels. Other
-    convs stay, and the report says why (see the module docstring). Existing RecConv layers
-    are left alone and never looked inside. A conv registered under several names is replaced
-    by one RecConv everywhere. A model that is itself such a conv is returned replaced.
+    that keeps the size becomes a ``RecConv1d``/``2d``/``3d`` with the same channels. With
+    ``dense="branch"`` every other stride-1 conv with a kernel larger than 1x1 becomes a
+    :class:`~recconv.branch.RecBranch`, ``conv(x + rec(x))``. Other convs stay, and the report says why (see
+    the module docstring), as it does for scripted modules, uninitialized lazy convs,
+    transposed convs and, for a RecConv replacement, parametrized (spectral or weight norm)
+    convs and convs with tied weights, which a RecConv would drop or untie. Existing RecConv
+    and RecBranch layers are left alone and never looked inside. A conv registered under
+    several names (twice in one ``Sequential``, or under two attributes) becomes one new
+    module everywhere. A model that is itself such a conv is returned replaced.
 
-    ``init="preserve"`` keeps the network's function at swap time: the old kernel sits
-    centered in the full-resolution conv ``convs[-1]`` (zeros around it), the old bias
-    becomes ``convs[-1].bias``, and ``convs[-2]``, the coarse conv whose output is upsampled
-    and added to the input of ``convs[-1]``, starts at zero, so the coarse path adds exactly
-    nothing. Everything else (``convs[:-2]``, the down and up ops) keeps its default random
-    init. Zeroing only that one conv is deliberate. Every coarser level reaches the output
-    through ``convs[-2]``, so one zero conv suffices. A conv's weight gradient is its input
-    times the gradient at its output: ``convs[-2]`` sees nonzero coarse features, so the first
-    optimizer step moves it, and from the second step on every coarser conv and the down op
-    get gradients through it (a "zero convolution" as in ControlNet). Zeroing all coarse
-    convs would keep the function too, but each one's output gradient would pass through
-    the zero convs after it: ``convs[i]`` would first move at step ``level - i``, with
-    gradients scaled by products of the few learning-rate-sized weights before it.
-    Custom up builders must map zeros to zeros for ``"preserve"`` to hold, as the built-in
-    ones do. ``init="random"`` draws every weight as RecConv does by default (and a replacing
-    bias as ``nn.ConvNd`` draws one).
+    ``init="preserve"`` keeps the network's function at swap time. A replacing RecConv holds
+    the old kernel centered in its full-resolution conv ``convs[-1]`` (zeros around it) and
+    the old bias as ``convs[-1].bias``, and ``convs[-2]``, the coarse conv whose output is
+    upsampled and added to the input of ``convs[-1]``, starts at zero, so the coarse path adds
+    exactly nothing. A branch's RecConv has a zero ``convs[-1]``, so it outputs zeros and the
+    conv sees ``x + 0``. Everything else (the other convs, the down and up ops) keeps its
+    default random init. Zeroing only that one conv is deliberate. Every coarser level
+    reaches the output through it, so one zero conv suffices. A conv's weight gradient is its
+    input times the gradient at its output: the zero conv sees nonzero features, so the first
+    optimizer step moves it, and from the second step on everything before it gets gradients
+    through it (a "zero convolution" as in ControlNet). Zeroing all coarse convs would keep
+    the function too, but each one's output gradient would pass through the zero convs after
+    it: ``convs[i]`` would first move at step ``level - i``, with gradients scaled by products
+    of the few learning-rate-sized weights before it. Custom up builders must map zeros to
+    zeros for ``"preserve"`` to hold, as the built-in ones do. ``init="random"`` draws every
+    weight as RecConv does by default (and a replacing bias as ``nn.ConvNd`` draws one).
 
     The new layers keep the device, dtype, channels_last memory format, ``requires_grad`` and
     training mode of the convs they replace. Forward hooks registered on a replaced conv do
-    not move to its RecConv.
+    not move to its RecConv (a branch keeps the conv, hooks included).
+
+    Nothing is changed before every target is planned and its new module built: on any error
+    an ``inplace=True`` model is exactly as it was.
 
     Args:
         model: The network (left untouched unless ``inplace=True``).
@@ -562,10 +365,12 @@ def swap(
         kernel_size: Base kernel of every RecConv, an odd int or one per spatial axis; ``None``
             keeps each conv's own kernel.
         init: ``"preserve"`` or ``"random"``.
-        predicate: ``predicate(name, conv) -> bool`` decides, for every conv RecConv could
-            replace, whether to replace it: it can leave convs out (narrow) or select 1x1,
-            single-channel or subclassed convs (widen). It is not asked about convs RecConv
-            cannot stand in for (strided, dense, dilated, ...).
+        dense: ``None`` (dense convs stay) or ``"branch"`` (they get a RecConv branch).
+        predicate: ``predicate(name, conv) -> bool`` decides, for every conv swap could change,
+            whether to change it: it can leave convs out (narrow) or select 1x1,
+            single-channel or subclassed depthwise convs and strided or 1x1 dense convs
+            (widen). It is not asked about convs RecConv cannot stand in for (strided,
+            dilated or size-changing depthwise convs, ...).
         inplace: Modify ``model`` itself instead of a deep copy.
         input_size: Shape of one input sample without the batch axis, e.g. ``(3, 224, 224)``.
             The model then runs once, in eval mode without gradients, on zeros of that shape
@@ -577,11 +382,15 @@ def swap(
         The swapped model (``model`` itself if ``inplace``) and a :class:`SwapReport`.
 
     Raises:
-        ValueError: For a level below 0, an even or non-positive kernel, an unknown init, a bad
-            ``input_size`` or a model that fails on it, ``"preserve"`` with a causal RecConv or
-            with a base kernel smaller than a conv's own kernel (nothing is modified then).
-        TypeError: For a model that is not an ``nn.Module``, a non-callable predicate, a
-            kernel of the wrong type or length, or an unknown or per-layer RecConv option.
+        ValueError: For a level below 0, an even or non-positive kernel, an unknown init or
+            dense mode, a bad ``input_size`` or a model that fails on it, ``"preserve"`` with
+            a causal RecConv or with a base kernel smaller than a depthwise conv's own kernel,
+            an even kernel to branch without ``kernel_size``, or RecConv options a layer
+            refuses (naming the conv). Nothing is modified then.
+        TypeError: For a model that is not an ``nn.Module`` (or cannot be deep-copied without
+            ``inplace=True``), a non-int level, a non-bool ``inplace``, a non-callable
+            predicate, a kernel of the wrong type or length, or an unknown or per-layer
+            RecConv option.
 
     Example:
         >>> import torch
@@ -598,22 +407,35 @@ def swap(
         >>> row.name, row.receptive_field
         ('1', (49, 49))
         >>> report.skipped[0].reason
-        'not depthwise (groups=1, in_channels=3, out_channels=16)'
+        "not depthwise (groups=1, in_channels=3, out_channels=16); dense='branch' adds a RecConv before it"
     """
-    _check_arguments("recconv.swap", model, level, kernel_size, init, predicate, input_size, recconv_options)
+    owner = "recconv.swap"
+    _check_arguments(owner, model, level, kernel_size, init, dense, predicate, input_size, recconv_options)
+    if not isinstance(inplace, bool):
+        raise TypeError(f"{owner}: inplace must be a bool, got {inplace!r}")
     if not inplace:
-        model = copy.deepcopy(model)
-    result, report, _ = _swap_in_place(
+        try:
+            model = copy.deepcopy(model)
+        except Exception as error:
+            raise TypeError(f"{owner}: cannot deep-copy the model ({error}); pass inplace=True") from error
+    surgery = _prepare(
+        owner,
         model,
         level=level,
         kernel_size=kernel_size,
         init=init,
+        dense=dense,
         predicate=predicate,
         input_size=input_size,
         options=recconv_options,
         allow_root=True,
     )
-    return result, report
+    done: list[tuple[nn.Module, str, nn.Module]] = []
+    try:
+        return surgery.commit(done), surgery.report
+    except BaseException:
+        _undo(done)
+        raise
 
 
 @contextmanager
@@ -623,16 +445,18 @@ def swapped(
     level: int,
     kernel_size: int | Sequence[int] | None = None,
     init: str = "preserve",
+    dense: str | None = None,
     predicate: Predicate | None = None,
     input_size: Sequence[int] | None = None,
     **recconv_options: Any,
 ) -> Iterator[SwapReport]:
     """Swap RecConv into ``model`` in place for a ``with`` block, then put the original convs back.
 
-    Takes the arguments of :func:`swap` (always in place) and yields its report. On exit,
-    exception or not, every replaced conv object is put back where it was, so the model is
-    exactly what it was before (the same module objects, with their parameters as they were;
-    an optimizer built inside the block holds the RecConv parameters, not these).
+    Takes the arguments of :func:`swap` (always in place) and yields its report. Everything is
+    checked before the model is touched; on exit, exception or not, every replaced conv object
+    is put back where it was, so the model is exactly what it was before (the same module
+    objects, with their parameters as they were; an optimizer built inside the block holds
+    the RecConv parameters, not these).
 
     Raises:
         ValueError: As :func:`swap`, and when ``model`` is itself a conv that would be replaced.
@@ -645,108 +469,28 @@ def swapped(
         >>> net = nn.Sequential(nn.Conv1d(8, 8, 3, padding=1, groups=8))
         >>> conv = net[0]
         >>> with recconv.swapped(net, level=3) as report:
-        ...     type(net[0]).__name__, len(report.swapped)
-        ('RecConv1d', 1)
+        ...     print(type(net[0]).__name__, len(report.swapped))
+        RecConv1d 1
         >>> net[0] is conv
         True
     """
-    _check_arguments(
-        "recconv.swapped", model, level, kernel_size, init, predicate, input_size, recconv_options
-    )
-    _, report, replaced = _swap_in_place(
+    owner = "recconv.swapped"
+    _check_arguments(owner, model, level, kernel_size, init, dense, predicate, input_size, recconv_options)
+    surgery = _prepare(
+        owner,
         model,
         level=level,
         kernel_size=kernel_size,
         init=init,
+        dense=dense,
         predicate=predicate,
         input_size=input_size,
         options=recconv_options,
         allow_root=False,
     )
+    done: list[tuple[nn.Module, str, nn.Module]] = []
     try:
-        yield report
+        surgery.commit(done)
+        yield surgery.report
     finally:
-        for parent, attr, old in reversed(replaced):
-            setattr(parent, attr, old)
-
-
-class SpecError(ValueError):
-    """A model spec for :func:`load_model` that names nothing buildable."""
-
-
-def _torchvision(name: str) -> nn.Module:
-    try:
-        from torchvision import models
-    except ImportError as error:
-        raise SpecError(f"torchvision is not installed ({error}); pip install torchvision") from None
-    names = models.list_models()
-    if name not in names:
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise SpecError(f"unknown torchvision model {name!r}; see torchvision.models.list_models().{hint}")
-    builder = models.get_model_builder(name)
-    # Detection builders default to a pretrained backbone; nothing may be downloaded here.
-    backbone = (
-        {"weights_backbone": None} if "weights_backbone" in inspect.signature(builder).parameters else {}
-    )
-    return builder(weights=None, **backbone)
-
-
-def _timm(name: str) -> nn.Module:
-    try:
-        import timm
-    except ImportError:
-        raise SpecError(
-            f"timm is not installed, so 'timm:{name}' cannot be built; pip install timm"
-        ) from None
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise SpecError(f"unknown timm model {name!r}; see timm.list_models().{hint}")
-    return timm.create_model(name, pretrained=False)
-
-
-_SOURCES: dict[str, Callable[[str], nn.Module]] = {"torchvision": _torchvision, "timm": _timm}
-
-
-def _factory(path: str, attribute: str) -> nn.Module:
-    try:
-        target: Any = importlib.import_module(path)
-    except ImportError as error:
-        raise SpecError(f"cannot import module {path!r}: {error}") from None
-    for part in attribute.split("."):
-        if not hasattr(target, part):
-            raise SpecError(f"module {path!r} has no attribute {attribute!r}")
-        target = getattr(target, part)
-    if not callable(target):
-        raise SpecError(f"{path}:{attribute} is not callable, expected a factory returning an nn.Module")
-    model = target()
-    if not isinstance(model, nn.Module):
-        raise SpecError(f"{path}:{attribute}() returned {type(model).__name__}, expected an nn.Module")
-    return model
-
-
-def load_model(spec: str) -> nn.Module:
-    """Build a model from ``torchvision:NAME``, ``timm:NAME`` or ``module.path:factory``, without weights.
-
-    torchvision and timm models are built with random weights (``weights=None``,
-    ``pretrained=False``), so nothing is downloaded. ``module.path:factory`` imports the
-    module and calls the named attribute (a dotted path such as ``Class.build`` works)
-    with no arguments; nothing is evaluated.
-
-    Raises:
-        SpecError: (a ``ValueError``) for a malformed spec, an unknown model, a missing
-            package, module or attribute, or a factory that returns no ``nn.Module``.
-
-    Example:
-        >>> type(load_model("torch.nn:Identity")).__name__
-        'Identity'
-    """
-    source, colon, name = spec.partition(":")
-    if not (colon and source and name):
-        raise SpecError(
-            f"a model spec is 'torchvision:NAME', 'timm:NAME' or 'module.path:factory', got {spec!r}"
-        )
-    if source in _SOURCES:
-        return _SOURCES[source](name)
-    return _factory(source, name)
+        _undo(done)

@@ -26,7 +26,14 @@ def test_cost_rows_follow_the_paper():
 
 
 @pytest.mark.parametrize(
-    "argv", [["costs", "--dims", "4"], ["costs", "--kernel-size", "4"], ["costs", "--size", "0"], []]
+    "argv",
+    [
+        ["costs", "--dims", "4"],
+        ["costs", "--kernel-size", "4"],
+        ["costs", "--size", "0"],
+        [],
+        ["swap", "os:system"],  # never called: not a model builder
+    ],
 )
 def test_bad_arguments_are_argparse_errors(argv):
     result = subprocess.run([sys.executable, "-m", "recconv", *argv], capture_output=True, text=True)

@@ -6,6 +6,7 @@ import copy
 import io
 import re
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -17,9 +18,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import recconv
 from recconv import RecConv1d, RecConv2d, RecConv3d
+from recconv.branch import RecBranch
 from recconv.cli import main
+from recconv.cli_specs import SpecError, load_model
 from recconv.core import RecConvNd
-from recconv.swap import SpecError, load_model
 
 SIZE = (3, 64, 64)
 
@@ -208,6 +210,8 @@ def test_predicate_narrows_and_widens_but_is_asked_only_about_possible_convs():
     assert [r.name for r in report.swapped] == ["4"]
     reasons = {s.name: s.reason for s in report.skipped}
     assert reasons["1"] == reasons["8"] == "predicate returned False"
+    _, report = recconv.swap(tiny_audio_net(), level=1, predicate=lambda name, module: None)
+    assert {s.reason for s in report.skipped if s.name in ("1", "4", "8")} == {"predicate returned None"}
 
     class SameConv(nn.Conv2d):
         pass
@@ -334,6 +338,12 @@ def test_swap_never_looks_inside_an_existing_recconv():
     assert report.skipped[0].reason == "already a RecConv (swap never looks inside one)"
     again, report = recconv.swap(new, level=1, inplace=True)
     assert report.swapped == [] and len(report.skipped) == 2
+    # The same conv object inside the RecConv and beside it: replacing one use would untie them.
+    shared = nn.Sequential(existing, inner[0])
+    _, report = recconv.swap(shared, level=1)
+    assert report.swapped == [] and report.skipped[1].reason == (
+        "also used as '0.ups.0.smooth', where swap does not look: a RecConv would untie them"
+    )
 
 
 def test_keeps_dtype_device_memory_format_requires_grad_and_mode():
@@ -384,7 +394,7 @@ def test_report_rows_and_table():
     assert table.startswith(
         "recconv.swap: 1 swapped, 1 skipped (level 2, init 'preserve', no input size: FLOPs per output position)"
     )
-    assert "| 0 | 96 | 7x7 | 7x7 | 7x7 → 67x67 | 4,800 → 18,912 | 9,408 → 15,288 |" in table
+    assert "| 0 | replaced | 96 | 7x7 | 7x7 | 7x7 → 67x67 | 4,800 → 18,912 | 9,408 → 15,288 |" in table
     assert "| params of the swapped layers | 4,800 | 18,912 | 3.940 |" in table
     assert "| FLOPs of the swapped layers | - | - | - |" in table
     assert "| 1 | Conv2d(96, 8, kernel_size=(1, 1), stride=(1, 1)) | not depthwise" in table
@@ -405,7 +415,7 @@ def test_custom_builders_have_no_theory_numbers():
     )
     assert report.swapped[0].receptive_field is None and report.swapped[0].new_flops is None
     assert report.flops_after is None
-    assert "| 0 | 4 | 3 | 3 | 3 → - | 16 → 40 | 384 → - |" in report.to_markdown()
+    assert "| 0 | replaced | 4 | 3 | 3 | 3 → - | 16 → 40 | 384 → - |" in report.to_markdown()
 
 
 class UpNearest(nn.Module):
@@ -431,6 +441,7 @@ def failing_model() -> nn.Module:
     [
         (lambda: recconv.swap("net", level=1), TypeError, "recconv.swap: model must be an nn.Module, got str"),
         (lambda: recconv.swap(failing_model(), level=-1), ValueError, "recconv.swap: level must be an int >= 0, got -1"),
+        # _util.check_int decides TypeError or ValueError for a non-int level; the message names it either way.
         (lambda: recconv.swap(failing_model(), level=True), ValueError, "recconv.swap: level must be an int >= 0, got True"),
         (lambda: recconv.swap(failing_model(), level=1, kernel_size=4), ValueError, "recconv.swap: kernel_size must be odd and positive, got 4"),
         (lambda: recconv.swap(failing_model(), level=1, kernel_size="5"), TypeError, "recconv.swap: kernel_size must be None, an int or a tuple of ints, got '5'"),
@@ -438,6 +449,9 @@ def failing_model() -> nn.Module:
         (lambda: recconv.swap(failing_model(), level=1, kernel_size=(5, 5, 5)), ValueError, "recconv.swap at '0': kernel_size must be an int or a tuple of 2 ints, got (5, 5, 5)"),
         (lambda: recconv.swap(failing_model(), level=1, init="preserved"), ValueError, "recconv.swap: unknown init 'preserved'; expected one of ['preserve', 'random']. Did you mean 'preserve'?"),
         (lambda: recconv.swap(failing_model(), level=1, predicate=True), TypeError, "recconv.swap: predicate must be a callable (name, module) -> bool, got True"),
+        (lambda: recconv.swap(failing_model(), level=1, inplace="yes"), TypeError, "recconv.swap: inplace must be a bool, got 'yes'"),
+        (lambda: recconv.swap(failing_model(), level=1, dense=True), TypeError, "recconv.swap: dense must be a name from ['branch'], got bool"),
+        (lambda: recconv.swap(failing_model(), level=1, init=None), TypeError, "recconv.swap: init must be a name from ['preserve', 'random'], got NoneType"),
         (lambda: recconv.swap(failing_model(), level=1, input_size=(4, 0, 8)), ValueError, "recconv.swap: input_size must be the shape of one input sample without the batch axis, as positive ints like (3, 224, 224), got (4, 0, 8)"),
         (lambda: recconv.swap(failing_model(), level=1, input_size=224), ValueError, "recconv.swap: input_size must be the shape of one input sample without the batch axis, as positive ints like (3, 224, 224), got 224"),
         (lambda: recconv.swap(failing_model(), level=1, input_size=(3, 8, 8)), ValueError, "recconv.swap: the model failed on an input of shape (1, 3, 8, 8) (input_size=(3, 8, 8)): "),
@@ -473,8 +487,17 @@ def test_a_failed_preserve_leaves_an_inplace_model_untouched():
         ("timm:convnext_att", "unknown timm model 'convnext_att'; see timm.list_models(). Did you mean 'convnext_atto'?"),
         ("no_such_module_xyz:build", "cannot import module 'no_such_module_xyz': No module named 'no_such_module_xyz'"),
         ("tests.test_swap:no_such_factory", "module 'tests.test_swap' has no attribute 'no_such_factory'"),
-        ("tests.test_swap:SIZE", "tests.test_swap:SIZE is not callable, expected a factory returning an nn.Module"),
-        ("builtins:dict", "builtins:dict() returned dict, expected an nn.Module"),
+        ("tests.test_swap:SIZE", "tests.test_swap:SIZE is not a model builder (a tuple); a spec calls only an nn.Module subclass or a function defined in module 'tests.test_swap'"),
+        ("builtins:dict", "builtins:dict is not a model builder (the class dict); a spec calls only an nn.Module subclass or a function defined in module 'builtins'"),
+        ("sys:exit", "sys:exit is not a model builder (a builtin_function_or_method)"),
+        ("os:system", "os:system is not a model builder (a builtin_function_or_method)"),
+        ("builtins:print", "builtins:print is not a model builder (a builtin_function_or_method)"),
+        # Functions and classes a module imported from elsewhere are not its builders.
+        ("tests.test_swap:copy.deepcopy", "tests.test_swap:copy.deepcopy is not a model builder (a function)"),
+        ("tests.test_swap:Counter", "tests.test_swap:Counter is not a model builder (the class Counter)"),
+        ("tests.test_swap:returns_a_tensor", "tests.test_swap:returns_a_tensor() returned Tensor, expected an nn.Module"),
+        ("tests.test_swap:broken_factory", "tests.test_swap:broken_factory() failed: RuntimeError: no weights here"),
+        ("torch.nn:Conv2d", "torch.nn:Conv2d() failed: TypeError: "),
     ],
 )  # fmt: skip
 def test_spec_errors(spec, message):
@@ -489,8 +512,38 @@ def test_a_missing_package_is_named(monkeypatch, package):
         load_model(f"{package}:anything")
 
 
+def broken_factory() -> nn.Module:
+    raise RuntimeError("no weights here")
+
+
+def returns_a_tensor() -> torch.Tensor:
+    return torch.zeros(1)
+
+
+class Builders:
+    @staticmethod
+    def audio() -> nn.Module:
+        return tiny_audio_net()
+
+    @classmethod
+    def video(cls) -> nn.Module:
+        return tiny_video_net()
+
+
+def test_a_module_whose_import_fails_is_a_spec_error(tmp_path, monkeypatch):
+    (tmp_path / "spec_module_that_fails.py").write_text("raise RuntimeError('import boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(
+        SpecError, match=re.escape("cannot import module 'spec_module_that_fails': RuntimeError: import boom")
+    ):
+        load_model("spec_module_that_fails:build")
+
+
 def test_specs_build_models_without_weights():
     assert isinstance(load_model("tests.test_swap:tiny_audio_net"), nn.Sequential)
+    assert isinstance(load_model("tests.test_swap:TinyUNet"), TinyUNet)
+    assert isinstance(load_model("tests.test_swap:Builders.audio"), nn.Sequential)
+    assert isinstance(load_model("tests.test_swap:Builders.video")[0], nn.Conv3d)
     assert type(load_model("timm:convnext_atto")).__name__ == "ConvNeXt"
     # Detection builders default to a pretrained backbone; the spec must not download one.
     assert type(load_model("torchvision:ssdlite320_mobilenet_v3_large")).__name__ == "SSD"
@@ -502,11 +555,14 @@ def test_cli_prints_the_report_table(capsys):
     out = capsys.readouterr().out
     assert out.startswith("recconv.swap: 7 swapped, 45 skipped (level 1, init 'preserve', input (3, 64, 64))")
     # Block 3 runs at 8x8 (three stride-2 steps); at level 1 RecConv adds a 4x4 conv and a 4x4 down conv.
-    assert "| features.3.block.1.0 | 88 | 3x3 | 3x3 | 3x3 → 11x11 | 792 → 2,376 | 101,376 → 152,064 |" in out
+    assert (
+        "| features.3.block.1.0 | replaced | 88 | 3x3 | 3x3 | 3x3 → 11x11 | 792 → 2,376 | 101,376 → 152,064 |"
+        in out
+    )
     assert main(["swap", "tests.test_swap:tiny_audio_net", "--kernel-size", "9", "--init", "random"]) == 0
     out = capsys.readouterr().out
     # Per position: 2 x 16 x 7 before; 2 x 16 x 9 x (1 + 2 * (1/2 + 1/4)) after.
-    assert "| 1 | 16 | 7 | 9 | 7 → 89 | 128 → 592 | 224 → 720 |" in out
+    assert "| 1 | replaced | 16 | 7 | 9 | 7 → 89 | 128 → 592 | 224 → 720 |" in out
 
 
 @pytest.mark.parametrize(
@@ -519,6 +575,10 @@ def test_cli_prints_the_report_table(capsys):
         (["swap", "torchvision:resnet18", "--init", "zeros"], "argument --init: invalid choice: 'zeros'"),
         (["swap", "resnet18"], "a model spec is 'torchvision:NAME', 'timm:NAME' or 'module.path:factory', got 'resnet18'"),
         (["swap", "tests.test_swap:tiny_audio_net", "--kernel-size", "5"], "init='preserve' cannot fit the 7 kernel of '1' into a 5 base kernel"),
+        (["swap", "sys:exit"], "sys:exit is not a model builder (a builtin_function_or_method)"),
+        (["swap", "tests.test_swap:broken_factory"], "tests.test_swap:broken_factory() failed: RuntimeError: no weights here"),
+        (["swap", "torchvision:resnet19"], "unknown torchvision model 'resnet19'"),
+        (["swap", "torchvision:resnet18", "--dense", "branches"], "argument --dense: invalid choice: 'branches'"),
     ],
 )  # fmt: skip
 def test_cli_errors_are_argparse_errors(capsys, argv, message):
@@ -533,7 +593,324 @@ def test_cli_errors_are_argparse_errors(capsys, argv, message):
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "swap.md"
 
 
-def test_the_docs_table_is_the_command_output(capsys):
-    # tests/test_docs.py runs the page's snippets; this checks its table against the CLI.
-    assert main(["swap", "torchvision:convnext_tiny", "--level", "2", "--input-size", "3", "224", "224"]) == 0
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["torchvision:convnext_tiny", "--level", "2", "--input-size", "3", "224", "224"],
+        ["torchvision:resnet18", "--dense", "branch", "--level", "2", "--input-size", "3", "224", "224"],
+    ],
+)
+def test_the_docs_tables_are_the_command_output(capsys, argv):
+    # tests/test_docs.py runs the page's snippets; this checks its tables against the CLI.
+    assert main(["swap", *argv]) == 0
     assert capsys.readouterr().out.strip() in DOCS.read_text()
+
+
+# --- atomic and complete surgery -----------------------------------------------------------------
+
+
+def snapshot(model: nn.Module) -> tuple[list, dict]:
+    """The module objects under every name and a copy of every tensor: what 'exactly as before' means."""
+    modules = list(model.named_modules(remove_duplicate=False))
+    return modules, {k: v.clone() for k, v in model.state_dict(keep_vars=True).items()}
+
+
+def assert_unchanged(model: nn.Module, before: tuple[list, dict]) -> None:
+    modules, state = before
+    assert list(model.named_modules(remove_duplicate=False)) == modules
+    now = model.state_dict(keep_vars=True)
+    assert now.keys() == state.keys() and all(torch.equal(now[k], v) for k, v in state.items())
+
+
+def mixed_ranks() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(4, 4, 3, padding=1, groups=4),
+        nn.Flatten(2),
+        nn.Unflatten(2, (1, 4, 4)),
+        nn.Conv3d(4, 4, 3, padding=1, groups=4),
+    )
+
+
+@pytest.mark.parametrize(
+    "make, options, message",
+    [
+        # factor=(1, 2, 2) suits the 3D conv only: the 2D one, met first, fails when its layer is built.
+        (mixed_ranks, {"factor": (1, 2, 2), "init": "random"}, "recconv.swap at '0': RecConv2d: factor must be an int or a tuple of 2 ints"),
+        (mixed_ranks, {"kernel_size": (5, 5)}, "recconv.swap at '3': kernel_size must be an int or a tuple of 3 ints"),
+        (lambda: nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.Conv2d(8, 8, 4, padding="same")), {"dense": "branch"}, "recconv.swap: the 4x4 kernel of '1' is even, and RecConv kernels are odd"),
+        (lambda: nn.Sequential(nn.Conv1d(4, 4, 3, padding=1, groups=4)), {"input_size": (3, 16)}, "recconv.swap: the model failed on an input of shape (1, 3, 16)"),
+    ],
+)  # fmt: skip
+def test_an_error_leaves_an_inplace_model_exactly_as_before(make, options, message):
+    model = make()
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        recconv.swap(model, level=1, inplace=True, **options)
+    assert_unchanged(model, before)
+    swapped_message = re.escape(message.replace("recconv.swap", "recconv.swapped"))
+    with pytest.raises(ValueError, match=swapped_message), recconv.swapped(model, level=1, **options):
+        pass
+    assert_unchanged(model, before)
+
+
+class Stubborn(nn.Module):
+    """A parent that refuses a RecConv: the commit fails after an earlier conv was already replaced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if isinstance(value, RecConvNd):
+            raise RuntimeError("no RecConv here")
+        super().__setattr__(name, value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_a_failed_commit_is_undone():
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), Stubborn())
+    before = snapshot(model)
+    with pytest.raises(RuntimeError, match="no RecConv here"):
+        recconv.swap(model, level=1, inplace=True)
+    assert_unchanged(model, before)
+    with pytest.raises(RuntimeError, match="no RecConv here"), recconv.swapped(model, level=1):
+        pass
+    assert_unchanged(model, before)
+
+
+def test_swapped_restores_on_every_exit_path():
+    model = tiny_video_net()
+    before = snapshot(model)
+
+    def leave_early() -> str:
+        with recconv.swapped(model, level=1):
+            return "returned"
+
+    assert leave_early() == "returned"
+    assert_unchanged(model, before)
+    for _ in range(2):  # break out of a loop body inside the block
+        with recconv.swapped(model, level=1):
+            break
+    assert_unchanged(model, before)
+    with pytest.raises(KeyboardInterrupt), recconv.swapped(model, level=1):
+        raise KeyboardInterrupt
+    assert_unchanged(model, before)
+
+
+class Aliased(nn.Module):
+    """One conv under two attributes, and twice in one Sequential."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.second = self.first
+        self.dense = nn.Conv2d(4, 4, 3, padding=1)
+        self.twice = nn.Sequential(self.dense, nn.ReLU(), self.dense)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.twice(self.second(self.first(x)))
+
+
+@pytest.mark.parametrize("dense", [None, "branch"])
+def test_a_conv_used_several_times_becomes_one_module_everywhere(dense):
+    torch.manual_seed(0)
+    model = Aliased().eval()
+    x = torch.randn(1, 4, 12, 12)
+    new, report = recconv.swap(model, level=1, dense=dense)
+    assert isinstance(new.first, RecConv2d) and new.first is new.second
+    assert [r.name for r in report.swapped] == (["first"] if dense is None else ["first", "dense"])
+    if dense:
+        assert isinstance(new.dense, RecBranch)
+        assert new.dense is new.twice[0] is new.twice[2]
+    else:
+        assert new.dense is new.twice[0] is new.twice[2]
+        assert all(s.name == "dense" for s in report.skipped)
+    with torch.no_grad():
+        torch.testing.assert_close(new(x), model(x), rtol=1e-6, atol=1e-6)
+    before = snapshot(model)
+    with recconv.swapped(model, level=1, dense=dense):
+        assert model.first is model.second and isinstance(model.first, RecConv2d)
+        assert model.twice[0] is model.twice[2] is model.dense
+    assert_unchanged(model, before)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_scripted_lazy_transposed_parametrized_and_tied_convs_are_listed_with_the_reason():
+    tied = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+    twin = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+    twin.weight = tied.weight
+    model = nn.Sequential(
+        torch.jit.script(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.ReLU())),
+        nn.LazyConv2d(4, 3, padding=1),
+        nn.ConvTranspose2d(4, 4, 3, padding=1, groups=4),
+        nn.utils.parametrizations.spectral_norm(nn.Conv2d(4, 4, 3, padding=1, groups=4)),
+        nn.utils.spectral_norm(nn.Conv2d(4, 4, 3, padding=1, groups=4)),
+        nn.utils.parametrizations.weight_norm(nn.Conv2d(4, 4, 3, padding=1, groups=4)),
+        tied,
+        twin,
+        nn.Conv2d(4, 4, 3, padding=1, groups=4),
+    )
+    # The predicate may not overrule what a RecConv would lose: it is not asked about these.
+    asked = []
+    new, report = recconv.swap(model, level=1, predicate=lambda name, conv: asked.append(name) or True)
+    assert asked == ["8"] and [r.name for r in report.swapped] == ["8"]
+    assert {s.name: s.reason for s in report.skipped} == {
+        "0.0": "scripted (torch.jit.ScriptModule): its compiled code cannot change; swap before scripting",
+        "1": "uninitialized lazy conv: run one forward pass first",
+        "2": "transposed conv: swap changes Conv1d, Conv2d, Conv3d only",
+        "3": "parametrized (_SpectralNorm on weight): a RecConv would drop the parametrization",
+        "4": "SpectralNorm hook: a RecConv would drop it",
+        "5": "parametrized (_WeightNorm on weight): a RecConv would drop the parametrization",
+        "6": "weight is tied to '7': a RecConv would untie them",
+        "7": "weight is tied to '6': a RecConv would untie them",
+    }
+    assert report.skipped[0].layer == "RecursiveScriptModule(original_name=Conv2d)"
+    assert all(new[i] is not model[i] and type(new[i]) is type(model[i]) for i in range(8))
+    _, report = recconv.swap(torch.jit.script(nn.Conv1d(2, 2, 3, padding=1, groups=2)), level=1)
+    assert report.skipped[0].name == "(model)" and report.skipped[0].reason.startswith("scripted")
+
+
+def test_a_model_that_cannot_be_copied_needs_inplace():
+    model = nn.Sequential(nn.Conv1d(2, 2, 3, padding=1, groups=2))
+    model.lock = threading.Lock()
+    with pytest.raises(
+        TypeError, match=r"recconv.swap: cannot deep-copy the model \(.*\); pass inplace=True"
+    ):
+        recconv.swap(model, level=1)
+    new, _ = recconv.swap(model, level=1, inplace=True)
+    assert isinstance(new[0], RecConv1d)
+
+
+# --- dense="branch": RecConv in any CNN ----------------------------------------------------------
+
+
+class TinyUNet(nn.Module):
+    """Two scales, a skip connection, a strided down conv and a transposed up conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()
+        )
+        self.down = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.mid = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
+        self.up = nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.dec = nn.Sequential(nn.Conv2d(16, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.enc(x)
+        return self.dec(torch.cat([skip, self.up(self.mid(self.down(skip)))], 1))
+
+
+def input_reach(model: nn.Module, size: int, channels: int = 3) -> int:
+    """How far from the center the input gradient of the center output is nonzero (Chebyshev)."""
+    generator = torch.Generator().manual_seed(0)  # the same input for every model compared
+    x = torch.randn(1, channels, size, size, dtype=torch.float64, generator=generator, requires_grad=True)
+    model(x)[0, 0, size // 2, size // 2].backward()
+    rows, cols = torch.nonzero(x.grad[0].abs().sum(0), as_tuple=True)
+    return int(torch.maximum((rows - size // 2).abs(), (cols - size // 2).abs()).max())
+
+
+def test_branch_keeps_a_unet_exactly_and_one_step_widens_its_receptive_field():
+    torch.manual_seed(0)
+    model = TinyUNet().double()
+    new, report = recconv.swap(model, level=2, dense="branch", input_size=(3, 32, 32))
+    assert [(r.name, r.change) for r in report.swapped] == [
+        ("enc.0", "branch"), ("enc.2", "branch"), ("mid.0", "branch"), ("dec.0", "branch")
+    ]  # fmt: skip
+    assert {s.name: s.reason for s in report.skipped} == {
+        "down": "stride (2, 2): a branch goes before stride-1 convs (a predicate can select it)",
+        "up": "transposed conv: swap changes Conv1d, Conv2d, Conv3d only",
+        "dec.2": "1x1 kernel: a pointwise conv mixes no positions (a predicate can select it)",
+    }
+    assert report.flops_after == model_flops(new, torch.zeros(1, 3, 32, 32, dtype=torch.float64))
+    assert report.params_after == sum(p.numel() for p in new.parameters())
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    assert torch.equal(new(x), model(x))  # x + 0 is x: the same function, bit for bit
+    reach = input_reach(model, 64)
+    assert input_reach(new, 64) == reach
+    optimizer = torch.optim.SGD(new.parameters(), lr=0.1)
+    nn.functional.mse_loss(new(x), torch.randn(2, 2, 32, 32, dtype=torch.float64)).backward()
+    branches = [m for m in new.modules() if isinstance(m, RecBranch)]
+    assert len(branches) == 4 and all(b.rec.convs[-1].weight.grad.any() for b in branches)
+    optimizer.step()
+    # One step in, the zero convs moved: each branch adds a level-2 RecConv's reach (13 at its scale).
+    assert input_reach(new, 64) >= reach + 13
+
+
+def test_branch_on_resnet18_keeps_its_outputs_and_learns():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=4).eval()
+    new, report = recconv.swap(model, level=2, dense="branch", input_size=SIZE)
+    # 16 3x3 convs in the blocks, 3 of them stride 2; the 7x7/2 stem and three 1x1/2 downsamples stay.
+    assert len(report.swapped) == 13 and {r.change for r in report.swapped} == {"branch"}
+    assert [s.name for s in report.skipped] == [
+        "conv1", "layer2.0.conv1", "layer2.0.downsample.0", "layer3.0.conv1",
+        "layer3.0.downsample.0", "layer4.0.conv1", "layer4.0.downsample.0",
+    ]  # fmt: skip
+    row = report.swapped[0]
+    assert (row.name, row.channels, row.old_receptive_field) == ("layer1.0.conv1", 64, (3, 3))
+    assert recconv.receptive_field(new.layer1[0].conv1.rec) == (27, 27)
+    assert row.receptive_field == (31, 31)  # the 3x3 conv over 27x27 windows of neighbouring phases
+    assert row.new_params == row.old_params + recconv.num_params(new.layer1[0].conv1.rec)
+    assert report.flops_after == model_flops(new, torch.zeros(1, *SIZE))
+    x = torch.randn(2, *SIZE)
+    with torch.no_grad():
+        assert torch.equal(new(x), model(x))
+    new.train()
+    nn.functional.cross_entropy(new(x), torch.tensor([0, 3])).backward()
+    branches = [m for m in new.modules() if isinstance(m, RecBranch)]
+    assert all(b.rec.convs[-1].weight.grad.any() for b in branches)
+    assert {"layer1.0.conv1.conv.weight", "layer1.0.conv1.rec.convs.2.weight"} <= set(new.state_dict())
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_branch_in_1d_and_3d_and_its_receptive_field(rank):
+    torch.manual_seed(0)
+    conv = (nn.Conv1d, nn.Conv3d)[rank // 3](4, 6, 3, padding=1, dilation=1)
+    new, report = recconv.swap(conv, level=2, dense="branch", init="random", factor=2)
+    assert isinstance(new, RecBranch) and new.rec.spatial_dims == rank
+    (row,) = report.swapped
+    # RecConv(k=3, level 2) sees 27; the 3-tap conv reads neighbours whose windows shift by phase.
+    assert recconv.receptive_field(new.rec) == (27,) * rank and row.receptive_field == (31,) * rank
+    if rank == 1:  # every weight is nonzero: at its widest phase the input gradient spans the window
+        spans = []
+        for position in range(60, 64):
+            x = torch.randn(1, 4, 128, dtype=torch.float64, requires_grad=True)
+            new.double()(x)[0, 0, position].backward()
+            (hit,) = torch.nonzero(x.grad[0].abs().sum(0), as_tuple=True)
+            spans.append(int(hit.max() - hit.min()) + 1)
+        assert max(spans) == 31
+    frozen = conv.requires_grad_(False).train()
+    new, _ = recconv.swap(frozen, level=1, dense="branch")
+    assert new.training and not any(p.requires_grad for p in new.parameters())
+
+
+def test_branch_keeps_parametrizations_and_swapped_puts_the_conv_back():
+    torch.manual_seed(0)
+    conv = nn.utils.parametrizations.weight_norm(nn.Conv2d(4, 8, 3, padding=1))
+    model = nn.Sequential(conv, nn.ReLU()).eval()
+    x = torch.randn(1, 4, 16, 16)
+    expected = model(x)
+    with recconv.swapped(model, level=1, dense="branch") as report:
+        assert isinstance(model[0], RecBranch) and model[0].conv is conv
+        assert report.swapped[0].change == "branch" and report.dense == "branch"
+        assert torch.equal(model(x), expected)
+        assert "dense 'branch'" in report.to_markdown().splitlines()[0]
+    assert model[0] is conv
+
+
+def test_branch_errors():
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "recconv.swap: unknown dense 'branches'; expected one of ['branch']. Did you mean 'branch'?"
+        ),
+    ):
+        recconv.swap(nn.Conv2d(4, 4, 3), level=1, dense="branches")
+    with pytest.raises(
+        ValueError, match=re.escape("RecBranch: rec must be a RecConv with the conv's 4 input channels")
+    ):
+        RecBranch(nn.Conv2d(4, 4, 3), RecConv2d(8, 3, 1))

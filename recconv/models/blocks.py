@@ -57,12 +57,19 @@ class DropPath(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask / keep
+        return _drop_path(x, self.p)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+def _drop_path(x: Tensor, p: float) -> Tensor:
+    keep = 1.0 - p
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+torch.fx.wrap("_drop_path")  # the mask's shape depends on the input's rank
 
 
 class Stem(nn.Module):

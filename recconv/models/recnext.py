@@ -296,25 +296,15 @@ class RecNeXt(nn.Module):
         self.num_classes = num_classes
         self.head = self._make_head(num_classes, self.distillation, device=weight.device, dtype=weight.dtype)
 
-    def _check_input(self, x: Tensor) -> None:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{self._label}: expected a tensor, got {type(x).__name__}")
-        if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"{self._label}: expected (N, {self.in_chans}, {LAYOUTS[self.spatial_dims - 1]}), "
-                f"got {tuple(x.shape)}"
-            )
-
     def forward_features(self, x: Tensor) -> Tensor:
         """The last stage's feature map ``(N, widths[-1], *spatial / stride)``."""
-        self._check_input(x)
-        return self.stages(self.stem(x))
+        return self.stages(self.stem(_checked(x, self._label, self.in_chans, self.spatial_dims)))
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Global average pooling, dropout and the classifier (skipped with ``pre_logits``)."""
         if self.head is None:
             raise ValueError(f"{self._label}: a features_only model has no head")
-        x = self.head_drop(x.mean(dim=tuple(range(2, x.dim()))))
+        x = self.head_drop(x.mean(dim=tuple(range(2, 2 + self.spatial_dims))))
         return x if pre_logits else self.head(x)
 
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor] | list[Tensor]:
@@ -322,8 +312,7 @@ class RecNeXt(nn.Module):
         outputs for a ``features_only`` model."""
         if self.out_indices is None:
             return self.forward_head(self.forward_features(x))
-        self._check_input(x)
-        x = self.stem(x)
+        x = self.stem(_checked(x, self._label, self.in_chans, self.spatial_dims))
         features = []
         for i, stage in enumerate(self.stages):
             x = stage(x)
@@ -361,3 +350,16 @@ def _fuse_children(module: nn.Module) -> None:
                 setattr(module, name, replacement)
             child = replacement
         _fuse_children(child)
+
+
+def _checked(x: Tensor, label: str, channels: int, spatial_dims: int) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{label}: expected a tensor, got {type(x).__name__}")
+    if x.dim() != spatial_dims + 2 or x.shape[1] != channels:
+        raise ValueError(
+            f"{label}: expected (N, {channels}, {LAYOUTS[spatial_dims - 1]}), got {tuple(x.shape)}"
+        )
+    return x
+
+
+torch.fx.wrap("_checked")  # torch.fx records the check as one call, run with the real input

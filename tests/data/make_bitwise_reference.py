@@ -43,8 +43,14 @@ LAYERS = {
 
 SMALL = {"widths": (8, 16, 24, 32), "depths": (1, 1, 2, 1)}
 MODELS = {
-    "recnext_m0_small": (functools.partial(create_model, "recnext_m0", num_classes=7, **SMALL), (2, 3, 64, 56)),
-    "recnext_a0_small": (functools.partial(create_model, "recnext_a0", num_classes=7, **SMALL), (2, 3, 64, 56)),
+    "recnext_m0_small": (
+        functools.partial(create_model, "recnext_m0", num_classes=7, **SMALL),
+        (2, 3, 64, 56),
+    ),
+    "recnext_a0_small": (
+        functools.partial(create_model, "recnext_a0", num_classes=7, **SMALL),
+        (2, 3, 64, 56),
+    ),
     "recnext_audio_tiny": (functools.partial(create_model, "recnext_audio_tiny"), (2, 1, 64, 100)),
     "recnext_video_tiny_small": (
         functools.partial(create_model, "recnext_video_tiny", num_classes=5, **SMALL),
