@@ -535,7 +535,7 @@ class _PoolDown(ResizeOp):
         for other in reversed(range(len(self.kernel_size))):
             k = self.kernel_size[other]
             padding += [0, 0] if other == axis else [k // 2, k // 2]
-        pool = per_rank(self.pools, x.dim() - 2)
+        pool = per_rank(_POOLS[self.pool], x.dim() - 2)
         return pool(F.pad(window, padding, mode="replicate"), self.kernel_size, self.factor), new_state
 
 
