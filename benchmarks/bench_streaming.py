@@ -32,12 +32,11 @@ LEVELS = (1, 3, 5)
 CHUNKS = (1, 16, 160)
 SPEEDUP_GOAL = 10.0  # streaming per chunk vs recomputing the window, at level >= 3
 PRESET_GOAL_MS = 1.0  # one 10 ms chunk through the audio preset on one thread
-BEST = False  # set by --best
 
 
-def median_ms(run, repeats: int) -> float:
-    """Median wall time of ``run()`` in milliseconds, after three warm-up calls (``--best``: the minimum,
-    which other processes on a shared CPU inflate less)."""
+def time_ms(run, repeats: int, best: bool) -> float:
+    """Median wall time of ``run()`` in milliseconds after three warm-up calls, or with ``best`` the
+    minimum, which other processes on a shared CPU inflate less."""
     for _ in range(3):
         run()
     times = []
@@ -45,7 +44,7 @@ def median_ms(run, repeats: int) -> float:
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    return 1e3 * (min(times) if BEST else statistics.median(times))
+    return 1e3 * (min(times) if best else statistics.median(times))
 
 
 def state_bytes(state: dict[str, torch.Tensor]) -> int:
@@ -62,7 +61,7 @@ def streaming_step(step, state: dict[str, torch.Tensor], chunk: torch.Tensor):
     return run
 
 
-def layer_rows(repeats: int) -> list[dict]:
+def layer_rows(repeats: int, best: bool) -> list[dict]:
     rows = []
     for level in LEVELS:
         layer = recconv.RecConv1d(CHANNELS, KERNEL, level, factor=FACTOR, causal=True).eval()
@@ -75,8 +74,8 @@ def layer_rows(repeats: int) -> list[dict]:
             for _ in range(2 * FACTOR**level):  # visit every phase: the state's largest size
                 _, state = layer.step(torch.randn(1, CHANNELS, 1), state)
                 most = max(most, state_bytes(state))
-            stream = median_ms(streaming_step(layer.step, state, chunk), repeats)
-            recompute = median_ms(lambda: layer(window), repeats)
+            stream = time_ms(streaming_step(layer.step, state, chunk), repeats, best)
+            recompute = time_ms(lambda: layer(window), repeats, best)
             rows.append(
                 {
                     "level": level,
@@ -91,7 +90,7 @@ def layer_rows(repeats: int) -> list[dict]:
     return rows
 
 
-def preset_row(repeats: int) -> dict:
+def preset_row(repeats: int, best: bool) -> dict:
     model = recnext_audio_causal_tiny().eval()
     streamer = recconv.Streamer(model)
     frame = torch.randn(1, 1, 40, 1)
@@ -100,8 +99,8 @@ def preset_row(repeats: int) -> dict:
         _, state = streamer(frame, state)
     second = torch.randn(1, 1, 40, 100)
     return {
-        "stream_ms": median_ms(streaming_step(streamer, state, frame), repeats),
-        "recompute_ms": median_ms(lambda: model(second), repeats),
+        "stream_ms": time_ms(streaming_step(streamer, state, frame), repeats, best),
+        "recompute_ms": time_ms(lambda: model(second), repeats, best),
         "state_bytes": state_bytes(state),
     }
 
@@ -112,18 +111,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--best", action="store_true", help="report the fastest repeat instead of the median")
     args = parser.parse_args()
-    global BEST
-    BEST = args.best
     print(
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{'fastest' if BEST else 'median'} of {args.repeats} chunks; timings are noisy on a busy CPU"
+        f"{'fastest' if args.best else 'median'} of {args.repeats} chunks; timings are noisy on a busy CPU"
     )
     goals = []
     for threads in args.threads:
         torch.set_num_threads(threads)
         with torch.no_grad():
-            rows = layer_rows(args.repeats)
-            preset = preset_row(args.repeats)
+            rows = layer_rows(args.repeats, args.best)
+            preset = preset_row(args.repeats, args.best)
         print(
             f"\n## RecConv1d({CHANNELS}, kernel_size={KERNEL}, factor={FACTOR}, causal=True), {threads} thread(s)\n"
         )
