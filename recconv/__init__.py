@@ -2,6 +2,7 @@
 
 from .attention import LinearAttention, RecAttn1d, RecAttn2d, RecAttn3d, RecAttnNd
 from .core import RecConv1d, RecConv2d, RecConv3d, RecConvNd
+from .streaming import CausalConv, Streamer
 from .swap import swap, swapped
 from .swap_report import SwapReport
 from .theory import (
@@ -18,6 +19,7 @@ from .theory import (
 __version__ = "0.2.0.dev0"
 
 __all__ = [
+    "CausalConv",
     "LinearAttention",
     "RecAttn1d",
     "RecAttn2d",
@@ -27,6 +29,7 @@ __all__ = [
     "RecConv2d",
     "RecConv3d",
     "RecConvNd",
+    "Streamer",
     "SwapReport",
     "conv_flops",
     "effective_kernel_size",

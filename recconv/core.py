@@ -175,6 +175,151 @@ class RecConvNd(nn.Module):
             first, last = min(first, a), max(last, b)
         return first, last
 
+    def init_state(
+        self,
+        batch_size: int,
+        size: Sequence[int] = (),
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> dict[str, Tensor]:
+        """The state of a new stream for :meth:`step`: a flat dict of tensors, keyed
+        ``"<op>.<name>"`` with ``<op>`` one of ``downs.i`` (one per level, also when the down op
+        is shared), ``ups.i`` and ``convs.i``.
+
+        Args:
+            batch_size: Streams run side by side.
+            size: Sizes of the spatial axes other than the causal one, in order (``()`` in 1D).
+            device: Where the state lives (default: the parameters').
+            dtype: State dtype (default: the parameters').
+
+        Raises:
+            ValueError: If the layer is not causal or ``size`` has the wrong length.
+        """
+        axis = self._streaming_axis("init_state")
+        check_int(batch_size, "batch_size", self._label, minimum=1)
+        if len(size) != self.spatial_dims - 1:
+            raise ValueError(
+                f"{self._label}: init_state needs the sizes of the {self.spatial_dims - 1} spatial axes "
+                f"other than the causal axis {axis}, got size={tuple(size)}"
+            )
+        reference = next(self.parameters(), None)
+        device = device if device is not None or reference is None else reference.device
+        dtype = dtype if dtype is not None or reference is None else reference.dtype
+        sizes = self.level_sizes((*size[:axis], 0, *size[axis:]))  # no samples yet
+        state = {}
+        for name, op, source, target in self._streamed_ops():
+            shapes = (
+                (batch_size, self.in_channels, *sizes[source]),
+                (batch_size, self.in_channels, *sizes[target]),
+            )
+            own = ask(op, "init_state", self._label)(*shapes, device=device, dtype=dtype)
+            state.update({f"{name}.{key}": value for key, value in own.items()})
+        return state
+
+    def step(self, x: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Stream the next chunk ``x`` (``(N, C, *spatial)``, any length >= 1 along the causal axis).
+
+        Returns the output for exactly these samples and the next state; concatenating the
+        outputs of any chunking along the causal axis gives ``forward`` of the whole stream. No
+        output waits for later input, so there is nothing to flush: the stream may end after any
+        step. ``state`` is not changed, so it can be reused to branch or retry.
+
+        Example:
+            >>> import torch
+            >>> from recconv import RecConv1d
+            >>> layer = RecConv1d(4, kernel_size=3, level=3, causal=True)
+            >>> x = torch.randn(2, 4, 50)
+            >>> state = layer.init_state(2)
+            >>> outs = []
+            >>> for chunk in x.split([7, 1, 30, 12], dim=2):
+            ...     out, state = layer.step(chunk, state)
+            ...     outs.append(out)
+            >>> torch.allclose(torch.cat(outs, 2), layer(x), atol=1e-6)
+            True
+
+        Raises:
+            ValueError: If the layer is not causal, ``x`` has the wrong shape, or ``state`` is not
+                one of this layer's states for this batch size and size (see :meth:`init_state`).
+        """
+        axis = self._streaming_axis("step")
+        self._check_step(x, state, axis)
+        new_state: dict[str, Tensor] = {}
+
+        def run(name: str, op: nn.Module, *args: object) -> Tensor:
+            prefix = f"{name}."
+            own = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+            out, own = ask(op, "step", self._label)(*args, own)
+            new_state.update({prefix + key: value for key, value in own.items()})
+            return out
+
+        features = [x]
+        for i in range(1, self.level + 1):
+            features.append(run(f"downs.{i - 1}", self.down_op(i), features[-1]))
+        hidden = None
+        for j, (conv, up, coarse, fine) in enumerate(
+            zip(self.convs, self.ups, reversed(features[1:]), reversed(features[:-1]))
+        ):
+            mixed = run(f"convs.{j}", conv, coarse if hidden is None else hidden + coarse)
+            hidden = run(f"ups.{j}", up, mixed, fine.shape[2:])
+        out = run(f"convs.{self.level}", self.convs[-1], x if hidden is None else hidden + x)
+        return out, {key: new_state[key] for key in state}  # in the caller's order: stable export outputs
+
+    def _streamed_ops(self) -> list[tuple[str, nn.Module, int, int]]:
+        """Every op run by :meth:`step`: state name, op, and its input and output level."""
+        downs = [(f"downs.{i - 1}", self.down_op(i), i - 1, i) for i in range(1, self.level + 1)]
+        ups = [(f"ups.{j}", up, self.level - j, self.level - j - 1) for j, up in enumerate(self.ups)]
+        convs = [(f"convs.{j}", conv, self.level - j, self.level - j) for j, conv in enumerate(self.convs)]
+        return downs + ups + convs
+
+    def _streaming_axis(self, method: str) -> int:
+        if self.causal_axis is None:
+            raise ValueError(
+                f"{self._label}: {method}() streams along the causal axis, but this layer is not causal; "
+                f"build it with causal=True (or causal=<index of the time axis>)"
+            )
+        return self.causal_axis
+
+    def _check_step(self, x: Tensor, state: dict[str, Tensor], axis: int) -> None:
+        dims = self.spatial_dims
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError(f"{self._label}: step() expects a floating-point tensor, got {type(x).__name__}")
+        if x.dim() != dims + 2 or x.shape[1] != self.in_channels or x.shape[axis + 2] < 1:
+            raise ValueError(
+                f"{self._label}: step() expects a chunk (N, {self.in_channels}, {LAYOUTS[dims - 1]}) with "
+                f">= 1 sample along the causal axis {axis}, got {tuple(x.shape)}"
+            )
+        if not isinstance(state, dict):
+            raise TypeError(
+                f"{self._label}: the state must be the dict from init_state() or step(), got {type(state).__name__}"
+            )
+        other = tuple(s for i, s in enumerate(x.shape[2:]) if i != axis)
+        # The expected shapes depend only on the batch and the other sizes: work them out once.
+        known = self.__dict__.setdefault("_state_shapes", {})
+        if (x.shape[0], other) not in known:
+            known[x.shape[0], other] = self.init_state(x.shape[0], other, device="meta")
+        expected = known[x.shape[0], other]
+        if state.keys() != expected.keys():
+            raise ValueError(
+                f"{self._label}: this state belongs to another layer: expected keys {sorted(expected)}, "
+                f"got {sorted(state)}; start a stream with init_state()"
+            )
+        for key, want in expected.items():
+            have = state[key]
+            if not isinstance(have, Tensor):
+                raise TypeError(f"{self._label}: state[{key!r}] must be a tensor, got {type(have).__name__}")
+            # The length along the causal axis depends on where the stream is; the rest is fixed.
+            if have.dim() != want.dim() or any(
+                h != w
+                for d, (h, w) in enumerate(zip(have.shape, want.shape))
+                if d != axis + 2 or want.dim() < 3
+            ):
+                raise ValueError(
+                    f"{self._label}: state[{key!r}] has shape {tuple(have.shape)}, expected {tuple(want.shape)} "
+                    f"(any length at dim {axis + 2}) for a chunk of shape {tuple(x.shape)}: a state from another "
+                    f"layer, batch size or input size; start a stream with init_state({x.shape[0]}, {tuple(other)})"
+                )
+
     def _causal_axis(self, causal: bool | int, owner: str) -> int | None:
         if isinstance(causal, bool):
             return 0 if causal else None

@@ -32,6 +32,16 @@ The rest of the library asks the built op about itself instead of branching on i
 * ``op.liftable``: ``True`` if ``forward`` also accepts extra leading singleton spatial axes,
   so a 1D layer may run as 2D on ``(N, C, 1, L)`` (faster on the CPU).
 
+Streaming along the causal axis (:meth:`recconv.RecConvNd.step`) asks two more questions:
+
+* ``op.init_state(batch_size, input_size, output_size, *, device, dtype)``: the state before
+  the first sample, a dict of tensors; the sizes are spatial, with ``0`` along the causal axis.
+* ``op.step(x, state)`` (up ops: ``op.step(x, size, state)``, ``size`` the fine spatial size
+  of this step) with ``x`` the op's input samples new since the last step (possibly none along
+  the causal axis): returns ``(out, new_state)``, ``out`` the op's output samples that those
+  inputs complete, so that concatenating them along the causal axis gives the offline output.
+  The state is never changed in place, and its size does not grow with the stream.
+
 The two flags are optional (missing means ``False``: slower, never wrong). A layer with an op
 that lacks a method still runs; asking a theory helper about it raises
 :class:`OpProtocolError` naming the op and the method. :class:`ResizeOp` gives a user resize
@@ -151,6 +161,52 @@ def pad_before(x: Tensor, axis: int, amount: int) -> Tensor:
     return F.pad(x, pad)
 
 
+def streamed_axis(op: nn.Module) -> int:
+    """The causal axis ``op`` streams along, or a ``ValueError`` naming the op."""
+    axis = getattr(op, "causal_axis", None)
+    if axis is None:
+        raise ValueError(
+            f"{type(op).__name__}: streaming needs a causal axis; build the op with causal_axis set"
+        )
+    return axis
+
+
+def with_length(shape: Sequence[int], dim: int, length: int) -> tuple[int, ...]:
+    """``shape`` with ``length`` at ``dim``."""
+    return (*shape[:dim], length, *shape[dim + 1 :])
+
+
+def stream_window(tail: Tensor, x: Tensor, axis: int, kernel: int, stride: int) -> tuple[Tensor, int, Tensor]:
+    """Join the samples a causal strided window op keeps with the new ones ``x``.
+
+    Output ``j`` reads inputs ``j * stride - (kernel - 1) .. j * stride``. ``tail`` starts
+    ``stride - 1`` samples before the first window of the next output (so it is never shorter
+    than ``kernel - 1``, and an output is emitted as soon as its last input arrives). Returns the
+    unpadded input of the next ``count`` outputs (valid only if ``count > 0``), ``count``, and the
+    next tail: at most ``kernel + stride - 2`` samples.
+    """
+    dim = axis + 2
+    joined = torch.cat((tail, x), dim)
+    length = joined.shape[dim]
+    count = max(0, (length - stride + 1 - kernel) // stride + 1)
+    window = joined.narrow(dim, stride - 1, length - stride + 1) if count else joined
+    return window, count, joined.narrow(dim, count * stride, length - count * stride)
+
+
+def no_samples(x: Tensor, axis: int, stride: Sequence[int]) -> Tensor:
+    """The empty output of a 'same'-padded strided op along ``axis`` when no window is complete."""
+    size = [-(-s // f) for s, f in zip(x.shape[2:], stride)]
+    size[axis] = 0
+    return x.new_zeros(x.shape[0], x.shape[1], *size)
+
+
+def pad_after(x: Tensor, axis: int, amount: int) -> Tensor:
+    """Zero-pad ``amount`` samples after the end of spatial ``axis``."""
+    pad = [0] * (2 * (x.dim() - 2 - axis))
+    pad[-1] = amount
+    return F.pad(x, pad)
+
+
 def lifted(weight: Tensor, lift: int) -> Tensor:
     """View a ``(C, 1, *kernel)`` weight with ``lift`` leading singleton kernel axes.
 
@@ -235,6 +291,29 @@ class DepthwiseConv(nn.Module):
 
     def flops(self, input_size: Sequence[int], output_size: Sequence[int]) -> int:
         return conv_flops_of(self.weight.shape[0], 1, self.kernel_size, output_size)
+
+    def init_state(
+        self,
+        input_shape: Sequence[int],
+        output_shape: Sequence[int],
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> dict[str, Tensor]:
+        """The zero padding before the stream: ``kernel + stride - 2`` samples along the causal axis."""
+        axis = streamed_axis(self)
+        kept = self.kernel_size[axis] + self.stride[axis] - 2
+        return {"tail": torch.zeros(with_length(input_shape, axis + 2, kept), device=device, dtype=dtype)}
+
+    def step(self, x: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The outputs that the new samples ``x`` complete, and the next state."""
+        axis = streamed_axis(self)
+        window, count, tail = stream_window(state["tail"], x, axis, self.kernel_size[axis], self.stride[axis])
+        if not count:
+            return no_samples(x, axis, self.stride), {"tail": tail}
+        conv = per_rank(CONV_FN, x.dim() - 2)  # self.padding is 0 along the causal axis
+        out = conv(window, self.weight, self.bias, self.stride, self.padding, 1, self.weight.shape[0])
+        return out, {"tail": tail}
 
     def extra_repr(self) -> str:
         causal = f", causal_axis={self.causal_axis}" if self.causal_axis is not None else ""
@@ -425,6 +504,40 @@ class _PoolDown(ResizeOp):
     def flops(self, input_size: Sequence[int], output_size: Sequence[int]) -> int:
         return 0  # FlopCounterMode counts no pooling
 
+    def init_state(
+        self,
+        input_shape: Sequence[int],
+        output_shape: Sequence[int],
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> dict[str, Tensor]:
+        """``kernel + factor - 2`` samples before the stream, edge-padded by the first one when it comes."""
+        axis = streamed_axis(self)
+        kept = self.kernel_size[axis] + self.factor[axis] - 2
+        return {
+            "tail": torch.zeros(with_length(input_shape, axis + 2, kept), device=device, dtype=dtype),
+            "started": torch.zeros((), dtype=torch.bool, device=device),
+        }
+
+    def step(self, x: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The outputs that the new samples ``x`` complete, and the next state."""
+        axis = streamed_axis(self)
+        if not x.shape[axis + 2]:
+            return no_samples(x, axis, self.factor), state
+        first = x.narrow(axis + 2, 0, 1)
+        tail = torch.where(state["started"], state["tail"], first.expand_as(state["tail"]))
+        window, count, tail = stream_window(tail, x, axis, self.kernel_size[axis], self.factor[axis])
+        new_state = {"tail": tail, "started": torch.ones_like(state["started"])}
+        if not count:
+            return no_samples(x, axis, self.factor), new_state
+        padding: list[int] = []  # edge padding of the other axes, as in forward
+        for other in reversed(range(len(self.kernel_size))):
+            k = self.kernel_size[other]
+            padding += [0, 0] if other == axis else [k // 2, k // 2]
+        pool = per_rank(_POOLS[self.pool], x.dim() - 2)
+        return pool(F.pad(window, padding, mode="replicate"), self.kernel_size, self.factor), new_state
+
 
 class AvgPoolDown(_PoolDown):
     """Average over the k-window of each stride-f step."""
@@ -493,6 +606,55 @@ class _InterpolateUp(ResizeOp):
     def flops(self, input_size: Sequence[int], output_size: Sequence[int]) -> int:
         return 0  # FlopCounterMode counts no interpolation
 
+    def init_state(
+        self,
+        input_shape: Sequence[int],
+        output_shape: Sequence[int],
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> dict[str, Tensor]:
+        """Fine samples computed ahead (at most ``factor - 1``); the linear ramp also keeps
+        the latest coarse sample (resized along the other axes) and whether one came yet."""
+        dim = streamed_axis(self) + 2
+        state = {"pending": torch.zeros(output_shape, device=device, dtype=dtype)}
+        if self.linear:
+            state["last"] = torch.zeros(with_length(output_shape, dim, 1), device=device, dtype=dtype)
+            state["started"] = torch.zeros((), dtype=torch.bool, device=device)
+        return state
+
+    def step(
+        self, x: Tensor, size: Sequence[int], state: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``size[causal axis]`` fine samples: those due, then the full blocks of the new coarse ``x``."""
+        axis = streamed_axis(self)
+        dim, factor, count = axis + 2, self.factor[axis], x.shape[axis + 2]
+        if factor == 1:
+            return self.forward(x, size), state
+        new_state = dict(state)
+        fine = state["pending"]
+        if count:
+            other = with_length(size, axis, count)
+            if tuple(x.shape[2:]) != other:
+                mode = per_rank(LINEAR_MODE, x.dim() - 2) if self.linear else "nearest"
+                x = F.interpolate(x, size=other, mode=mode, align_corners=False if self.linear else None)
+            positions = torch.arange(count * factor, device=x.device)
+            current = positions // factor
+            blocks = x.index_select(dim, current)
+            if self.linear:  # the lagged ramp of _causal_resample, one block per coarse sample
+                last = torch.where(state["started"], state["last"], x.narrow(dim, 0, 1))
+                previous = torch.cat((last, x.narrow(dim, 0, count - 1)), dim)
+                weight = ((positions % factor + 1).to(x.dtype) / factor).reshape(
+                    with_length([1] * x.dim(), dim, -1)
+                )
+                blocks = torch.lerp(previous.index_select(dim, current), blocks, weight)
+                new_state["last"] = x.narrow(dim, count - 1, 1)
+                new_state["started"] = torch.ones_like(state["started"])
+            fine = torch.cat((fine, blocks), dim)
+        length = size[axis]
+        new_state["pending"] = fine.narrow(dim, length, fine.shape[dim] - length)
+        return fine.narrow(dim, 0, length), new_state
+
 
 class LinearUp(_InterpolateUp):
     """(Bi/tri)linear interpolation, ``align_corners=False`` as in the paper.
@@ -556,6 +718,41 @@ class TransposedUp(ResizeOp):
 
     def flops(self, input_size: Sequence[int], output_size: Sequence[int]) -> int:
         return conv_flops_of(self.weight.shape[0], 1, self.weight.shape[2:], input_size)
+
+    def init_state(
+        self,
+        input_shape: Sequence[int],
+        output_shape: Sequence[int],
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> dict[str, Tensor]:
+        """Partial sums of fine samples not yet due (overlap-add): ``kernel - 1`` plus those
+        computed ahead, at most ``kernel + factor - 2``."""
+        axis = streamed_axis(self)
+        kept = self.kernel_size[axis] - 1
+        return {"overlap": torch.zeros(with_length(output_shape, axis + 2, kept), device=device, dtype=dtype)}
+
+    def step(
+        self, x: Tensor, size: Sequence[int], state: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``size[causal axis]`` fine samples, adding the new coarse ``x``'s contributions to the overlap."""
+        axis = streamed_axis(self)
+        dim = axis + 2
+        overlap = state["overlap"]
+        if x.shape[dim]:
+            conv_transpose = per_rank(CONV_TRANSPOSE_FN, x.dim() - 2)
+            spread = conv_transpose(x, self.weight, None, self.factor, self.padding, 0, self.weight.shape[0])
+            spread = spread[(..., *(slice(None) if a == axis else slice(0, s) for a, s in enumerate(size)))]
+            # The first new coarse sample starts ``due`` fine samples after the overlap does.
+            due = overlap.shape[dim] - (self.kernel_size[axis] - 1)
+            spread = pad_before(spread, axis, due)
+            overlap = spread + pad_after(overlap, axis, spread.shape[dim] - overlap.shape[dim])
+        length = size[axis]
+        out = overlap.narrow(dim, 0, length)
+        if self.bias is not None:  # once per fine sample, not per overlapping contribution
+            out = out + self.bias.reshape(-1, *(1,) * (x.dim() - 2))
+        return out, {"overlap": overlap.narrow(dim, length, overlap.shape[dim] - length)}
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, bias={self.bias is not None}"

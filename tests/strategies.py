@@ -45,3 +45,12 @@ def build(kwargs: dict, **overrides) -> recconv.RecConvNd:
 def sizes(min_size: int = 1) -> st.SearchStrategy[tuple[int, ...]]:
     """Spatial sizes for the shared rank: odd, prime and tiny ones included."""
     return ranks.flatmap(lambda d: st.tuples(*[st.integers(min_size, MAX_SIZE[d])] * d))
+
+
+@st.composite
+def chunkings(draw, length: int) -> list[int]:
+    """Positive chunk lengths summing to ``length``: single samples, odd sizes, one big chunk."""
+    chunks: list[int] = []
+    while sum(chunks) < length:
+        chunks.append(draw(st.integers(1, length - sum(chunks))))
+    return chunks

@@ -1,0 +1,158 @@
+"""Per-chunk latency and state bytes of streaming against recomputing a receptive-field window.
+
+Run: ``python benchmarks/bench_streaming.py [--repeats 30] [--threads 1 2] [--best]``
+
+For a causal ``RecConv1d`` (64 channels, kernel 5, factor 2) at several levels and chunks of 1, 16
+and 160 samples:
+
+* ``stream``: ``layer.step(chunk, state)``, the state carried from chunk to chunk;
+* ``recompute``: ``layer(window)`` on the last ``receptive_field + chunk - 1`` samples, the least
+  an offline layer must rerun to produce the same ``chunk`` outputs.
+
+Then the time-causal audio preset (``recconv.streaming.recnext_audio_causal_tiny``, 40 mels) fed
+one 10 ms log-mel frame per chunk through :class:`recconv.Streamer`, against rerunning the model
+on the last second (100 frames). All under ``torch.no_grad``, medians (or with ``--best`` minima) of
+``--repeats`` chunks after a warm-up. Timings depend on the machine and its load: on a shared, busy CPU they are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+
+import recconv
+from recconv.streaming import recnext_audio_causal_tiny
+
+CHANNELS, KERNEL, FACTOR = 64, 5, 2
+LEVELS = (1, 3, 5)
+CHUNKS = (1, 16, 160)
+SPEEDUP_GOAL = 10.0  # streaming per chunk vs recomputing the window, at level >= 3
+PRESET_GOAL_MS = 1.0  # one 10 ms chunk through the audio preset on one thread
+
+
+def time_ms(run, repeats: int, best: bool) -> float:
+    """Median wall time of ``run()`` in milliseconds after three warm-up calls, or with ``best`` the
+    minimum, which other processes on a shared CPU inflate less."""
+    for _ in range(3):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return 1e3 * (min(times) if best else statistics.median(times))
+
+
+def state_bytes(state: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in state.values())
+
+
+def streaming_step(step, state: dict[str, torch.Tensor], chunk: torch.Tensor):
+    """A callable that streams ``chunk`` again and again, carrying the state."""
+    box = {"state": state}
+
+    def run() -> None:
+        _, box["state"] = step(chunk, box["state"])
+
+    return run
+
+
+def layer_rows(repeats: int, best: bool) -> list[dict]:
+    rows = []
+    for level in LEVELS:
+        layer = recconv.RecConv1d(CHANNELS, KERNEL, level, factor=FACTOR, causal=True).eval()
+        field = recconv.receptive_field(layer)[0]
+        for chunk_size in CHUNKS:
+            chunk = torch.randn(1, CHANNELS, chunk_size)
+            window = torch.randn(1, CHANNELS, field + chunk_size - 1)
+            state = layer.init_state(1)
+            most = state_bytes(state)
+            for _ in range(2 * FACTOR**level):  # visit every phase: the state's largest size
+                _, state = layer.step(torch.randn(1, CHANNELS, 1), state)
+                most = max(most, state_bytes(state))
+            stream = time_ms(streaming_step(layer.step, state, chunk), repeats, best)
+            recompute = time_ms(lambda: layer(window), repeats, best)
+            rows.append(
+                {
+                    "level": level,
+                    "field": field,
+                    "chunk": chunk_size,
+                    "stream_ms": stream,
+                    "recompute_ms": recompute,
+                    "state_bytes": most,
+                    "window_bytes": window.numel() * window.element_size(),
+                }
+            )
+    return rows
+
+
+def preset_row(repeats: int, best: bool) -> dict:
+    model = recnext_audio_causal_tiny().eval()
+    streamer = recconv.Streamer(model)
+    frame = torch.randn(1, 1, 40, 1)
+    state = streamer.init_state(1, (40,))
+    for _ in range(32):  # past the stem and every stride: all stages get samples
+        _, state = streamer(frame, state)
+    second = torch.randn(1, 1, 40, 100)
+    return {
+        "stream_ms": time_ms(streaming_step(streamer, state, frame), repeats, best),
+        "recompute_ms": time_ms(lambda: model(second), repeats, best),
+        "state_bytes": state_bytes(state),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--best", action="store_true", help="report the fastest repeat instead of the median")
+    args = parser.parse_args()
+    print(
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{'fastest' if args.best else 'median'} of {args.repeats} chunks; timings are noisy on a busy CPU"
+    )
+    goals = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        with torch.no_grad():
+            rows = layer_rows(args.repeats, args.best)
+            preset = preset_row(args.repeats, args.best)
+        print(
+            f"\n## RecConv1d({CHANNELS}, kernel_size={KERNEL}, factor={FACTOR}, causal=True), {threads} thread(s)\n"
+        )
+        print(
+            "| level | receptive field | chunk | stream ms | recompute ms | speedup | state bytes | window bytes |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            speedup = r["recompute_ms"] / r["stream_ms"]
+            print(
+                f"| {r['level']} | {r['field']} | {r['chunk']} | {r['stream_ms']:.3f} | {r['recompute_ms']:.3f} | "
+                f"{speedup:.1f}x | {r['state_bytes']:,} | {r['window_bytes']:,} |"
+            )
+            if r["level"] >= 3:
+                goals.append(
+                    (f"level {r['level']}, chunk {r['chunk']}, {threads} thread(s): >= {SPEEDUP_GOAL:.0f}x faster "
+                     f"than recomputing ({speedup:.1f}x)", speedup >= SPEEDUP_GOAL)
+                )  # fmt: skip
+        print(f"\n## Audio preset, one 10 ms frame (40 mels) per chunk, {threads} thread(s)\n")
+        print(
+            f"stream {preset['stream_ms']:.3f} ms per chunk, recompute 1 s (100 frames) {preset['recompute_ms']:.3f} ms, "
+            f"state {preset['state_bytes']:,} bytes"
+        )
+        if threads == 1:
+            goals.append(
+                (f"audio preset, 10 ms chunk on one thread <= {PRESET_GOAL_MS} ms ({preset['stream_ms']:.3f} ms)",
+                 preset["stream_ms"] <= PRESET_GOAL_MS)
+            )  # fmt: skip
+    print("\n## Goals\n")
+    for text, met in goals:
+        print(f"- {'met' if met else 'NOT MET'}: {text}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,457 @@
+"""Streaming whole networks chunk by chunk: :class:`Streamer`, :class:`CausalConv` and causal presets.
+
+A layer streams with :meth:`recconv.RecConvNd.step`; :class:`Streamer` streams a network built
+from streamable pieces along one spatial axis (time):
+
+* modules that stream themselves (``init_state(batch_size, size)`` and ``step(x, state)``):
+  causal RecConv layers, :class:`CausalConv` (strided stems and transitions), user modules;
+* pieces that act on each time step alone: ``nn.ConvNd`` with kernel and stride 1 along time,
+  BatchNorm in eval mode, activations, dropout in eval mode, elementwise arithmetic (residuals),
+  and means over other axes with ``keepdim=True`` (pooling per time step).
+
+Anything else (a centered conv along time, a norm in training mode, pooling over time) is
+refused when the :class:`Streamer` is built, naming the first module that cannot stream. The
+network is read with ``torch.fx``, so its ``forward`` must be traceable.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+
+from ._util import BATCH_NORM, CONV, as_tuple, per_rank
+from .core import RecConv1d, RecConv2d, RecConv3d
+from .models.blocks import RecNeXtBlock
+from .ops import no_samples, pad_before, stream_window, with_length
+
+__all__ = ["CausalConv", "Streamer", "recnext_audio_causal_tiny", "recnext_seq_causal_tiny"]
+
+_RECCONV = (RecConv1d, RecConv2d, RecConv3d)
+
+_ACTIVATIONS = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.GELU,
+    nn.SiLU,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.Mish,
+    nn.Identity,
+)
+_POINTWISE_FUNCTIONS = {
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.truediv,
+    operator.neg,
+    torch.add,
+    torch.sub,
+    torch.mul,
+    F.relu,
+    F.gelu,
+    F.silu,
+    F.hardswish,
+    torch.sigmoid,
+    torch.tanh,
+}
+_POINTWISE_METHODS = {"add", "sub", "mul", "div", "neg", "relu", "sigmoid", "tanh", "contiguous"}
+_REDUCTIONS = {"mean", "sum", "amax"}
+
+
+class CausalConv(nn.Module):
+    """An ``nn.ConvNd`` (``conv``) padded only before its start along ``causal_axis``: strided
+    causal stems and transitions. Other axes are padded ``k // 2`` per side.
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Output channels.
+        kernel_size: Kernel per axis (an int or one per axis).
+        stride: Stride per axis; along the causal axis the output has ``ceil(size / stride)`` samples.
+        causal_axis: The spatial axis (time) along which no output reads later inputs.
+        groups: Convolution groups.
+        bias: Learn a bias.
+        spatial_dims: 1, 2 or 3.
+        device: Where to create the parameters.
+        dtype: Parameter dtype.
+
+    Example:
+        >>> import torch
+        >>> conv = CausalConv(1, 8, 3, stride=(2, 2), causal_axis=1, spatial_dims=2)
+        >>> conv(torch.randn(1, 1, 40, 101)).shape
+        torch.Size([1, 8, 20, 51])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        *,
+        causal_axis: int,
+        groups: int = 1,
+        bias: bool = True,
+        spatial_dims: int = 1,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        kernel = as_tuple(kernel_size, spatial_dims, "kernel_size", "CausalConv", minimum=1)
+        if not 0 <= causal_axis < spatial_dims:
+            raise ValueError(f"CausalConv: causal_axis must be in [0, {spatial_dims - 1}], got {causal_axis}")
+        self.causal_axis = causal_axis
+        padding = tuple(0 if axis == causal_axis else k // 2 for axis, k in enumerate(kernel))
+        self.conv = per_rank(CONV, spatial_dims)(
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            groups=groups,
+            bias=bias,
+            device=device,
+            dtype=dtype,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        axis = self.causal_axis
+        return self.conv(pad_before(x, axis, self.conv.kernel_size[axis] - 1))
+
+    def init_state(
+        self,
+        batch_size: int,
+        size: Sequence[int] = (),
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> dict[str, Tensor]:
+        """The zero padding before the stream; ``size``: the input's other spatial sizes."""
+        axis, weight = self.causal_axis, self.conv.weight
+        kept = self.conv.kernel_size[axis] + self.conv.stride[axis] - 2
+        shape = (batch_size, self.conv.in_channels, *size[:axis], kept, *size[axis:])
+        return {"tail": torch.zeros(shape, device=device or weight.device, dtype=dtype or weight.dtype)}
+
+    def step(self, x: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The outputs that the new samples ``x`` complete, and the next state."""
+        axis, conv = self.causal_axis, self.conv
+        window, count, tail = stream_window(state["tail"], x, axis, conv.kernel_size[axis], conv.stride[axis])
+        if not count:
+            empty = no_samples(x, axis, conv.stride)
+            return empty.new_zeros(empty.shape[0], conv.out_channels, *empty.shape[2:]), {"tail": tail}
+        return conv(window), {"tail": tail}
+
+    def extra_repr(self) -> str:
+        return f"causal_axis={self.causal_axis}"
+
+
+class _Tracer(fx.Tracer):
+    """Keeps modules that stream themselves whole (their forward may check shapes)."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return _streams_itself(module) or super().is_leaf_module(module, qualified_name)
+
+
+def _streams_itself(module: nn.Module) -> bool:
+    return callable(getattr(module, "init_state", None)) and callable(getattr(module, "step", None))
+
+
+class Streamer(nn.Module):
+    """Streams ``model`` chunk by chunk along spatial ``axis``: ``out, state = streamer(chunk, state)``.
+
+    Concatenating the outputs of any chunking along ``axis`` equals ``model`` on the whole
+    stream (the model must be causal along it). ``state`` is a flat dict of tensors keyed
+    ``"<module>.<name>"``, never changed in place; as for a layer, nothing waits for later input,
+    so there is nothing to flush. A strided stage may get no new sample from a short chunk; its
+    output for that chunk is then empty along ``axis``.
+
+    Args:
+        model: The network; its ``forward`` must be traceable by ``torch.fx``.
+        axis: The spatial axis to stream along (default: that of the first causal layer).
+
+    Raises:
+        ValueError: Naming the first module or operation that cannot stream, and why.
+
+    Example:
+        >>> import torch
+        >>> from recconv import RecConv1d
+        >>> model = torch.nn.Sequential(RecConv1d(4, level=2, causal=True), torch.nn.GELU()).eval()
+        >>> streamer = Streamer(model)
+        >>> x = torch.randn(1, 4, 30)
+        >>> state = streamer.init_state(1)
+        >>> outs = []
+        >>> for chunk in x.split([3, 1, 26], dim=2):
+        ...     out, state = streamer(chunk, state)
+        ...     outs.append(out)
+        >>> torch.allclose(torch.cat(outs, 2), model(x), atol=1e-6)
+        True
+    """
+
+    def __init__(self, model: nn.Module, axis: int | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.graph = _Tracer().trace(model)
+        self.axis = self._find_axis() if axis is None else axis
+        self._out_shapes: dict[str, tuple[int, ...]] = {}  # set by init_state, with what a chunk must be
+        self._chunk_shape: tuple[int, ...] = ()
+        self._state_keys: frozenset[str] = frozenset()
+        for node in self.graph.nodes:
+            self._check(node)
+
+    def _find_axis(self) -> int:
+        for module in self.model.modules():
+            if _streams_itself(module) and getattr(module, "causal_axis", None) is not None:
+                return module.causal_axis
+        raise ValueError(f"Streamer: {type(self.model).__name__} has no causal layer; pass axis=")
+
+    def _refuse(self, node: fx.Node, what: str, why: str) -> ValueError:
+        return ValueError(f"Streamer: cannot stream {node.target!r} ({what}): {why}")
+
+    def _check(self, node: fx.Node) -> None:
+        dim = self.axis + 2
+        if node.op == "call_module":
+            module = self.model.get_submodule(node.target)
+            what = type(module).__name__
+            if _streams_itself(module):
+                causal = getattr(module, "causal_axis", self.axis)
+                if causal != self.axis:
+                    raise self._refuse(
+                        node, what, f"it is not causal along spatial axis {self.axis} (causal={causal})"
+                    )
+            elif isinstance(module, CONV):
+                axis = self.axis
+                if (module.kernel_size[axis], module.stride[axis], module.padding[axis]) != (1, 1, 0):
+                    raise self._refuse(
+                        node,
+                        what,
+                        f"it mixes along spatial axis {axis} (kernel {module.kernel_size[axis]}, stride "
+                        f"{module.stride[axis]}, padding {module.padding[axis]}); use CausalConv",
+                    )
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm | nn.Dropout) and module.training:
+                raise self._refuse(node, what, "it is in training mode; call model.eval() first")
+            elif not isinstance(module, _ACTIVATIONS + (nn.modules.batchnorm._BatchNorm, nn.Dropout)):
+                raise self._refuse(node, what, "it is neither causal nor applied to each time step alone")
+        elif node.op == "call_function" and node.target not in _POINTWISE_FUNCTIONS:
+            raise self._refuse(node, "function", "only elementwise functions stream")
+        elif node.op == "call_method" and node.target in _REDUCTIONS:
+            dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+            dims = (dims,) if isinstance(dims, int) else dims
+            if dims is None or not node.kwargs.get("keepdim", False) or any(d in (dim, -1) for d in dims):
+                raise self._refuse(
+                    node,
+                    "method",
+                    f"a reduction must name its dims, keep them, and leave dim {dim} (time) alone",
+                )
+        elif node.op == "call_method" and node.target not in _POINTWISE_METHODS | _REDUCTIONS:
+            raise self._refuse(node, "method", "only elementwise methods and per-step reductions stream")
+
+    def init_state(
+        self,
+        batch_size: int,
+        size: Sequence[int] = (),
+        *,
+        in_channels: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> dict[str, Tensor]:
+        """The state of a new stream of ``batch_size`` inputs whose other spatial sizes are ``size``.
+
+        ``in_channels`` defaults to that of the model's first layer with an ``in_channels``.
+        """
+        if in_channels is None:
+            in_channels = next(m.in_channels for m in self.model.modules() if hasattr(m, "in_channels"))
+        reference = next(self.model.parameters())
+        device = reference.device if device is None else device
+        dtype = reference.dtype if dtype is None else dtype
+        # One step on a zero chunk shows each module the input size it will see.
+        chunk = torch.zeros(
+            (batch_size, in_channels, *size[: self.axis], 1, *size[self.axis :]), device=device, dtype=dtype
+        )
+        state: dict[str, Tensor] = {}
+        self._run(chunk, None, state, init=(device, dtype))
+        self._chunk_shape = with_length(chunk.shape, self.axis + 2, -1)
+        self._state_keys = frozenset(state)
+        return state
+
+    def forward(self, chunk: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Stream the next chunk: its output and the next state."""
+        expected = self._chunk_shape
+        if tuple(with_length(chunk.shape, self.axis + 2, -1)) != expected or not chunk.shape[self.axis + 2]:
+            layout = ", ".join("T" if size == -1 else str(size) for size in expected)
+            raise ValueError(
+                f"Streamer: expected a chunk ({layout}) with T >= 1, as set by the last init_state(), "
+                f"got {tuple(chunk.shape)}"
+            )
+        if not isinstance(state, dict) or state.keys() != self._state_keys:
+            raise ValueError(
+                "Streamer: this state belongs to another model: expected the dict from init_state() or a "
+                f"step, with keys {sorted(self._state_keys)}"
+            )
+        new_state: dict[str, Tensor] = {}
+        return self._run(chunk, state, new_state), new_state
+
+    step = forward
+
+    def _run(
+        self,
+        chunk: Tensor,
+        state: dict[str, Tensor] | None,
+        new_state: dict[str, Tensor],
+        init: tuple[Any, torch.dtype] | None = None,
+    ) -> Tensor:
+        dim = self.axis + 2
+        values: dict[fx.Node, Any] = {}
+        for node in self.graph.nodes:
+            args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: values[n])
+            if node.op == "placeholder":
+                out = chunk
+            elif node.op == "get_attr":
+                out = _fetch(self.model, node.target)
+            elif node.op == "output":
+                return args[0]
+            elif node.op == "call_function":
+                out = node.target(*args, **kwargs)
+            elif node.op == "call_method":
+                out = getattr(args[0], node.target)(*args[1:], **kwargs)
+            else:
+                module = self.model.get_submodule(node.target)
+                x = args[0]
+                if not _streams_itself(module):
+                    out = module(*args, **kwargs) if x.shape[dim] else x.new_zeros(self._empty(node, x))
+                else:
+                    prefix = f"{node.target}."
+                    if init is not None:
+                        other = [s for i, s in enumerate(x.shape[2:]) if i != self.axis]
+                        own = module.init_state(x.shape[0], other, device=init[0], dtype=init[1])
+                        new_state.update({prefix + k: v for k, v in own.items()})
+                    else:
+                        own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+                    if x.shape[dim]:
+                        out, own = module.step(x, own)
+                    else:
+                        out = x.new_zeros(self._empty(node, x))
+                    if init is None:
+                        new_state.update({prefix + k: v for k, v in own.items()})
+                if init is not None:
+                    self._out_shapes[node.name] = tuple(out.shape[1:])
+            values[node] = out
+        raise AssertionError("unreachable: an fx graph ends with its output node")
+
+    def _empty(self, node: fx.Node, x: Tensor) -> tuple[int, ...]:
+        return with_length((x.shape[0], *self._out_shapes[node.name]), self.axis + 2, 0)
+
+
+def _fetch(model: nn.Module, target: str) -> Any:
+    owner, _, name = target.rpartition(".")
+    return getattr(model.get_submodule(owner), name)
+
+
+class MeanOver(nn.Module):
+    """Mean over the given dims, kept as size 1: per-time-step pooling of the other axes."""
+
+    def __init__(self, dims: Sequence[int]) -> None:
+        super().__init__()
+        self.dims = tuple(dims)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean(dim=self.dims, keepdim=True)
+
+    def extra_repr(self) -> str:
+        return f"dims={self.dims}"
+
+
+def _conv_norm(
+    in_channels: int, out_channels: int, stride: tuple[int, ...], axis: int, groups: int = 1
+) -> nn.Sequential:
+    dims = len(stride)
+    conv = CausalConv(
+        in_channels, out_channels, 3, stride, causal_axis=axis, groups=groups, bias=False, spatial_dims=dims
+    )
+    return nn.Sequential(OrderedDict(conv=conv, norm=per_rank(BATCH_NORM, dims)(out_channels)))
+
+
+def _causal_recnext(
+    in_chans: int,
+    num_classes: int,
+    widths: Sequence[int],
+    depths: Sequence[int],
+    levels: Sequence[int],
+    stem_strides: Sequence[tuple[int, ...]],
+    axis: int,
+) -> nn.Sequential:
+    """A RecNeXt made causal along ``axis``: causal stem and transitions, causal RecConv blocks, and
+    a per-time-step head (mean over the other axes, then a 1x1 conv) giving ``(N, classes, ..., T')``."""
+    dims = len(stem_strides[0])
+    down = (2,) * dims
+    layers: dict[str, nn.Module] = {
+        "stem": nn.Sequential(
+            _conv_norm(in_chans, widths[0] // 2, stem_strides[0], axis),
+            nn.GELU(),
+            _conv_norm(widths[0] // 2, widths[0], stem_strides[1], axis),
+        )
+    }
+    for i, (width, depth, level) in enumerate(zip(widths, depths, levels)):
+        stage: list[nn.Module] = []
+        if i:
+            stage.append(_conv_norm(widths[i - 1], width, down, axis, groups=math.gcd(widths[i - 1], width)))
+        for _ in range(depth):
+            mixer = per_rank(_RECCONV, dims)(width, 5, level, causal=axis)
+            stage.append(
+                RecNeXtBlock(
+                    width,
+                    mixer,
+                    norm=True,
+                    mlp_ratio=2.0,
+                    act_layer=nn.GELU,
+                    drop_path=0.0,
+                    spatial_dims=dims,
+                )
+            )
+        layers[f"stage{i}"] = nn.Sequential(*stage)
+    others = [d + 2 for d in range(dims) if d != axis]
+    layers["head"] = nn.Sequential(
+        *([MeanOver(others)] if others else []), per_rank(CONV, dims)(widths[-1], num_classes, 1)
+    )
+    return nn.Sequential(OrderedDict(layers))
+
+
+def recnext_audio_causal_tiny(num_classes: int = 12, in_chans: int = 1) -> nn.Sequential:
+    """``recnext_audio_tiny`` made causal in time, for streaming log-mels ``(N, 1, mels, frames)``.
+
+    Returns per-frame logits ``(N, classes, 1, ceil(frames / 16))``.
+
+    Example:
+        >>> import torch
+        >>> model = recnext_audio_causal_tiny().eval()
+        >>> model(torch.randn(2, 1, 40, 100)).shape
+        torch.Size([2, 12, 1, 7])
+    """
+    return _causal_recnext(
+        in_chans, num_classes, (16, 32, 48, 64), (1, 1, 1, 1), (3, 2, 1, 1), ((2, 1), (2, 2)), 1
+    )
+
+
+def recnext_seq_causal_tiny(num_classes: int = 10, in_chans: int = 1) -> nn.Sequential:
+    """``recnext_seq_tiny`` made causal, for streaming sequences ``(N, C, L)``.
+
+    Returns per-step logits ``(N, classes, ceil(L / 32))``.
+
+    Example:
+        >>> import torch
+        >>> model = recnext_seq_causal_tiny(in_chans=3).eval()
+        >>> model(torch.randn(2, 3, 320)).shape
+        torch.Size([2, 10, 10])
+    """
+    return _causal_recnext(
+        in_chans, num_classes, (16, 32, 64, 128), (1, 1, 2, 1), (3, 3, 2, 1), ((2,), (2,)), 0
+    )

@@ -1,0 +1,242 @@
+"""Layer streaming: chunk-by-chunk outputs equal the offline causal output, for any chunking."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from recconv import RecConv1d, RecConv2d, RecConv3d
+from recconv.ops import DepthwiseConv, OpProtocolError
+
+from .strategies import build, chunkings, layer_kwargs, sizes
+
+
+def stream(layer, x, chunks, state=None):
+    """Concatenated step outputs of ``x`` cut into ``chunks`` along the causal axis, and the last state."""
+    axis = layer.causal_axis
+    other = [s for i, s in enumerate(x.shape[2:]) if i != axis]
+    state = layer.init_state(x.shape[0], other) if state is None else state
+    outs = []
+    for chunk in x.split(chunks, dim=axis + 2):
+        out, state = layer.step(chunk, state)
+        outs.append(out)
+    return torch.cat(outs, axis + 2), state
+
+
+@st.composite
+def streamed_cases(draw):
+    kwargs = draw(layer_kwargs(causal=True))
+    size = draw(sizes())
+    chunks = draw(chunkings(size[kwargs["causal"]]))
+    return kwargs, size, chunks
+
+
+@given(streamed_cases(), st.integers(1, 2))
+def test_any_chunking_equals_offline_float64(case, batch):
+    kwargs, size, chunks = case
+    torch.manual_seed(0)
+    layer = build(kwargs, dtype=torch.float64).eval()
+    x = torch.randn(batch, kwargs["in_channels"], *size, dtype=torch.float64)
+    got, _ = stream(layer, x, chunks)
+    torch.testing.assert_close(got, layer(x), rtol=0, atol=1e-12)
+
+
+@given(streamed_cases())
+def test_any_chunking_equals_offline_float32(case):
+    kwargs, size, chunks = case
+    torch.manual_seed(0)
+    layer = build(kwargs).eval()
+    x = torch.randn(2, kwargs["in_channels"], *size)
+    got, _ = stream(layer, x, chunks)
+    torch.testing.assert_close(got, layer(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "layer, shape",
+    [
+        (RecConv1d(3, 3, level=3, causal=True, dtype=torch.float64), (2, 3, 61)),
+        (RecConv2d(3, 3, level=2, causal=1, upsample="transposed", dtype=torch.float64), (1, 3, 10, 41)),
+        (RecConv3d(2, 3, level=2, factor=(1, 2, 2), causal=0, downsample="maxpool", dtype=torch.float64), (1, 2, 13, 6, 5)),
+    ],
+    ids=["1d", "2d-freq-time", "3d-video"],
+)  # fmt: skip
+def test_named_ranks_single_samples_and_one_chunk(layer, shape):
+    x = torch.randn(shape, dtype=torch.float64)
+    length = shape[2 + layer.causal_axis]
+    for chunks in ([1] * length, [length], [2, 5, 1, length - 8]):
+        got, _ = stream(layer, x, chunks)
+        torch.testing.assert_close(got, layer(x), rtol=0, atol=1e-12)
+
+
+def test_state_is_not_changed_and_can_branch():
+    layer = RecConv1d(
+        2, 3, level=2, causal=True, upsample="linear", downsample="avgpool", dtype=torch.float64
+    )
+    x = torch.randn(1, 2, 20, dtype=torch.float64)
+    _, state = stream(layer, x[..., :7], [3, 4])
+    saved = {key: value.clone() for key, value in state.items()}
+    first, _ = layer.step(x[..., 7:12], state)
+    for key, value in state.items():
+        assert torch.equal(value, saved[key]), key
+    again, _ = layer.step(x[..., 7:12], state)  # retry from the same state
+    assert torch.equal(first, again)
+    branch, _ = stream(layer, x[..., 7:], [13], state)  # another branch from the same point
+    torch.testing.assert_close(branch, layer(x)[..., 7:], rtol=0, atol=1e-12)
+
+
+def test_state_is_tensors_only():
+    state = RecConv2d(4, 3, level=2, causal=1, upsample="linear").init_state(2, (8,))
+    assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
+    assert "downs.1.tail" in state  # one entry per level although the down op is shared
+
+
+def max_samples(k: int, f: int, up: str) -> dict[str, int]:
+    """The docs' state formula (1D, per channel), in samples kept by each kind of op."""
+    return {
+        "convs": k - 1,
+        "downs": k + f - 2,
+        "ups": {"linear": f, "nearest": f - 1, "transposed": k + f - 2}[up],
+    }
+
+
+@pytest.mark.parametrize("up", ["linear", "nearest", "transposed"])
+@pytest.mark.parametrize("down", ["conv", "avgpool"])
+@pytest.mark.parametrize("k, f", [(3, 2), (5, 3), (1, 4)])
+def test_state_size_is_bounded_by_the_documented_formula(up, down, k, f):
+    level = 3
+    layer = RecConv1d(1, k, level=level, factor=f, upsample=up, downsample=down, causal=True)
+    state = layer.init_state(1)
+    worst: dict[str, int] = {}
+    for chunk in torch.randn(1, 1, 3 * f**level).split(1, dim=2):  # every phase of every level
+        _, state = layer.step(chunk, state)
+        for op in ("convs", "downs", "ups"):
+            samples = sum(v.shape[-1] for key, v in state.items() if key.startswith(op) and v.dim() == 3)
+            worst[op] = max(worst.get(op, 0), samples)
+    count = {"convs": level + 1, "downs": level, "ups": level}
+    bound = {op: count[op] * n for op, n in max_samples(k, f, up).items()}
+    assert worst == bound
+
+
+def test_state_size_does_not_grow_with_the_stream():
+    layer = RecConv2d(3, 5, level=3, causal=1)
+    state = layer.init_state(1, (6,))
+    period = 2**3  # chunks of a multiple of factor**level come back to the same phase
+    shapes = []
+    for chunk in torch.randn(1, 3, 6, 40 * period).split(period, dim=3):
+        _, state = layer.step(chunk, state)
+        shapes.append({key: tuple(v.shape) for key, v in state.items()})
+    assert all(s == shapes[0] for s in shapes)
+
+
+@pytest.mark.parametrize(
+    "layer, size",
+    [
+        (RecConv1d(4, 5, level=2, causal=True, bias=True), (33,)),
+        (RecConv2d(4, 3, level=2, causal=1, bias=True, upsample="nearest"), (5, 33)),
+        (RecConv3d(4, 3, level=1, factor=2, causal=0, bias=True), (33, 4, 4)),
+    ],
+    ids=["1d", "2d", "3d"],
+)
+def test_float32_with_bias_in_every_rank(layer, size):
+    x = torch.randn(2, 4, *size)
+    got, _ = stream(layer, x, [4, 1, 9, 19])
+    torch.testing.assert_close(got, layer(x), rtol=0, atol=1e-5)
+
+
+# One test per promised error message.
+
+
+def test_non_causal_layer_cannot_stream():
+    layer = RecConv2d(8, level=2)
+    message = "RecConv2d(8, level=2): step() streams along the causal axis, but this layer is not causal"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        layer.step(torch.randn(1, 8, 4, 4), {})
+    with pytest.raises(ValueError, match=re.escape(message.replace("step()", "init_state()"))):
+        layer.init_state(1, (4,))
+
+
+def test_init_state_needs_the_other_sizes():
+    message = "RecConv2d(8, level=2): init_state needs the sizes of the 1 spatial axes other than the causal axis 1, got size=()"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        RecConv2d(8, level=2, causal=1).init_state(1)
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 10), (1, 8, 0), (8, 10)])
+def test_wrong_chunk_shape(shape):
+    layer = RecConv1d(8, level=2, causal=True)
+    message = (
+        "RecConv1d(8, level=2): step() expects a chunk (N, 8, L) with >= 1 sample along the causal axis 0, "
+        f"got {shape}"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        layer.step(torch.randn(shape), layer.init_state(1))
+
+
+def test_wrong_batch_size():
+    layer = RecConv1d(8, kernel_size=3, level=1, causal=True)
+    message = (
+        "RecConv1d(8, level=1): state['downs.0.tail'] has shape (2, 8, 3), expected (1, 8, 3) (any length at "
+        "dim 2) for a chunk of shape (1, 8, 5): a state from another layer, batch size or input size; "
+        "start a stream with init_state(1, ())"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        layer.step(torch.randn(1, 8, 5), layer.init_state(2))
+
+
+def test_wrong_other_size():
+    layer = RecConv2d(2, kernel_size=3, level=1, causal=1)
+    with pytest.raises(
+        ValueError, match=re.escape("for a chunk of shape (1, 2, 7, 3): a state from another")
+    ):
+        layer.step(torch.randn(1, 2, 7, 3), layer.init_state(1, (6,)))
+
+
+def test_state_of_another_layer():
+    layer = RecConv1d(8, level=2, causal=True)
+    other = RecConv1d(8, level=1, causal=True).init_state(1)
+    message = (
+        "RecConv1d(8, level=2): this state belongs to another layer: expected keys ['convs.0.tail', "
+        "'convs.1.tail', 'convs.2.tail', 'downs.0.tail', 'downs.1.tail', 'ups.0.last', 'ups.0.pending', "
+        "'ups.0.started', 'ups.1.last', 'ups.1.pending', 'ups.1.started'], got ['convs.0.tail', "
+        "'convs.1.tail', 'downs.0.tail', 'ups.0.last', 'ups.0.pending', 'ups.0.started']; start a stream "
+        "with init_state()"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        layer.step(torch.randn(1, 8, 4), other)
+
+
+def test_state_must_be_a_dict_of_tensors():
+    layer = RecConv1d(8, level=1, causal=True)
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "RecConv1d(8, level=1): the state must be the dict from init_state() or step(), got tuple"
+        ),
+    ):
+        layer.step(torch.randn(1, 8, 4), tuple(layer.init_state(1).values()))
+    state = {**layer.init_state(1), "convs.0.tail": [0.0]}
+    with pytest.raises(
+        TypeError, match=re.escape("RecConv1d(8, level=1): state['convs.0.tail'] must be a tensor, got list")
+    ):
+        layer.step(torch.randn(1, 8, 4), state)
+
+
+class NoStreaming(DepthwiseConv):
+    init_state = None
+    step = None
+
+
+def test_user_op_without_streaming_methods():
+    layer = RecConv1d(4, level=1, conv=NoStreaming, causal=True)
+    message = (
+        "RecConv1d(4, level=1): the op NoStreaming does not answer init_state(); give it that method of the op "
+        "protocol (see recconv.ops)"
+    )
+    with pytest.raises(OpProtocolError, match=re.escape(message)):
+        layer.init_state(1)
+    assert math.isfinite(layer(torch.randn(1, 4, 9)).sum().item())  # it still runs offline

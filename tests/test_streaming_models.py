@@ -1,0 +1,163 @@
+"""Model streaming: Streamer and the causal presets give the offline output chunk by chunk."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from recconv import RecConv1d, RecConv2d
+from recconv.streaming import (
+    CausalConv,
+    MeanOver,
+    Streamer,
+    recnext_audio_causal_tiny,
+    recnext_seq_causal_tiny,
+)
+
+from .strategies import chunkings
+
+
+def randomized(model: nn.Module) -> nn.Module:
+    """Float64, eval mode, with BatchNorm statistics and affine parameters that are not the identity."""
+    torch.manual_seed(0)
+    model = model.double().eval()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+            nn.init.uniform_(module.bias, -0.5, 0.5)
+    return model
+
+
+def stream(streamer: Streamer, x: torch.Tensor, chunks: list[int]) -> torch.Tensor:
+    dim = streamer.axis + 2
+    other = [s for i, s in enumerate(x.shape[2:]) if i != streamer.axis]
+    state = streamer.init_state(x.shape[0], other, in_channels=x.shape[1])
+    outs = []
+    for chunk in x.split(chunks, dim=dim):
+        out, state = streamer(chunk, state)
+        outs.append(out)
+    return torch.cat(outs, dim)
+
+
+AUDIO = randomized(recnext_audio_causal_tiny())
+SEQ = randomized(recnext_seq_causal_tiny(in_chans=2))
+AUDIO_STREAMER, SEQ_STREAMER = Streamer(AUDIO), Streamer(SEQ)
+
+
+@settings(max_examples=5)
+@given(st.data())
+def test_audio_preset_streams_exactly(data):
+    x = torch.randn(1, 1, 16, 70, dtype=torch.float64)
+    chunks = data.draw(chunkings(70))
+    torch.testing.assert_close(stream(AUDIO_STREAMER, x, chunks), AUDIO(x), rtol=0, atol=1e-12)
+
+
+@settings(max_examples=5)
+@given(st.data())
+def test_seq_preset_streams_exactly(data):
+    x = torch.randn(2, 2, 150, dtype=torch.float64)
+    chunks = data.draw(chunkings(150))
+    torch.testing.assert_close(stream(SEQ_STREAMER, x, chunks), SEQ(x), rtol=0, atol=1e-12)
+
+
+def test_presets_stream_one_frame_at_a_time_float32():
+    model = recnext_audio_causal_tiny().eval()
+    x = torch.randn(1, 1, 40, 48)
+    torch.testing.assert_close(stream(Streamer(model), x, [1] * 48), model(x), rtol=0, atol=1e-5)
+
+
+def test_streamer_state_is_not_changed():
+    streamer = Streamer(SEQ)
+    state = streamer.init_state(1, in_channels=2)
+    saved = {key: value.clone() for key, value in state.items()}
+    out, _ = streamer(torch.randn(1, 2, 40, dtype=torch.float64), state)
+    assert all(torch.equal(value, saved[key]) for key, value in state.items())
+    assert out.shape == (1, 10, 2)
+
+
+def test_causal_conv_matches_nn_conv_on_padded_input():
+    conv = CausalConv(3, 4, (3, 5), (2, 3), causal_axis=1, spatial_dims=2)
+    x = torch.randn(2, 3, 9, 20)
+    reference = conv.conv(nn.functional.pad(x, (4, 0)))
+    torch.testing.assert_close(conv(x), reference)
+
+
+# One test per promised error message.
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (
+            nn.Sequential(RecConv1d(4, causal=True), nn.Conv1d(4, 4, 3, padding=1)),
+            "Streamer: cannot stream '1' (Conv1d): it mixes along spatial axis 0 (kernel 3, stride 1, padding 1); "
+            "use CausalConv",
+        ),
+        (
+            nn.Sequential(RecConv1d(4, causal=True), nn.BatchNorm1d(4)),
+            "Streamer: cannot stream '1' (BatchNorm1d): it is in training mode; call model.eval() first",
+        ),
+        (
+            nn.Sequential(RecConv2d(4, causal=1), RecConv2d(4, causal=0)),
+            "Streamer: cannot stream '1' (RecConv2d): it is not causal along spatial axis 1 (causal=0)",
+        ),
+        (
+            nn.Sequential(RecConv2d(4, causal=1), nn.Linear(4, 4)),
+            "Streamer: cannot stream '1' (Linear): it is neither causal nor applied to each time step alone",
+        ),
+        (
+            nn.Sequential(RecConv2d(4, causal=1), MeanOver((2, 3))),
+            "Streamer: cannot stream 'mean' (method): a reduction must name its dims, keep them, and leave dim 3 "
+            "(time) alone",
+        ),
+        (
+            nn.Sequential(RecConv1d(4, causal=True), nn.Flatten()),
+            "Streamer: cannot stream '1' (Flatten): it is neither causal nor applied to each time step alone",
+        ),
+    ],
+    ids=["centered-conv", "training-norm", "other-axis", "linear", "time-pooling", "flatten"],
+)
+def test_first_module_that_cannot_stream(model, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Streamer(model.eval() if "training" not in message else model)
+
+
+def test_model_without_causal_layer_needs_an_axis():
+    with pytest.raises(ValueError, match=re.escape("Streamer: Sequential has no causal layer; pass axis=")):
+        Streamer(nn.Sequential(nn.ReLU()))
+
+
+def test_function_that_cannot_stream():
+    class Cumulative(nn.Module):
+        def forward(self, x):
+            return torch.cumsum(x, 2)
+
+    with pytest.raises(ValueError, match=re.escape("Streamer: cannot stream <built-in method cumsum")):
+        Streamer(Cumulative(), axis=0)
+
+
+def test_chunk_of_another_shape():
+    streamer = Streamer(SEQ)
+    state = streamer.init_state(1, in_channels=2)
+    message = (
+        "Streamer: expected a chunk (1, 2, T) with T >= 1, as set by the last init_state(), got (1, 3, 5)"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        streamer(torch.randn(1, 3, 5, dtype=torch.float64), state)
+
+
+def test_state_of_another_model():
+    streamer = Streamer(SEQ)
+    streamer.init_state(1, in_channels=2)
+    other = Streamer(nn.Sequential(RecConv1d(2, causal=True)).double()).init_state(1)
+    with pytest.raises(
+        ValueError, match=re.escape("Streamer: this state belongs to another model: expected")
+    ):
+        streamer(torch.randn(1, 2, 5, dtype=torch.float64), other)
