@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .ops import CONV, DOWNSAMPLE, UPSAMPLE, Builder, as_tuple, resolve_builder
 
@@ -109,6 +110,9 @@ class RecConvNd(nn.Module):
         self._liftable = all(isinstance(op, str) for op in (upsample, downsample, conv)) and coarse is None
         # A built-in up op returns a new tensor that nothing else holds, so sums may go into it in place.
         self._sum_in_place = isinstance(upsample, str)
+        # The built-in ops are pure functions of their input and parameters (no running statistics, no
+        # randomness), so training may run them twice to save memory (see _recurse).
+        self._recompute = self._liftable
 
         down_builder = resolve_builder(downsample, DOWNSAMPLE, "downsample", owner)
         up_builder = resolve_builder(upsample, UPSAMPLE, "upsample", owner)
@@ -174,16 +178,16 @@ class RecConvNd(nn.Module):
         restore = layout is not None and not x.is_contiguous(memory_format=layout)
         if restore:
             x = x.contiguous(memory_format=layout)
-        features = [x]
-        for i in range(self.level):
-            down = self.down if self.downs is None else self.downs[i]
-            features.append(down(features[-1]))
-        hidden = None
-        for conv, up, coarse, fine in zip(
-            self.convs, self.ups, reversed(features[1:]), reversed(features[:-1])
+        if (
+            self._recompute
+            and self.training
+            and torch.is_grad_enabled()
+            and not torch.compiler.is_exporting()
         ):
-            hidden = up(conv(coarse if hidden is None else self._add(hidden, coarse)), fine.shape[2:])
-        out = self.convs[-1](x if hidden is None else self._add(hidden, x))
+            # Keep only x for backward and run the recursion again there: see _recurse.
+            out = checkpoint(_recurse, self, x, use_reentrant=False, preserve_rng_state=False)
+        else:
+            out = _recurse(self, x)
         if lift:
             out = out.squeeze(2)
         if restore:
@@ -222,6 +226,29 @@ class RecConvNd(nn.Module):
                 shown = _name_of(value) if name in ("upsample", "downsample", "conv", "coarse") else value
                 args.append(f"{name}={shown}")
         return ", ".join(args)
+
+
+def _recurse(layer: RecConvNd, x: Tensor) -> Tensor:
+    """The recursion of ``layer`` on a batched input already in the layout it runs in.
+
+    In training, :meth:`RecConvNd.forward` runs this under activation checkpointing: autograd keeps
+    only ``x`` (which a single base conv keeps too) and the backward pass runs the recursion again
+    to rebuild the sums ``f_i + up(h)`` and the coarse tensors, instead of storing them all (2.65x
+    one base conv's saved memory for a 2D layer at level 3). The forward is cheap next to the
+    backward, so a training step costs little more. Under ``torch.compile`` the recomputed convs
+    also sit in the backward graph, which makes Inductor choose channels-last there too (see
+    docs/performance.md).
+    """
+    features = [x]
+    for i in range(layer.level):
+        down = layer.down if layer.downs is None else layer.downs[i]
+        features.append(down(features[-1]))
+    hidden = None
+    for conv, up, coarse, fine in zip(
+        layer.convs, layer.ups, reversed(features[1:]), reversed(features[:-1])
+    ):
+        hidden = up(conv(coarse if hidden is None else layer._add(hidden, coarse)), fine.shape[2:])
+    return layer.convs[-1](x if hidden is None else layer._add(hidden, x))
 
 
 class RecConv1d(RecConvNd):
