@@ -313,6 +313,7 @@ def main() -> None:
     parser.add_argument("--write-docs", action="store_true", help=f"write the tables to {DOCS}")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    measured_commit = commit()  # before this run writes the page
     sections = []
     goals = {}
     rank_rows: dict[str, list[dict]] = {}
@@ -367,7 +368,7 @@ def main() -> None:
                 goals=goals.get("default", "(the 2d case was not run)\n"),
                 goals_retained=goals.get("retained", "(not measured: needs the 2d case and glibc)\n"),
                 rank_goals=rank_goals,
-                commit=commit(),
+                commit=measured_commit,
             )
             + "\n".join(sections)
             + precision
