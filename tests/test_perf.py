@@ -108,3 +108,32 @@ def test_dynamic_sizes_compile_at_most_twice(d):
         x = torch.randn(2, 4, *(n,) * d)
         compiled(x).sum().backward()
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 2
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_cuda_matches_cpu_in_training(d):
+    layer = LAYERS[d](8, 5, 2).double()
+    x = torch.randn(SHAPES[d], dtype=torch.float64)
+    expected = outputs_and_gradients(layer, x)
+    got = outputs_and_gradients(layer.cuda(), x.cuda())
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_cuda_compiled_training_matches_eager(d):
+    torch._dynamo.reset()
+    compile_and_compare(LAYERS[d](8, 5, 2).cuda(), torch.randn(SHAPES[d], device="cuda"))
+
+
+@pytest.mark.cuda
+def test_cuda_bfloat16_autocast_training():
+    layer = RecConv2d(8, 5, 3).cuda()
+    x = torch.randn(SHAPES[2], device="cuda", requires_grad=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = layer(x)
+    assert out.dtype == torch.bfloat16
+    out.float().square().sum().backward()
+    assert torch.isfinite(x.grad).all()
