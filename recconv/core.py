@@ -178,12 +178,7 @@ class RecConvNd(nn.Module):
         restore = layout is not None and not x.is_contiguous(memory_format=layout)
         if restore:
             x = x.contiguous(memory_format=layout)
-        if (
-            self._recompute
-            and self.training
-            and torch.is_grad_enabled()
-            and not torch.compiler.is_exporting()
-        ):
+        if _recomputes(self):
             # Keep only x for backward and run the recursion again there: see _recurse.
             out = checkpoint(_recurse, self, x, use_reentrant=False, preserve_rng_state=False)
         else:
@@ -226,6 +221,16 @@ class RecConvNd(nn.Module):
                 shown = _name_of(value) if name in ("upsample", "downsample", "conv", "coarse") else value
                 args.append(f"{name}={shown}")
         return ", ".join(args)
+
+
+def _recomputes(layer: RecConvNd) -> bool:
+    """Whether this forward keeps only its input and recomputes in backward (see :func:`_recurse`)."""
+    if not (layer._recompute and layer.training and torch.is_grad_enabled()):
+        return False
+    if torch.compiler.is_compiling():
+        return not torch.compiler.is_exporting()
+    # torch.func's transforms (grad, vjp, jacrev) refuse the saved-tensor hooks that checkpointing uses.
+    return torch._C._functorch.peek_interpreter_stack() is None
 
 
 def _recurse(layer: RecConvNd, x: Tensor) -> Tensor:

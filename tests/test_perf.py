@@ -60,6 +60,16 @@ def test_recomputation_gives_bitwise_the_stored_results(kwargs, size, channels_l
         assert torch.equal(got, expected)
 
 
+def test_torch_func_gradients_match_autograd_in_training():
+    layer = RecConv1d(2, 3, 2)
+    x = torch.randn(1, 2, 12)
+    params = dict(layer.named_parameters())
+    grads = torch.func.grad(lambda p: torch.func.functional_call(layer, p, (x,)).square().sum())(params)
+    expected = torch.autograd.grad(layer(x).square().sum(), list(params.values()))
+    for name, g in zip(params, expected):
+        torch.testing.assert_close(grads[name], g)
+
+
 def test_ops_with_state_run_once_per_step():
     # A BatchNorm in an op must see each training batch once: such a layer stores instead of recomputing.
     layer = RecConv2d(4, 3, 2, coarse=depthwise_conv_norm)
