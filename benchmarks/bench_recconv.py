@@ -6,25 +6,34 @@ Every variant of a case runs in the same process, interleaved repeat by repeat, 
 medians. Variants:
 
 * ``paper``: ``benchmarks/paper_reference.py``, the paper's formula with nn.ConvNd + F.interpolate;
-* ``ours``: ``recconv.RecConvNd`` with the same weights (outputs checked against ``paper`` in float64);
+* ``ours``: ``recconv.RecConvNd`` with the same weights (outputs checked against ``paper`` in float64); in
+  training it keeps only its input for backward and recomputes the recursion there;
+* ``stored``: ``ours`` storing every intermediate for backward instead (the layer before recomputation);
 * ``base``: one depthwise k-kernel ``nn.ConvNd`` (the FLOPs floor);
 * ``dense``: one depthwise ``nn.ConvNd`` as wide as the effective kernel ``k * factor**level`` (next odd);
-* ``compiled``: ``torch.compile(ours)``;
+* ``compiled``: ``torch.compile(ours)``, one compiled module for both modes, as a training loop with
+  validation uses it;
 * ``copies``: only the layout conversions ``ours`` makes for this input (to channels-last and back on
   contiguous input, none on channels-last input), to show what they cost on their own.
 
 "forward" runs under ``torch.no_grad``; "train" is forward + backward of ``out.square().mean()`` with the
 input requiring grad. Memory is the bytes autograd saves for backward (all tensors packed by
 ``saved_tensors_hooks``, counted once per storage), which is what a training step keeps alive.
+
+The goals table checks issue 16's goals per rank on contiguous input: a ratio is the median over the
+rounds of the per-round ratio (variants interleaved within a round), and ``spread`` is the range of the
+middle half of those per-round ratios, how much one measurement moves.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import ctypes
 import math
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -55,6 +64,15 @@ GOALS = (
     ("forward, time over one base conv", "forward", "vs_base", 2.0, True),
     ("training step, time over one base conv", "train", "vs_base", 1.5, True),
 )
+# Issue 16's goals per rank on contiguous input: (goal, mode, variant, reference variant, bound); all maxima.
+RANK_GOALS = (
+    ("eager training, saved memory over one base conv", "saved", "ours", "base", 1.3),
+    ("eager training, time over the storing layer", "train", "ours", "stored", 1.1),
+    ("compiled forward, time over one base conv", "forward", "compiled", "base", 1.3),
+    ("compiled training, time over eager training", "train", "compiled", "ours", 1.0),
+    ("compiled training, time over one base conv", "train", "compiled", "base", 1.5),
+)
+RANK_CASES = {"1d": "1D", "2d": "2D", "3d": "3D"}
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 DOCS_HEADER = (Path(__file__).resolve().parent / "performance_header.md").read_text()
 
@@ -85,10 +103,13 @@ def build_variants(case: dict) -> dict[str, nn.Module]:
         channels, kernel, level, factor=factor
     )
     ours.load_state_dict(paper.state_dict())
+    stored = copy.deepcopy(ours)
+    stored._recompute = False
     wide = tuple(k + 1 - k % 2 for k in recconv.effective_kernel_size(ours))
     return {
         "paper": paper,
         "ours": ours,
+        "stored": stored,
         "base": dense_depthwise_conv(channels, (kernel,) * dims),
         "dense": dense_depthwise_conv(channels, wide),
         "compiled": torch.compile(ours),
@@ -154,8 +175,9 @@ def measure(
                 "ms": 1000 * median,
                 "vs_paper": medians["paper"] / median,
                 "vs_base": median / medians["base"],
+                "times": times[name],
             })  # fmt: skip
-    for name in ("paper", "ours", "base"):
+    for name in ("paper", "ours", "stored", "base", "compiled"):
         train_inputs = x.detach().requires_grad_(True)
         next(r for r in rows if r["mode"] == "train" and r["variant"] == name)["saved_mb"] = (
             saved_bytes(variants[name], train_inputs) / 2**20
@@ -236,6 +258,51 @@ def goals_table(rows: list[dict], error: float) -> str:
     return "\n".join(lines) + f"\n\nMedian ms, {times}.\n"
 
 
+def ratio_and_spread(rows: list[dict], mode: str, variant: str, reference: str) -> tuple[float, float, float]:
+    """Median and middle half (25th, 75th percentiles) of the per-round ratios variant / reference."""
+    times = {r["variant"]: r["times"] for r in rows if r["mode"] == mode}
+    ratios = sorted(a / b for a, b in zip(times[variant], times[reference]))
+    low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return statistics.median(ratios), low, high
+
+
+def rank_goals_table(rank_rows: dict[str, list[dict]]) -> str:
+    """Issue 16's goals, one column per rank: the measured ratio, its spread over rounds, met or not."""
+    if not rank_rows:
+        return "(no 1d, 2d or 3d case was run)\n"
+    lines = [
+        f"| goal | target | {' | '.join(rank_rows)} |",
+        f"|---|---|{'---|' * len(rank_rows)}",
+    ]
+    for goal, mode, variant, reference, bound in RANK_GOALS:
+        cells = []
+        for rows in rank_rows.values():
+            if mode == "saved":
+                saved = {r["variant"]: r["saved_mb"] for r in rows if "saved_mb" in r}
+                value = saved[variant] / saved[reference]
+                cells.append(f"{value:.2f}x {'met' if value <= bound else 'not met'}")
+            else:
+                value, low, high = ratio_and_spread(rows, mode, variant, reference)
+                cells.append(f"{value:.2f}x ({low:.2f}-{high:.2f}) {'met' if value <= bound else 'not met'}")
+        lines.append(f"| {goal} | ≤ {bound:g}x | {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"
+
+
+def commit() -> str:
+    """The checked-out commit, marked ``+changes`` when the working tree differs from it."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown commit"
+    return head.stdout.strip() + (" +changes" if dirty.stdout.strip() else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
@@ -246,8 +313,10 @@ def main() -> None:
     parser.add_argument("--write-docs", action="store_true", help=f"write the tables to {DOCS}")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    measured_commit = commit()  # before this run writes the page
     sections = []
     goals = {}
+    rank_rows: dict[str, list[dict]] = {}
     for name in args.cases:
         case = CASES[name]
         variants = build_variants(case)
@@ -267,6 +336,8 @@ def main() -> None:
             rows = measure(case, variants, layout, repeats)
             if name == "2d" and layout_name == "contiguous":
                 goals["default"] = goals_table(rows, error)
+            if name in RANK_CASES and layout_name == "contiguous":
+                rank_rows[RANK_CASES[name]] = rows
             section = f"{table(name, case, layout_name, rows)}\n\n{note}\n"
             print(section, flush=True)
             sections.append(section)
@@ -279,6 +350,8 @@ def main() -> None:
         goals["retained"] = goals_table(rows, check_numerics(case, variants))
     for allocator, text in goals.items():
         print(f"2D goals, {allocator} allocator settings:\n{text}", flush=True)
+    rank_goals = rank_goals_table(rank_rows)
+    print(f"Issue 16's goals, contiguous input:\n{rank_goals}", flush=True)
     if args.write_docs:
         command = "python benchmarks/bench_recconv.py " + " ".join(sys.argv[1:])
         precision = (
@@ -294,6 +367,8 @@ def main() -> None:
                 machine=machine(),
                 goals=goals.get("default", "(the 2d case was not run)\n"),
                 goals_retained=goals.get("retained", "(not measured: needs the 2d case and glibc)\n"),
+                rank_goals=rank_goals,
+                commit=measured_commit,
             )
             + "\n".join(sections)
             + precision

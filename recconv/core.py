@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.fx._symbolic_trace import is_fx_tracing
+from torch.utils.checkpoint import checkpoint
 
 from ._util import CHANNELS_LAST, LAYOUTS, as_tuple, check_int, is_int
 from .ops import CONV_OPS, DOWNSAMPLE_OPS, UPSAMPLE_OPS, Builder, Window, ask, build_op, resolve_builder
@@ -124,6 +126,9 @@ class RecConvNd(nn.Module):
         # in place only if every up op returns a fresh tensor.
         self._liftable = dims == 1 and all(getattr(op, "liftable", False) for op in self._ops())
         self._sum_in_place = all(getattr(up, "fresh_output", False) for up in self.ups)
+        # Training may run the recursion twice to save memory only if every op is a pure function
+        # of its input and parameters (no running statistics, no randomness): see _recurse.
+        self._recompute = all(getattr(op, "recomputable", False) for op in self._ops())
 
     def _ops(self) -> list[nn.Module]:
         downs = [] if self.down is None else [self.down]
@@ -335,15 +340,11 @@ class RecConvNd(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Apply the layer to ``(N, C, *spatial)`` or unbatched ``(C, *spatial)`` input."""
         work = _working_layout(x, self._label, self.in_channels, self.spatial_dims, self._liftable)
-        features = [work]
-        for i in range(1, self.level + 1):
-            features.append(self.down_op(i)(features[-1]))
-        hidden = None
-        for conv, up, coarse, fine in zip(
-            self.convs, self.ups, reversed(features[1:]), reversed(features[:-1])
-        ):
-            hidden = up(conv(coarse if hidden is None else self._add(hidden, coarse)), fine.shape[2:])
-        out = self.convs[-1](work if hidden is None else self._add(hidden, work))
+        if _recomputes(self):
+            # Keep only the input for backward and run the recursion again there: see _recurse.
+            out = checkpoint(_recurse, self, work, use_reentrant=False, preserve_rng_state=False)
+        else:
+            out = _recurse(self, work)
         return _caller_layout(out, x, self.spatial_dims, self._liftable)
 
     def _add(self, upsampled: Tensor, features: Tensor) -> Tensor:
@@ -376,6 +377,38 @@ class RecConvNd(nn.Module):
                 shown = _name_of(value) if name in ("upsample", "downsample", "conv", "coarse") else value
                 args.append(f"{name}={shown}")
         return ", ".join(args)
+
+
+def _recomputes(layer: RecConvNd) -> bool:
+    """Whether this forward keeps only its input and recomputes in backward (see :func:`_recurse`)."""
+    if not (layer._recompute and layer.training and torch.is_grad_enabled()) or is_fx_tracing():
+        return False
+    if torch.compiler.is_compiling():
+        return not torch.compiler.is_exporting()
+    # torch.func's transforms (grad, vjp, jacrev) refuse the saved-tensor hooks that checkpointing uses.
+    return torch._C._functorch.peek_interpreter_stack() is None
+
+
+def _recurse(layer: RecConvNd, x: Tensor) -> Tensor:
+    """The recursion of ``layer`` on a batched input already in the layout it runs in.
+
+    In training, :meth:`RecConvNd.forward` runs this under activation checkpointing: autograd keeps
+    only ``x`` (which a single base conv keeps too) and the backward pass runs the recursion again
+    to rebuild the sums ``f_i + up(h)`` and the coarse tensors, instead of storing them all (2.65x
+    one base conv's saved memory for a 2D layer at level 3). The forward is cheap next to the
+    backward, so a training step costs little more. Under ``torch.compile`` the recomputed convs
+    also sit in the backward graph, which makes Inductor choose channels-last there too (see
+    docs/performance.md).
+    """
+    features = [x]
+    for i in range(1, layer.level + 1):
+        features.append(layer.down_op(i)(features[-1]))
+    hidden = None
+    for conv, up, coarse, fine in zip(
+        layer.convs, layer.ups, reversed(features[1:]), reversed(features[:-1])
+    ):
+        hidden = up(conv(coarse if hidden is None else layer._add(hidden, coarse)), fine.shape[2:])
+    return layer.convs[-1](x if hidden is None else layer._add(hidden, x))
 
 
 class RecConv1d(RecConvNd):

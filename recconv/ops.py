@@ -31,6 +31,9 @@ The rest of the library asks the built op about itself instead of branching on i
   nothing else holds, so the core may add the finer features into it in place.
 * ``op.liftable``: ``True`` if ``forward`` also accepts extra leading singleton spatial axes,
   so a 1D layer may run as 2D on ``(N, C, 1, L)`` (faster on the CPU).
+* ``op.recomputable``: ``True`` if ``forward`` is a pure function of its input and parameters
+  (no running statistics, no randomness), so a training forward may keep only the layer's
+  input and run the recursion again in backward (activation memory of one conv).
 
 Streaming along the causal axis (:meth:`recconv.RecConvNd.step`) asks two more questions:
 
@@ -42,7 +45,7 @@ Streaming along the causal axis (:meth:`recconv.RecConvNd.step`) asks two more q
   inputs complete, so that concatenating them along the causal axis gives the offline output.
   The state is never changed in place, and its size does not grow with the stream.
 
-The two flags are optional (missing means ``False``: slower, never wrong). A layer with an op
+The three flags are optional (missing means ``False``: slower or more memory, never wrong). A layer with an op
 that lacks a method still runs; asking a theory helper about it raises
 :class:`OpProtocolError` naming the op and the method. :class:`ResizeOp` gives a user resize
 op the protocol's constructor; the docs' op-protocol page builds a new op in one class.
@@ -253,6 +256,7 @@ class DepthwiseConv(nn.Module):
     """
 
     liftable = True
+    recomputable = True
 
     def __init__(
         self,
@@ -491,6 +495,7 @@ class _PoolDown(ResizeOp):
 
     pool: str  # a key of _POOLS
     liftable = True
+    recomputable = True
 
     def forward(self, x: Tensor) -> Tensor:
         return _pool_down(x, self.pool, self.kernel_size, self.factor, self.causal_axis)
@@ -575,6 +580,7 @@ class _InterpolateUp(ResizeOp):
 
     linear: bool
     liftable = True
+    recomputable = True
     fresh_output = True
 
     def forward(self, x: Tensor, size: Sequence[int]) -> Tensor:
@@ -680,6 +686,7 @@ class TransposedUp(ResizeOp):
     """
 
     liftable = True
+    recomputable = True
     fresh_output = True  # a crop of the conv's new output
 
     def __init__(

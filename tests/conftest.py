@@ -6,6 +6,7 @@ prints its reproduction as ``@reproduce_failure``; rerun with the same profile t
 
 import os
 
+import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
@@ -17,3 +18,12 @@ settings.load_profile(os.environ.get("RECCONV_HYPOTHESIS_PROFILE", "ci"))
 
 # Test inputs are tiny: a second thread only adds hand-off cost per op (and the CI machine has 2 cores).
 torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

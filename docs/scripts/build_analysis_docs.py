@@ -17,6 +17,7 @@ import argparse
 import pathlib
 import platform
 import re
+import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -85,18 +86,33 @@ def machine() -> str:
     return f"{cpu}, {threads} thread{'s' * (threads != 1)}, torch {torch.__version__}, Python {platform.python_version()}"
 
 
+def checked_out_commit() -> str:
+    """The commit of this checkout, marked ``+changes`` when the working tree differs from it."""
+    git = ["git", "-C", str(ROOT)]
+    try:
+        head = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "an unknown commit"
+    return head.stdout.strip() + (" +changes" if dirty.stdout.strip() else "")
+
+
 def build_costs() -> None:
     page = DOCS / "costs.md"
     print("counted costs ...", flush=True)
     counted = cost_rows([1, 2, 3], [1, 2, 3, 4], kernel_size=5, size=64, channels=64)
     replace_block(page, "costs-counted", cost_markdown(counted))
     print("profile ...", flush=True)
+    commit = checked_out_commit()  # before this run writes the page
     # One thread: on a shared machine a second thread waits for a busy core at every parallel region,
     # which buries small ops under scheduling noise.
     torch.set_num_threads(PROFILE_THREADS)
     # More rounds than the CLI default: the docs machine is shared, and medians need a majority of quiet rounds.
     rows = profile(repeats=PROFILE_REPEATS, warmup=3, progress=True)
-    replace_block(page, "costs-profile", f"Measured on: {machine()}.\n\n" + format_rows(rows, "md"))
+    source = f"Measured with `python docs/scripts/build_analysis_docs.py --only costs` on {machine()}, at commit {commit}"
+    replace_block(page, "costs-profile", f"{source}.\n\n" + format_rows(rows, "md"))
 
 
 def main() -> None:

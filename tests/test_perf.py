@@ -1,0 +1,149 @@
+"""Training keeps little memory and compiles cleanly (behaviour only: speed lives in benchmarks/)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+from recconv import RecConv1d, RecConv2d, RecConv3d
+from recconv.ops import dense_depthwise_conv, depthwise_conv_norm
+
+from .strategies import build, layer_kwargs, sizes
+
+LAYERS = {1: RecConv1d, 2: RecConv2d, 3: RecConv3d}
+SHAPES = {1: (2, 8, 64), 2: (2, 8, 20, 24), 3: (1, 8, 8, 12, 10)}
+
+
+def saved_bytes(module: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd keeps for backward (parameters included)."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x).sum().backward()
+    return sum(storages.values())
+
+
+def outputs_and_gradients(layer: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    x = x.detach().requires_grad_(True)
+    out = layer(x)
+    grads = torch.autograd.grad(out.square().sum(), [x, *layer.parameters()])
+    return [out, *grads]
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_training_saves_about_what_one_base_conv_saves(d):
+    layer = LAYERS[d](8, 5, 3 if d < 3 else 2)
+    x = torch.randn(SHAPES[d], requires_grad=True)
+    base = saved_bytes(dense_depthwise_conv(8, (5,) * d), x)
+    assert saved_bytes(layer, x) <= 1.3 * base
+    layer._recompute = False  # what the layer kept before: every sum and coarse tensor
+    assert saved_bytes(layer, x) > 1.5 * base
+
+
+@given(kwargs=layer_kwargs(), size=sizes(), channels_last=st.booleans())
+def test_recomputation_gives_bitwise_the_stored_results(kwargs, size, channels_last):
+    recomputing = build(kwargs)
+    storing = build(kwargs)
+    storing.load_state_dict(recomputing.state_dict())
+    storing._recompute = False
+    x = torch.randn(2, kwargs["in_channels"], *size)
+    if channels_last and x.dim() > 3:
+        x = x.contiguous(memory_format=(torch.channels_last, torch.channels_last_3d)[x.dim() - 4])
+    for got, expected in zip(outputs_and_gradients(recomputing, x), outputs_and_gradients(storing, x)):
+        assert torch.equal(got, expected)
+
+
+def test_torch_func_gradients_match_autograd_in_training():
+    layer = RecConv1d(2, 3, 2)
+    x = torch.randn(1, 2, 12)
+    params = dict(layer.named_parameters())
+    grads = torch.func.grad(lambda p: torch.func.functional_call(layer, p, (x,)).square().sum())(params)
+    expected = torch.autograd.grad(layer(x).square().sum(), list(params.values()))
+    for name, g in zip(params, expected):
+        torch.testing.assert_close(grads[name], g)
+
+
+def test_ops_with_state_run_once_per_step():
+    # A BatchNorm in an op must see each training batch once: such a layer stores instead of recomputing.
+    layer = RecConv2d(4, 3, 2, coarse=depthwise_conv_norm)
+    layer(torch.randn(2, 4, 12, 12, requires_grad=True)).sum().backward()
+    assert layer.convs[0].norm.num_batches_tracked.item() == 1
+
+
+def compile_and_compare(layer: nn.Module, x: torch.Tensor, **options) -> None:
+    compiled = torch.compile(layer, fullgraph=True, **options)
+    for got, expected in zip(outputs_and_gradients(compiled, x), outputs_and_gradients(layer, x)):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_compiled_training_and_inference_have_no_graph_breaks(d):
+    torch._dynamo.reset()
+    layer = LAYERS[d](4, 5, 2)
+    x = torch.randn(SHAPES[d][0], 4, *SHAPES[d][2:])
+    compile_and_compare(layer, x)  # training: the recomputing path
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(layer.eval(), fullgraph=True)(x), layer(x))
+
+
+@pytest.mark.slow
+def test_compiled_training_under_bfloat16_autocast_has_no_graph_breaks():
+    torch._dynamo.reset()
+    layer = RecConv2d(4, 5, 2)
+    x = torch.randn(2, 4, 20, 24)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        compiled = torch.compile(layer, fullgraph=True)
+        got, expected = compiled(x), layer(x)
+        assert got.dtype == expected.dtype == torch.bfloat16
+        torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2)
+        got.float().sum().backward()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("d", [1, 2])
+def test_dynamic_sizes_compile_at_most_twice(d):
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    layer = LAYERS[d](4, 3, 3)
+    compiled = torch.compile(layer, fullgraph=True, dynamic=True)
+    for n in (32, 37, 45, 50, 61):  # 37, 45 and 61 are not divisible by 2**level
+        x = torch.randn(2, 4, *(n,) * d)
+        compiled(x).sum().backward()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 2
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_cuda_matches_cpu_in_training(d):
+    layer = LAYERS[d](8, 5, 2).double()
+    x = torch.randn(SHAPES[d], dtype=torch.float64)
+    expected = outputs_and_gradients(layer, x)
+    got = outputs_and_gradients(layer.cuda(), x.cuda())
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_cuda_compiled_training_matches_eager(d):
+    torch._dynamo.reset()
+    compile_and_compare(LAYERS[d](8, 5, 2).cuda(), torch.randn(SHAPES[d], device="cuda"))
+
+
+@pytest.mark.cuda
+def test_cuda_bfloat16_autocast_training():
+    layer = RecConv2d(8, 5, 3).cuda()
+    x = torch.randn(SHAPES[2], device="cuda", requires_grad=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = layer(x)
+    assert out.dtype == torch.bfloat16
+    out.float().square().sum().backward()
+    assert torch.isfinite(x.grad).all()
