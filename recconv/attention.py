@@ -99,7 +99,7 @@ class LinearAttention(nn.Module):
         self.head_dim = dim // num_heads
         self.variant = variant
         self.spatial_dims = spatial_dims
-        factory = {"spatial_dims": spatial_dims, "device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"spatial_dims": spatial_dims, "device": device, "dtype": dtype}
         self.qk = ConvNorm(dim, 2 * dim, 1, groups=2, **factory)
         self.pe = ConvNorm(dim, dim, 3, padding=1, groups=dim, **factory)
 

@@ -28,7 +28,8 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from types import EllipsisType
+from typing import Any, TypeGuard, cast
 
 import torch
 from torch import Tensor, nn
@@ -37,7 +38,7 @@ from torch.nn.parameter import is_lazy
 from ._util import CHANNELS_LAST, CONV_FN, check_int, count_flops, is_int, look_up, num_params, per_rank
 from .branch import RecBranch
 from .core import RecConv1d, RecConv2d, RecConv3d, RecConvNd
-from .ops import OpProtocolError
+from .ops import DepthwiseConv, OpProtocolError
 from .swap_plan import ConvNd, Predicate, Target, describe, plan
 from .swap_report import SwappedLayer, SwapReport
 from .theory import conv_flops, receptive_field
@@ -61,18 +62,23 @@ def _preserve(old: ConvNd, layer: RecConvNd) -> None:
     """Old kernel centered in ``convs[-1]``; ``convs[-2]`` zero, so the coarse path adds nothing yet."""
     with torch.no_grad():
         final = layer.convs[-1]
-        final.weight.zero_()
-        window = tuple(slice((n - o) // 2, (n + o) // 2) for n, o in zip(layer.kernel_size, old.kernel_size))
-        final.weight[(..., *window)] = old.weight
+        weight = final.get_parameter("weight")
+        weight.zero_()
+        window: tuple[EllipsisType | slice, ...] = (
+            ...,
+            *(slice((n - o) // 2, (n + o) // 2) for n, o in zip(layer.kernel_size, old.kernel_size)),
+        )
+        weight[window] = old.weight
         if old.bias is not None:
-            final.bias.copy_(old.bias)
+            final.get_parameter("bias").copy_(old.bias)
         if layer.level > 0:
-            layer.convs[-2].weight.zero_()
+            layer.convs[-2].get_parameter("weight").zero_()
 
 
 def _random(old: ConvNd, layer: RecConvNd) -> None:
     """Default initialization; the bias that replaces the old one is drawn as ``nn.ConvNd`` draws it."""
-    layer.convs[-1].reset_parameters()
+    # swap leaves the conv ops at their default, "depthwise"; a ModuleList types its items as Module
+    cast(DepthwiseConv, layer.convs[-1]).reset_parameters()
 
 
 _INITS: dict[str, Callable[[ConvNd, RecConvNd], None]] = {"preserve": _preserve, "random": _random}
@@ -88,11 +94,13 @@ def _memory_format(weight: Tensor) -> torch.memory_format:
     return fmt if weight.stride() == channels_last != contiguous else torch.contiguous_format
 
 
-def _build(owner: str, target: Target, level: int, init: str, options: dict[str, Any]) -> nn.Module:
+def _build(
+    owner: str, target: Target, level: int, init: str, options: dict[str, Any]
+) -> RecConvNd | RecBranch:
     """The module that takes the target's place; the model is not touched."""
     old = target.conv
     weight = old.weight
-    bias = old.bias is not None and target.change == "replaced"
+    moved_bias = old.bias if target.change == "replaced" else None
     layer_class = per_rank(_RECCONVS, len(old.kernel_size), owner)
     try:
         layer = layer_class(
@@ -100,22 +108,22 @@ def _build(owner: str, target: Target, level: int, init: str, options: dict[str,
         )
     except (TypeError, ValueError) as error:
         raise type(error)(f"{owner} at {target.name!r}: {error}") from error
-    if bias:  # the bias moves to the full-resolution conv, the layer's last op
-        layer.convs[-1].bias = nn.Parameter(torch.empty_like(old.bias))
+    if moved_bias is not None:  # the bias moves to the full-resolution conv, the layer's last op
+        layer.convs[-1].bias = nn.Parameter(torch.empty_like(moved_bias))
     if target.change == "replaced":
         _INITS[init](old, layer)
     elif init == "preserve":  # a zero last conv: the branch adds nothing yet, and learns from step one
         with torch.no_grad():
-            layer.convs[-1].weight.zero_()
+            layer.convs[-1].get_parameter("weight").zero_()
     layer.to(memory_format=_memory_format(weight))
     layer.requires_grad_(weight.requires_grad)
-    if bias:
-        layer.convs[-1].bias.requires_grad_(old.bias.requires_grad)
+    if moved_bias is not None:
+        layer.convs[-1].get_parameter("bias").requires_grad_(moved_bias.requires_grad)
     layer.train(old.training)
     return layer if target.change == "replaced" else RecBranch(old, layer).train(old.training)
 
 
-def _is_sequence(value: object) -> bool:
+def _is_sequence(value: object) -> TypeGuard[Sequence[Any]]:
     return isinstance(value, Sequence) and not isinstance(value, str)
 
 
@@ -134,7 +142,7 @@ def _check_arguments(
         raise TypeError(f"{owner}: model must be an nn.Module, got {type(model).__name__}")
     check_int(level, "level", owner, minimum=0)
     if kernel_size is not None:
-        sizes = tuple(kernel_size) if _is_sequence(kernel_size) else (kernel_size,)
+        sizes: tuple[Any, ...] = tuple(kernel_size) if _is_sequence(kernel_size) else (kernel_size,)
         if not all(is_int(k) for k in sizes):
             raise TypeError(
                 f"{owner}: kernel_size must be None, an int or a tuple of ints, got {kernel_size!r}"
@@ -216,7 +224,7 @@ def _conv_cost(conv: ConvNd, size: tuple[int, ...]) -> int:
     return count_flops(lambda: run(x, weight, None, conv.stride, conv.padding, conv.dilation, conv.groups))
 
 
-def _row(target: Target, new: nn.Module, input_size: tuple[int, ...] | None) -> SwappedLayer:
+def _row(target: Target, new: RecConvNd | RecBranch, input_size: tuple[int, ...] | None) -> SwappedLayer:
     conv = target.conv
     layer = new if isinstance(new, RecConvNd) else new.rec
     if input_size is None:
@@ -256,7 +264,7 @@ class _Surgery:
 
     model: nn.Module
     report: SwapReport
-    changes: list[tuple[Target, nn.Module]]
+    changes: list[tuple[Target, RecConvNd | RecBranch]]
 
     def commit(self, done: list[tuple[nn.Module, str, nn.Module]]) -> nn.Module:
         """Put every new module in place, recording each assignment in ``done``; return the model."""

@@ -6,9 +6,9 @@ Planning reads the model and never changes it; :mod:`recconv.swap` builds and co
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -34,10 +34,8 @@ def describe(module: nn.Module) -> str:
 
 
 def _keeps_size(conv: ConvNd) -> bool:
-    if conv.padding == "same":
-        return True
-    if conv.padding == "valid":
-        return all(k == 1 for k in conv.kernel_size)
+    if isinstance(conv.padding, str):  # "same" or "valid"
+        return conv.padding == "same" or all(k == 1 for k in conv.kernel_size)
     return all(2 * p == d * (k - 1) for p, d, k in zip(conv.padding, conv.dilation, conv.kernel_size))
 
 
@@ -53,7 +51,9 @@ def _dropped_by_replacing(
     if inside is not None:
         reasons.append(f"also used as {inside!r}, where swap does not look: a RecConv would untie them")
     if parametrize.is_parametrized(conv):
-        found = [f"{type(p).__name__} on {t}" for t, ps in conv.parametrizations.items() for p in ps]
+        # a ModuleDict of ParametrizationLists set by torch.nn.utils.parametrize; the stubs see Tensor | Module
+        parametrizations = cast(Mapping[str, nn.ModuleList], conv.parametrizations)
+        found = [f"{type(p).__name__} on {t}" for t, ps in parametrizations.items() for p in ps]
         reasons.append(f"parametrized ({', '.join(found)}): a RecConv would drop the parametrization")
     hooks = [
         type(h).__name__ for h in conv._forward_pre_hooks.values() if isinstance(h, SpectralNorm | WeightNorm)
@@ -181,7 +181,7 @@ def _decide(
         return None, ["already a RecConv (swap never looks inside one)"]
     if isinstance(module, RecBranch):
         return None, ["already a RecBranch (swap never looks inside one)"]
-    if isinstance(module, _TRANSPOSED):
+    if not isinstance(module, CONV):  # the only leaves left are transposed convs
         return None, [f"transposed conv: swap changes {', '.join(c.__name__ for c in CONV)} only"]
     if is_lazy(module.weight):
         return None, ["uninitialized lazy conv: run one forward pass first"]
@@ -225,7 +225,7 @@ def plan(
         if change is None:
             skipped.append(SkippedLayer(found.name, describe(found.module), "; ".join(reasons)))
             continue
-        conv, name = found.module, found.name
+        conv, name = cast(ConvNd, found.module), found.name  # _decide changes convs only
         old_kernel = tuple(conv.kernel_size)
         if kernel_size is not None:
             kernel = as_tuple(kernel_size, len(old_kernel), "kernel_size", f"{owner} at {name!r}")

@@ -139,7 +139,7 @@ class SwapReport:
         return self.to_markdown()
 
 
-def format_axes(size: tuple[int, ...] | None) -> str:
+def format_axes(size: tuple[float, ...] | None) -> str:
     return "-" if size is None else "x".join(map(str, size))
 
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -221,11 +222,12 @@ def _module_sizes(module: nn.Module, input_size: Sequence[int], owner: str) -> d
     if len(shape) == spatial_dims:  # spatial sizes only: add the model's input channels
         first = next((m for m in module.modules() if is_int(getattr(m, "in_channels", None))), None)
         channels = getattr(module, "in_chans", getattr(first, "in_channels", None))
-        if not is_int(channels):
+        if is_int(channels):
+            shape = (channels, *shape)
+        else:
             raise ValueError(
                 f"{owner}: give the input size as (C, *spatial): {type(module).__name__}'s input channels are unknown"
             )
-        shape = (channels, *shape)
     # Run a twin on the meta device (no memory, no compute) and map its modules back to the originals.
     twin = copy.deepcopy(module).to("meta").eval()
     originals = dict(zip(twin.modules(), module.modules()))
@@ -270,14 +272,16 @@ def _window(module: nn.Module, axis: int, lo: int, hi: int, sizes: dict, exact: 
         raise ValueError(f"receptive_field: {type(module).__qualname__} did not run in the forward pass")
     (in_size, out_size) = sizes[module]
     if isinstance(module, RecConvNd) or hasattr(module, "input_window"):
-        lo, hi = module.input_window(axis, lo, hi, in_size[axis], out_size[axis], exact)
+        # nn.Module's stubs type an unknown attribute as Tensor | Module
+        input_window = cast(Callable[..., Window], module.input_window)
+        lo, hi = input_window(axis, lo, hi, in_size[axis], out_size[axis], exact)
     elif isinstance(module, CONV):
         lo, hi = torch_conv_window(module, axis, lo, hi)
     elif isinstance(module, _POINTWISE) or type(module).__module__ == "torch.nn.modules.activation":
         pass
     elif isinstance(module, nn.Sequential) or hasattr(module, "spatial_path"):
         names = getattr(module, "spatial_path", None)
-        children = [getattr(module, n) for n in names] if names else list(module)
+        children = [getattr(module, n) for n in names] if names else list(cast(nn.Sequential, module))
         for child in reversed([c for c in children if c in sizes]):
             lo, hi = _window(child, axis, lo, hi, sizes, exact)
         return lo, hi

@@ -122,6 +122,13 @@ def test_fuse_keeps_outputs_and_removes_every_batchnorm(name, shape):
     torch.testing.assert_close(model(x), expected, rtol=1e-10, atol=1e-10)
 
 
+def test_fusing_a_head_whose_batchnorm_keeps_no_running_statistics_is_refused():
+    model = create_model("recnext_seq_tiny").eval()
+    model.head.head.norm = nn.BatchNorm1d(model.head.head.norm.num_features, track_running_stats=False)
+    with pytest.raises(ValueError, match="NormLinear: cannot fuse a BatchNorm1d without running statistics"):
+        model.fuse()
+
+
 def test_distillation_returns_both_heads_in_training_and_their_mean_in_eval():
     model = create_model("recnext_seq_tiny", distillation=True)
     x = torch.randn(4, 1, 64)

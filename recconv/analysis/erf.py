@@ -23,6 +23,7 @@ import difflib
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -137,7 +138,7 @@ def erf(
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
             raise ValueError(f"erf: samples must be a positive int, got {samples!r}")
         inputs = _random_inputs(shape, count, seed)
-        total = count
+        total: int | None = count
     else:
         total = len(inputs) if isinstance(inputs, Sequence) else None
 
@@ -251,7 +252,7 @@ def model_erf(
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown model {name!r}; expected one of {sorted(known)}.{hint}")
-    options = {} if checkpoint is None else {"checkpoint_path": checkpoint}
+    options: dict[str, Any] = {} if checkpoint is None else {"checkpoint_path": checkpoint}
     model = create_model(name, **options).eval()
     channels, *spatial = PRESETS[name].input_size
     shape = (1, channels, *(spatial if size is None else (size,) * len(spatial)))
@@ -276,7 +277,10 @@ def ratio_table(results: Sequence[tuple[str, ERFResult]]) -> str:
         "|---|---|" + "---|" * len(thresholds),
     ]
     for label, result in results:
-        cells = ["none" if r.side is None else f"{r.side} ({100 * r.area_ratio:.3g}%)" for r in result.ratios]
+        cells = [
+            "none" if r.side is None or r.area_ratio is None else f"{r.side} ({100 * r.area_ratio:.3g}%)"
+            for r in result.ratios
+        ]
         lines.append(f"| {label} | {result.support} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -325,8 +329,8 @@ def _contribution(model: Model, x: Tensor, index: int) -> Tensor:
                 f"erf: the model must return a feature map (N, C, *spatial) with the input's "
                 f"{x.dim() - 2} spatial axes, got {got}; for a classifier pass model.forward_features"
             )
-        center = tuple(n // 2 for n in y.shape[2:])
-        s = F.relu(y[(0, slice(None), *center)]).sum()
+        center: tuple[int | slice, ...] = (0, slice(None), *(n // 2 for n in y.shape[2:]))
+        s = F.relu(y[center]).sum()
         # An output that does not depend on the input has no graph back to it: a zero gradient.
         grad = torch.autograd.grad(s, x, allow_unused=True)[0] if s.requires_grad else None
     if grad is None:

@@ -336,7 +336,9 @@ def _candidates(
 ) -> list[tuple[str, int | None, int, int, Builder]]:
     """``(layer, level, kernel, receptive field, builder(device=...))`` per layer to profile."""
     base = (kernel_size,) * spatial_dims
-    candidates = [("k-conv", None, kernel_size, kernel_size, partial(dense_depthwise_conv, channels, base))]
+    candidates: list[tuple[str, int | None, int, int, Builder]] = [
+        ("k-conv", None, kernel_size, kernel_size, partial(dense_depthwise_conv, channels, base))
+    ]
     layer_class = per_rank(_RECCONV, spatial_dims)
     for level in levels:
         layer = layer_class(channels, kernel_size, level, device="meta")
@@ -346,7 +348,7 @@ def _candidates(
                 "RecConv",
                 level,
                 kernel_size,
-                receptive_field(layer)[0],
+                int(receptive_field(layer)[0]),  # finite for a RecConv
                 partial(layer_class, channels, kernel_size, level),
             )
         )

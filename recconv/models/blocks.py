@@ -9,9 +9,9 @@ before it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -125,7 +125,9 @@ class Downsample(nn.Module):
     ) -> None:
         super().__init__()
         spatial_dims = len(kernel_size)
-        self.token_mixer = per_rank(CONV, spatial_dims)(
+        # Called with tuples of its rank, which the per-rank stubs (tuple[int], tuple[int, int]) cannot say.
+        conv_class: Callable[..., nn.modules.conv._ConvNd] = per_rank(CONV, spatial_dims)
+        self.token_mixer = conv_class(
             in_channels,
             out_channels,
             kernel_size,
@@ -295,7 +297,8 @@ class RecNeXtBlock(nn.Module):
         """
         last = self.token_mixer.convs[-1] if isinstance(self.token_mixer, RecConvNd) else None
         if isinstance(self.norm, nn.modules.batchnorm._BatchNorm) and isinstance(last, DepthwiseConv):
-            weight, bias = fold_batch_norm(last.weight, last.bias, self.norm)
+            # DepthwiseConv registers its bias, so the stubs see Tensor | Module
+            weight, bias = fold_batch_norm(last.weight, cast(Tensor | None, last.bias), self.norm)
             last.weight.copy_(weight)
             last.bias = nn.Parameter(bias)
             self.norm = nn.Identity()
@@ -316,6 +319,8 @@ class NormLinear(nn.Sequential):
     def fuse_weights(self) -> tuple[Tensor, Tensor]:
         """Weight and bias of one Linear equal to ``linear(norm(x))`` with the running statistics."""
         norm, linear = self.norm, self.linear
+        if norm.running_mean is None or norm.running_var is None:
+            raise ValueError("NormLinear: cannot fuse a BatchNorm1d without running statistics")
         scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
         shift = norm.bias - norm.running_mean * scale
         return linear.weight * scale, linear.bias + linear.weight @ shift

@@ -180,13 +180,11 @@ class RecNeXt(nn.Module):
             },
         )
         default_levels = getattr(mixer, "default_levels", None)
-        if levels is None and default_levels is None:
-            raise ValueError("RecNeXt: levels is needed: the token_mixer builder has no default_levels")
-        levels = _positive_ints(
-            default_levels(len(widths)) if levels is None else levels,
-            "levels",
-            getattr(mixer, "min_level", 0),
-        )
+        if levels is None:
+            if default_levels is None:
+                raise ValueError("RecNeXt: levels is needed: the token_mixer builder has no default_levels")
+            levels = default_levels(len(widths))
+        levels = _positive_ints(levels, "levels", getattr(mixer, "min_level", 0))
         check = getattr(mixer, "check", None)
         if check is not None:
             check(len(widths))
@@ -255,8 +253,8 @@ class RecNeXt(nn.Module):
                 {"num_chs": width, "reduction": max(stride), "stride": stride, "module": f"stages.{i}"}
             )
         self.stages = nn.Sequential(*stages)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = self._make_head(num_classes, distillation, **factory)
+        self.head_drop: nn.Dropout | None = nn.Dropout(drop_rate)  # both None in a features_only model
+        self.head: nn.Module | None = self._make_head(num_classes, distillation, **factory)
         self.distillation = distillation
         self.out_indices: tuple[int, ...] | None = None
         if features_only:
@@ -302,7 +300,7 @@ class RecNeXt(nn.Module):
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Global average pooling, dropout and the classifier (skipped with ``pre_logits``)."""
-        if self.head is None:
+        if self.head is None or self.head_drop is None:
             raise ValueError(f"{self._label}: a features_only model has no head")
         x = self.head_drop(x.mean(dim=tuple(range(2, 2 + self.spatial_dims))))
         return x if pre_logits else self.head(x)
