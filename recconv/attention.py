@@ -395,7 +395,7 @@ class RecAttn2d(RecAttnNd):
         >>> layer(torch.randn(1, 64, 56, 56)).shape
         torch.Size([1, 64, 56, 56])
         >>> sorted({key.rsplit(".", 2)[0] for key in layer.state_dict()})
-        ['conv', 'down.0', 'down.1.pe', 'down.1.qk']
+        ['convs.0.pe', 'convs.0.qk', 'convs.1', 'down']
     """
 
     spatial_dims = 2
