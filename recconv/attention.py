@@ -413,3 +413,7 @@ class RecAttn3d(RecAttnNd):
     """
 
     spatial_dims = 3
+
+
+RECATTN: tuple[type[RecAttnNd], ...] = (RecAttn1d, RecAttn2d, RecAttn3d)
+"""The RecAttn class of each rank, 1 to 3 (pick with ``recconv._util.per_rank``)."""

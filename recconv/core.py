@@ -459,6 +459,10 @@ class RecConv3d(RecConvNd):
     spatial_dims = 3
 
 
+RECCONV: tuple[type[RecConvNd], ...] = (RecConv1d, RecConv2d, RecConv3d)
+"""The RecConv class of each rank, 1 to 3 (pick with ``recconv._util.per_rank``)."""
+
+
 # The shape-dependent steps of the forward pass, which torch.fx records as single calls
 # (torch.fx.wrap): symbolic tracing sees through every layer, and the traced graph still checks
 # its input at run time.

@@ -27,13 +27,12 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from ._util import BATCH_NORM, CONV, as_tuple, per_rank
-from .core import RecConv1d, RecConv2d, RecConv3d
+from .core import RECCONV
 from .models.blocks import RecNeXtBlock
 from .ops import no_samples, pad_before, stream_window, with_length
 
 __all__ = ["CausalConv", "Streamer", "recnext_audio_causal_tiny", "recnext_seq_causal_tiny"]
 
-_RECCONV = (RecConv1d, RecConv2d, RecConv3d)
 
 _ACTIVATIONS = (
     nn.ReLU,
@@ -405,7 +404,7 @@ def _causal_recnext(
         if i:
             stage.append(_conv_norm(widths[i - 1], width, down, axis, groups=math.gcd(widths[i - 1], width)))
         for _ in range(depth):
-            mixer = per_rank(_RECCONV, dims)(width, 5, level, causal=axis)
+            mixer = per_rank(RECCONV, dims)(width, 5, level, causal=axis)
             stage.append(
                 RecNeXtBlock(
                     width,

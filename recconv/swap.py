@@ -37,13 +37,12 @@ from torch.nn.parameter import is_lazy
 
 from ._util import CHANNELS_LAST, CONV_FN, check_int, count_flops, is_int, look_up, num_params, per_rank
 from .branch import RecBranch
-from .core import RecConv1d, RecConv2d, RecConv3d, RecConvNd
+from .core import RECCONV, RecConvNd
 from .ops import DepthwiseConv, OpProtocolError
 from .swap_plan import ConvNd, Predicate, Target, describe, plan
 from .swap_report import SwappedLayer, SwapReport
 from .theory import conv_flops, receptive_field
 
-_RECCONVS = (RecConv1d, RecConv2d, RecConv3d)
 # swap sets these per replaced conv; every other keyword-only RecConvNd option passes through,
 # except the conv ops: the inits and the cost report assume RecConv's depthwise convs.
 _PER_LAYER = ("bias", "device", "dtype")
@@ -101,7 +100,7 @@ def _build(
     old = target.conv
     weight = old.weight
     moved_bias = old.bias if target.change == "replaced" else None
-    layer_class = per_rank(_RECCONVS, len(old.kernel_size), owner)
+    layer_class = per_rank(RECCONV, len(old.kernel_size), owner)
     try:
         layer = layer_class(
             old.in_channels, target.kernel, level, device=weight.device, dtype=weight.dtype, **options

@@ -437,4 +437,4 @@ def test_cli_model_errors_are_argparse_errors(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["erf", "--model", "recnext_mm0"])
     assert exit_info.value.code == 2
-    assert "recconv erf: error: unknown model 'recnext_mm0'" in capsys.readouterr().err
+    assert "recconv erf: error: model_erf: unknown model 'recnext_mm0'" in capsys.readouterr().err

@@ -19,7 +19,6 @@ map), the side and ratio are ``None``.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -29,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._util import per_rank
-from ..core import RecConv1d, RecConv2d, RecConv3d
+from .._util import look_up, per_rank
+from ..core import RECCONV
 from ..models import PRESETS, create_model, list_models
 from ..theory import receptive_field
 from .progress import progress_bar
@@ -40,7 +39,6 @@ THRESHOLDS: tuple[float, ...] = (0.2, 0.3, 0.5, 0.99)
 
 DEFAULT_SAMPLES = 8
 
-_RECCONV = (RecConv1d, RecConv2d, RecConv3d)
 
 Model = nn.Module | Callable[[Tensor], Tensor]
 
@@ -199,7 +197,7 @@ def recconv_erfs(
     """
     if not levels:
         raise ValueError("recconv_erfs: levels must name at least one level")
-    layer_class = per_rank(_RECCONV, spatial_dims)
+    layer_class = per_rank(RECCONV, spatial_dims)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         layers = [layer_class(channels, kernel_size, level) for level in levels]
@@ -247,11 +245,7 @@ def model_erf(
     Raises:
         ValueError: If the name is unknown.
     """
-    known = list_models()
-    if name not in known:
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown model {name!r}; expected one of {sorted(known)}.{hint}")
+    look_up(name, list_models(), what="model", owner="model_erf")
     options: dict[str, Any] = {} if checkpoint is None else {"checkpoint_path": checkpoint}
     model = create_model(name, **options).eval()
     channels, *spatial = PRESETS[name].input_size

@@ -45,15 +45,13 @@ from functools import partial
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from .._util import per_rank
-from ..core import RecConv1d, RecConv2d, RecConv3d, RecConvNd
+from .._util import count_flops, num_params, per_rank
+from ..core import RECCONV, RecConvNd
 from ..ops import dense_depthwise_conv
 from ..theory import effective_kernel_size, receptive_field
 from .progress import Bar, progress_bar
 
-_RECCONV = (RecConv1d, RecConv2d, RecConv3d)
 DEFAULT_SIZES = (1024, 64, 16)
 """Default input size per axis for 1D, 2D and 3D."""
 
@@ -107,9 +105,7 @@ def count_costs(module: nn.Module, input_shape: Sequence[int]) -> tuple[int, int
         True
     """
     x = torch.empty(*input_shape, device="meta")
-    with FlopCounterMode(display=False) as counter:
-        module(x)
-    return sum(p.numel() for p in module.parameters()), counter.get_total_flops()
+    return num_params(module), count_flops(lambda: module(x))
 
 
 def saved_bytes(module: nn.Module, input_shape: Sequence[int]) -> int:
@@ -153,7 +149,7 @@ def cost_rows(
     """Counted costs of RecConv against one k-kernel conv and a dense conv as wide as its effective kernel."""
     rows = []
     for spatial_dims in dims:
-        layer_class = per_rank(_RECCONV, spatial_dims)
+        layer_class = per_rank(RECCONV, spatial_dims)
         input_shape = (1, channels, *(size,) * spatial_dims)
         base = dense_depthwise_conv(channels, (kernel_size,) * spatial_dims, device="meta")
         base_params, base_flops = count_costs(base, input_shape)
@@ -339,7 +335,7 @@ def _candidates(
     candidates: list[tuple[str, int | None, int, int, Builder]] = [
         ("k-conv", None, kernel_size, kernel_size, partial(dense_depthwise_conv, channels, base))
     ]
-    layer_class = per_rank(_RECCONV, spatial_dims)
+    layer_class = per_rank(RECCONV, spatial_dims)
     for level in levels:
         layer = layer_class(channels, kernel_size, level, device="meta")
         wide = dense_kernel(layer)

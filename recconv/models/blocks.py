@@ -17,12 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from .._util import BATCH_NORM, CONV, per_rank
-from ..attention import RecAttn1d, RecAttn2d, RecAttn3d
-from ..core import RecConv1d, RecConv2d, RecConv3d, RecConvNd
+from ..attention import RECATTN
+from ..core import RECCONV, RecConvNd
 from ..ops import Builder, ConvNorm, DepthwiseConv, fold_batch_norm
-
-_RECCONV = (RecConv1d, RecConv2d, RecConv3d)
-_RECATTN = (RecAttn1d, RecAttn2d, RecAttn3d)
 
 
 def channel_mixer(
@@ -183,7 +180,7 @@ class RecConvMixer:
     def __call__(
         self, channels: int, *, level: int, stage: int, spatial_dims: int, **factory: Any
     ) -> nn.Module:
-        layer_class = per_rank(_RECCONV, spatial_dims)
+        layer_class = per_rank(RECCONV, spatial_dims)
         return layer_class(
             channels,
             self.kernel_size,
@@ -236,7 +233,7 @@ class RecAttnMixer:
             variant = 2 if stage >= 3 else 1
         else:
             variant = tuple(self.attention_variants)[stage]
-        layer_class = per_rank(_RECATTN, spatial_dims)
+        layer_class = per_rank(RECATTN, spatial_dims)
         return layer_class(
             channels,
             heads,
