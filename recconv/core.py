@@ -15,6 +15,7 @@ linear attention there.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -100,6 +101,7 @@ class RecConvNd(nn.Module):
         self.downsample, down_builder = resolve_builder(downsample, DOWNSAMPLE_OPS, "downsample", owner)
         self.upsample, up_builder = resolve_builder(upsample, UPSAMPLE_OPS, "upsample", owner)
         self.conv_op, conv_builder = resolve_builder(conv, CONV_OPS, "conv", owner)
+        self.coarse_op: str | Builder | None
         self.coarse_op, coarse_builder = (
             (None, conv_builder) if coarse is None else resolve_builder(coarse, CONV_OPS, "coarse", owner)
         )
@@ -136,7 +138,8 @@ class RecConvNd(nn.Module):
 
     def down_op(self, level: int) -> nn.Module:
         """The down op that makes level ``level`` (1..``self.level``) from the level above."""
-        return self.down if self.downs is None else self.downs[level - 1]
+        # Without per-level downs the shared one exists (built whenever level > 0).
+        return cast(nn.Module, self.down) if self.downs is None else self.downs[level - 1]
 
     def level_sizes(self, input_size: Sequence[int]) -> list[tuple[int, ...]]:
         """Spatial size of every level, from the input (level 0) to the coarsest: ``ceil(size / factor)``."""
@@ -374,7 +377,8 @@ class RecConvNd(nn.Module):
         }
         for name, (value, default) in options.items():
             if value != default:
-                shown = _name_of(value) if name in ("upsample", "downsample", "conv", "coarse") else value
+                # Only the op options hold a name or a builder; the others are numbers and flags.
+                shown = _name_of(value) if isinstance(value, str) or callable(value) else value
                 args.append(f"{name}={shown}")
         return ", ".join(args)
 

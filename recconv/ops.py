@@ -56,7 +56,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from fractions import Fraction
-from typing import Any
+from types import EllipsisType
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -144,7 +145,7 @@ def dense_depthwise_conv(
     channels: int, kernel_size: tuple[int, ...], *, bias: bool = False, **factory_kwargs: Any
 ) -> nn.Module:
     """A plain ``nn.ConvNd`` depthwise conv with 'same' padding (the dense baseline)."""
-    conv_class = per_rank(CONV, len(kernel_size))
+    conv_class: Callable[..., nn.Module] = per_rank(CONV, len(kernel_size))
     return conv_class(
         channels,
         channels,
@@ -219,7 +220,7 @@ def lifted(weight: Tensor, lift: int) -> Tensor:
     return weight.reshape(*weight.shape[:2], *(1,) * lift, *weight.shape[2:])
 
 
-def torch_conv_window(conv: nn.Module, axis: int, lo: int, hi: int) -> Window:
+def torch_conv_window(conv: nn.modules.conv._ConvNd, axis: int, lo: int, hi: int) -> Window:
     """:func:`conv_window` of an ``nn.ConvNd`` (integer padding) along spatial ``axis``."""
     padding = conv.padding
     if isinstance(padding, str):  # "same" pads (k - 1) // 2 before for odd or even k; "valid" none
@@ -275,6 +276,7 @@ class DepthwiseConv(nn.Module):
         self.causal_axis = causal_axis
         self.padding = _symmetric_padding(self.kernel_size, causal_axis)
         self.weight = nn.Parameter(torch.empty((channels, 1, *self.kernel_size), device=device, dtype=dtype))
+        self.bias: nn.Parameter | None
         self.register_parameter(
             "bias", nn.Parameter(torch.empty(channels, device=device, dtype=dtype)) if bias else None
         )
@@ -331,8 +333,10 @@ def fold_batch_norm(
     weight: Tensor, bias: Tensor | None, norm: nn.modules.batchnorm._BatchNorm
 ) -> tuple[Tensor, Tensor]:
     """Weight and bias of ``norm(op(x))`` for a linear ``op`` whose output channel is axis 0 of ``weight``."""
-    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-    shift = norm.bias - norm.running_mean * scale
+    # The library's BatchNorms keep running statistics (track_running_stats=True): never None.
+    running_mean, running_var = cast(Tensor, norm.running_mean), cast(Tensor, norm.running_var)
+    scale = norm.weight / torch.sqrt(running_var + norm.eps)
+    shift = norm.bias - running_mean * scale
     if bias is not None:
         shift = shift + bias * scale
     return weight * scale.reshape(-1, *([1] * (weight.dim() - 1))), shift
@@ -375,7 +379,7 @@ class ConvNorm(nn.Sequential):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        conv_class = per_rank(CONV, spatial_dims)
+        conv_class: Callable[..., nn.modules.conv._ConvNd] = per_rank(CONV, spatial_dims)
         self.conv = conv_class(
             in_channels,
             out_channels,
@@ -405,7 +409,9 @@ class ConvNorm(nn.Sequential):
         """One convolution with a bias that computes ``norm(conv(x))`` with the running statistics."""
         conv = self.conv
         weight, bias = fold_batch_norm(conv.weight, conv.bias, self.norm)
-        fused = type(conv)(
+        # type(conv) is a per-rank nn.ConvNd, whose constructor differs from _ConvNd's in the stubs
+        conv_class = cast(Callable[..., nn.modules.conv._ConvNd], type(conv))
+        fused = conv_class(
             conv.in_channels,
             conv.out_channels,
             conv.kernel_size,
@@ -418,7 +424,7 @@ class ConvNorm(nn.Sequential):
             dtype=weight.dtype,
         )
         fused.weight.copy_(weight)
-        fused.bias.copy_(bias)
+        cast(Tensor, fused.bias).copy_(bias)  # built with bias=True
         return fused
 
 
@@ -704,6 +710,7 @@ class TransposedUp(ResizeOp):
         self.padding = _symmetric_padding(self.kernel_size, causal_axis)
         upsample_kernel = tuple(k + f - 1 for k, f in zip(kernel_size, factor))
         self.weight = nn.Parameter(torch.empty((channels, 1, *upsample_kernel), device=device, dtype=dtype))
+        self.bias: nn.Parameter | None
         self.register_parameter(
             "bias", nn.Parameter(torch.empty(channels, device=device, dtype=dtype)) if bias else None
         )
@@ -750,7 +757,11 @@ class TransposedUp(ResizeOp):
         if x.shape[dim]:
             conv_transpose = per_rank(CONV_TRANSPOSE_FN, x.dim() - 2)
             spread = conv_transpose(x, self.weight, None, self.factor, self.padding, 0, self.weight.shape[0])
-            spread = spread[(..., *(slice(None) if a == axis else slice(0, s) for a, s in enumerate(size)))]
+            crop: tuple[EllipsisType | slice, ...] = (
+                ...,
+                *(slice(None) if a == axis else slice(0, s) for a, s in enumerate(size)),
+            )
+            spread = spread[crop]
             # The first new coarse sample starts ``due`` fine samples after the overlap does.
             due = overlap.shape[dim] - (self.kernel_size[axis] - 1)
             spread = pad_before(spread, axis, due)
@@ -770,7 +781,7 @@ class TransposedUp(ResizeOp):
 # layer without special cases. A 1D layer may run them lifted to (N, C, 1, L) (see the core).
 
 
-_POOLS = {"avg": AVG_POOL_FN, "max": MAX_POOL_FN}
+_POOLS: dict[str, tuple[Callable[..., Tensor], ...]] = {"avg": AVG_POOL_FN, "max": MAX_POOL_FN}
 
 
 def _depthwise_conv(
@@ -851,7 +862,8 @@ def _transposed_up(
                 raise ValueError(message)
         else:  # symbolic sizes (torch.export): a run-time assert instead of a guard
             torch._check(have >= want, lambda message=message: message)
-    return y[(..., *(slice(0, s) for s in size))]
+    crop: tuple[EllipsisType | slice, ...] = (..., *(slice(0, s) for s in size))
+    return y[crop]
 
 
 for _function in ("_depthwise_conv", "_pool_down", "_interpolate_up", "_transposed_up"):

@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 import operator
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -111,7 +111,8 @@ class CausalConv(nn.Module):
             raise ValueError(f"CausalConv: causal_axis must be in [0, {spatial_dims - 1}], got {causal_axis}")
         self.causal_axis = causal_axis
         padding = tuple(0 if axis == causal_axis else k // 2 for axis, k in enumerate(kernel))
-        self.conv = per_rank(CONV, spatial_dims)(
+        conv_class: Callable[..., nn.modules.conv._ConvNd] = per_rank(CONV, spatial_dims)
+        self.conv = conv_class(
             in_channels,
             out_channels,
             kernel,
@@ -209,8 +210,8 @@ class Streamer(nn.Module):
 
     def _find_axis(self) -> int:
         for module in self.model.modules():
-            if _streams_itself(module) and getattr(module, "causal_axis", None) is not None:
-                return module.causal_axis
+            if _streams_itself(module) and (causal := getattr(module, "causal_axis", None)) is not None:
+                return causal
         raise ValueError(f"Streamer: {type(self.model).__name__} has no causal layer; pass axis=")
 
     def _refuse(self, node: fx.Node, what: str, why: str) -> ValueError:
@@ -219,7 +220,7 @@ class Streamer(nn.Module):
     def _check(self, node: fx.Node) -> None:
         dim = self.axis + 2
         if node.op == "call_module":
-            module = self.model.get_submodule(node.target)
+            module = self.model.get_submodule(cast(str, node.target))  # a call_module target is a name
             what = type(module).__name__
             if _streams_itself(module):
                 causal = getattr(module, "causal_axis", self.axis)
@@ -245,7 +246,11 @@ class Streamer(nn.Module):
         elif node.op == "call_method" and node.target in _REDUCTIONS:
             dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
             dims = (dims,) if isinstance(dims, int) else dims
-            if dims is None or not node.kwargs.get("keepdim", False) or any(d in (dim, -1) for d in dims):
+            if (
+                not isinstance(dims, Sequence)
+                or not node.kwargs.get("keepdim", False)
+                or any(d in (dim, -1) for d in dims)
+            ):
                 raise self._refuse(
                     node,
                     "method",
@@ -268,7 +273,10 @@ class Streamer(nn.Module):
         ``in_channels`` defaults to that of the model's first layer with an ``in_channels``.
         """
         if in_channels is None:
-            in_channels = next(m.in_channels for m in self.model.modules() if hasattr(m, "in_channels"))
+            # nn.Module's stubs type an unknown attribute as Tensor | Module
+            in_channels = next(
+                cast(int, m.in_channels) for m in self.model.modules() if hasattr(m, "in_channels")
+            )
         reference = next(self.model.parameters())
         device = reference.device if device is None else device
         dtype = reference.dtype if dtype is None else dtype
@@ -331,12 +339,16 @@ class Streamer(nn.Module):
                     prefix = f"{node.target}."
                     if init is not None:
                         other = [s for i, s in enumerate(x.shape[2:]) if i != self.axis]
-                        own = module.init_state(x.shape[0], other, device=init[0], dtype=init[1])
+                        # nn.Module's stubs type an unknown attribute as Tensor | Module
+                        init_state = cast(Callable[..., dict[str, Tensor]], module.init_state)
+                        own = init_state(x.shape[0], other, device=init[0], dtype=init[1])
                         new_state.update({prefix + k: v for k, v in own.items()})
                     else:
-                        own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+                        streamed = cast(dict[str, Tensor], state)  # None only while init_state runs
+                        own = {k[len(prefix) :]: v for k, v in streamed.items() if k.startswith(prefix)}
                     if x.shape[dim]:
-                        out, own = module.step(x, own)
+                        step = cast(Callable[..., tuple[Tensor, dict[str, Tensor]]], module.step)
+                        out, own = step(x, own)
                     else:
                         out = x.new_zeros(self._empty(node, x))
                     if init is None:
