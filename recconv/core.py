@@ -342,7 +342,8 @@ class RecConvNd(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the layer to ``(N, C, *spatial)`` or unbatched ``(C, *spatial)`` input."""
-        work = _working_layout(x, self._label, self.in_channels, self.spatial_dims, self._liftable)
+        dtype = next((p.dtype for p in self.parameters()), None)
+        work = _working_layout(x, self._label, self.in_channels, self.spatial_dims, self._liftable, dtype)
         if _recomputes(self):
             # Keep only the input for backward and run the recursion again there: see _recurse.
             out = checkpoint(_recurse, self, work, use_reentrant=False, preserve_rng_state=False)
@@ -472,8 +473,13 @@ RECCONV: tuple[type[RecConvNd], ...] = (RecConv1d, RecConv2d, RecConv3d)
 # its input at run time.
 
 
-def _working_layout(x: Tensor, label: str, channels: int, spatial_dims: int, liftable: bool) -> Tensor:
+def _working_layout(
+    x: Tensor, label: str, channels: int, spatial_dims: int, liftable: bool, dtype: torch.dtype | None
+) -> Tensor:
     """Check the input and bring it into the layout the recursion runs in.
+
+    The input's dtype must be the parameters' (``dtype``), as for ``nn.ConvNd``, except under
+    autocast, where the ops choose their dtypes.
 
     On the CPU, depthwise convs (their weight gradients most of all) and interpolation run several
     times faster on channels-last tensors, which a 1D input reaches as (N, C, 1, L): recurse in
@@ -489,6 +495,13 @@ def _working_layout(x: Tensor, label: str, channels: int, spatial_dims: int, lif
         )
     if not x.is_floating_point():
         raise TypeError(f"{label}: expected a floating-point input, got {x.dtype}")
+    device = x.device.type
+    autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+    if dtype is not None and x.dtype != dtype and not autocast:
+        raise TypeError(
+            f"{label}: expected a {dtype} input (the dtype of its parameters), got {x.dtype}; convert "
+            f"one to the other (x.to({dtype}) or layer.to({x.dtype})) or run under torch.autocast"
+        )
     if min(x.shape[-spatial_dims:]) < 1:
         raise ValueError(f"{label}: spatial sizes must be >= 1, got {tuple(x.shape[-spatial_dims:])}")
     work, memory_format = _layout_of(x, spatial_dims, liftable)

@@ -73,3 +73,12 @@ def test_theory_helpers_refuse_ops_outside_the_protocol_and_bad_positions():
         recconv.receptive_field_window(RecConv1d(2), [9], [9])
     with pytest.raises(ValueError, match="expected 2 input sizes and positions"):
         recconv.receptive_field_window(RecConv2d(2), [9], [0])
+
+
+def test_an_input_of_another_dtype_than_the_parameters_is_named():
+    layer = RecConv2d(4, level=1)
+    message = "RecConv2d(4, level=1): expected a torch.float32 input (the dtype of its parameters), got torch.float64"
+    with pytest.raises(TypeError, match=re.escape(message)):
+        layer(torch.randn(1, 4, 8, 8, dtype=torch.float64))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # under autocast the ops choose, as nn.ConvNd's do
+        assert layer(torch.randn(1, 4, 8, 8, dtype=torch.bfloat16)).shape == (1, 4, 8, 8)
