@@ -19,7 +19,7 @@ from typing import cast
 
 import torch
 from torch import Tensor, nn
-from torch.fx._symbolic_trace import is_fx_tracing
+from torch.fx import _symbolic_trace
 from torch.utils.checkpoint import checkpoint
 
 from ._util import CHANNELS_LAST, LAYOUTS, as_tuple, check_int, is_int
@@ -384,9 +384,14 @@ class RecConvNd(nn.Module):
         return ", ".join(args)
 
 
+# torch.fx's symbolic tracer (not torch.export or torch.compile, which recompute fine); its public
+# name changed in torch 2.9.
+_symbolic_tracing = getattr(_symbolic_trace, "is_fx_tracing_symbolic_tracing", _symbolic_trace.is_fx_tracing)
+
+
 def _recomputes(layer: RecConvNd) -> bool:
     """Whether this forward keeps only its input and recomputes in backward (see :func:`_recurse`)."""
-    if not (layer._recompute and layer.training and torch.is_grad_enabled()) or is_fx_tracing():
+    if not (layer._recompute and layer.training and torch.is_grad_enabled()) or _symbolic_tracing():
         return False
     if torch.compiler.is_compiling():
         return not torch.compiler.is_exporting()

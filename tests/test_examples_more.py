@@ -447,7 +447,11 @@ def test_smoke_run_writes_results_plots_and_checkpoints(tmp_path: Path, name: st
     assert recconv.widths == baseline.widths and recconv.depths == baseline.depths
 
 
-@pytest.mark.parametrize("name", sorted(EXAMPLES))
+# One example in CI (they share the harness's DDP path); the others with -m slow.
+@pytest.mark.parametrize(
+    "name",
+    [n if n == "audio_keywords" else pytest.param(n, marks=pytest.mark.slow) for n in sorted(EXAMPLES)],
+)
 def test_torchrun_two_processes_end_with_identical_parameters(tmp_path: Path, name: str) -> None:
     results = torchrun_two_processes(name, tmp_path, "--smoke")
     assert results["models"]["baseline"]["epochs"] == 1

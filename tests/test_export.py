@@ -36,7 +36,10 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", ["2d-paper", "1d-causal", "3d-video-transposed"])
+@pytest.mark.parametrize(
+    "name",
+    ["2d-paper", "1d-causal", pytest.param("3d-video-transposed", marks=pytest.mark.slow)],  # 3D: minutes
+)
 def test_compile_fullgraph_matches_eager(name):
     make, shape, _ = CASES[name]
     layer = make()
