@@ -86,3 +86,78 @@ def test_pth_without_a_state_dict(tmp_path, content):
 def test_good_checkpoints_still_load(seq_state):
     for suffix in (".pth", ".safetensors"):
         assert not any(load_checkpoint(create_model("recnext_seq_tiny"), seq_state / f"good{suffix}"))
+
+
+@pytest.mark.parametrize("count", [-1, 2.0, True, "10", None])
+def test_reset_classifier_refuses_bad_counts(count):
+    model = create_model("recnext_seq_tiny")
+    head = model.head
+    with pytest.raises(ValueError, match=r"RecNeXt.reset_classifier: num_classes must be an int >= 0"):
+        model.reset_classifier(count)
+    assert model.head is head and model.num_classes == 10
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_reset_classifier_keeps_the_mode(training):
+    model = create_model("recnext_seq_tiny").train(training)
+    model.reset_classifier(3)
+    assert all(m.training is training for m in model.modules())
+    assert model(torch.randn(2, 1, 64)).shape == (2, 3)
+
+
+def test_reset_classifier_on_a_fused_model_builds_one_linear():
+    model = create_model("recnext_seq_tiny").to(torch.float64).eval().fuse()
+    model.reset_classifier(3)
+    assert type(model.head) is torch.nn.Linear
+    assert (model.head.in_features, model.head.out_features) == (128, 3)
+    assert model.head.weight.dtype == torch.float64 and not model.training
+    assert model(torch.randn(2, 1, 64, dtype=torch.float64)).shape == (2, 3)
+    model.reset_classifier(0)
+    assert model(torch.randn(2, 1, 64, dtype=torch.float64)).shape == (2, 128)
+
+
+def test_reset_classifier_unfused_keeps_two_heads():
+    model = create_model("recnext_seq_tiny", distillation=True)
+    model.reset_classifier(4)
+    assert type(model.head).__name__ == "DistillationHead"
+    assert [t.shape for t in model(torch.randn(2, 1, 64))] == [(2, 4), (2, 4)]
+
+
+@pytest.mark.parametrize(("count", "stages"), [(1, (3,)), (2, (2, 3)), (4, (0, 1, 2, 3))])
+def test_out_indices_int_means_last_stages(count, stages):
+    model = create_model("recnext_seq_tiny", features_only=True, out_indices=count)
+    assert model.out_indices == stages
+    assert len(model(torch.randn(1, 1, 64))) == count
+
+
+@pytest.mark.parametrize("bad", [0, 5, -1, True])
+def test_out_indices_int_out_of_range(bad):
+    message = "number of last stages" if bad is not True else "stage indices in"
+    with pytest.raises(ValueError, match=message):
+        create_model("recnext_seq_tiny", features_only=True, out_indices=bad)
+
+
+@pytest.mark.parametrize("bad", [3.0, "01", (True,), (0, 4), (), (1.0,)])
+def test_out_indices_bad_values(bad):
+    with pytest.raises(ValueError, match=r"RecNeXt: out_indices must be stage indices in \[-4, 3\]"):
+        create_model("recnext_seq_tiny", features_only=True, out_indices=bad)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"num_classes": "10"}, ValueError, "num_classes must be an int >= 0, got '10'"),
+        ({"num_classes": 2.0}, ValueError, "num_classes must be an int >= 0, got 2.0"),
+        ({"in_chans": 3.0}, ValueError, "in_chans must be a positive int, got 3.0"),
+        ({"in_chans": True}, ValueError, "in_chans must be a positive int, got True"),
+        ({"drop_path_rate": "0.1"}, ValueError, r"drop_path_rate must be in \[0, 1\), got '0.1'"),
+        ({"drop_rate": None}, ValueError, r"drop_rate must be in \[0, 1\), got None"),
+        ({"checkpoint_path": 3}, TypeError, "create_model: checkpoint_path must be a path"),
+        ({"distillation": "yes"}, TypeError, "create_model: distillation must be True or False"),
+        ({"features_only": 1}, TypeError, "create_model: features_only must be True or False"),
+        ({"widths": 3}, ValueError, "widths must be a non-empty sequence of ints >= 1, got 3"),
+    ],
+)
+def test_create_model_refuses_wrongly_typed_options(options, error, message):
+    with pytest.raises(error, match=message):
+        create_model("recnext_seq_tiny", **options)
