@@ -161,3 +161,57 @@ def test_out_indices_bad_values(bad):
 def test_create_model_refuses_wrongly_typed_options(options, error, message):
     with pytest.raises(error, match=message):
         create_model("recnext_seq_tiny", **options)
+
+
+def _cli_error(capsys, argv: list[str]) -> str:
+    """The one error line of a CLI call that must end as an argparse error (exit 2, no traceback)."""
+    from recconv.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["erf", "--model", "recnext_seq_tiny", "--checkpoint", "missing.pth"], "no such file 'missing.pth'"),
+        (["erf", "--model", "recnext_sequence"], "unknown model 'recnext_sequence'"),
+        (["erf", "--size", "0"], "argument --size: expected a positive int, got 0"),
+        (["erf", "--out", "no-such-folder/erf.png"], "folder 'no-such-folder' does not exist"),
+        (["costs", "--size", "abc"], "argument --size: expected an int, got 'abc'"),
+        (["profile", "--max-timed-flops", "many"], "argument --max-timed-flops: expected a number"),
+        (["profile", "--device", "gpu0"], "unknown device 'gpu0'"),
+        (["profile", "--device", "mps"], "--device mps: not usable with this torch build or machine"),
+        (["models", "recnext_m9"], "unknown model 'recnext_m9'"),
+        (["swap", "sys:exit"], "sys:exit is not a model builder"),
+    ],
+)
+def test_cli_user_mistakes_are_argparse_errors(capsys, monkeypatch, tmp_path, argv, message):
+    monkeypatch.chdir(tmp_path)
+    if argv[:2] == ["profile", "--device"] and argv[2] != "gpu0" and torch.backends.mps.is_available():
+        pytest.skip("this machine has the device")
+    line = _cli_error(capsys, argv)
+    assert line.startswith(f"recconv {argv[0]}: error: ") and message in line
+
+
+def test_cli_damaged_checkpoint_is_an_argparse_error(capsys, tmp_path):
+    path = _write(tmp_path / "empty.pth", b"")
+    line = _cli_error(capsys, ["erf", "--model", "recnext_seq_tiny", "--checkpoint", str(path)])
+    assert "empty.pth' is empty" in line
+
+
+def test_cli_unwritable_out_is_an_argparse_error(capsys, monkeypatch, tmp_path):
+    import recconv.analysis
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(recconv.analysis, "plot_erfs", refuse)  # as root, chmod cannot refuse a write
+    out = str(tmp_path / "erf.png")
+    argv = ["erf", "--levels", "0", "--samples", "1", "--size", "16", "--channels", "1", "--out", out]
+    line = _cli_error(capsys, argv)
+    assert line == f"recconv erf: error: cannot write {out!r}: Permission denied"
