@@ -215,3 +215,46 @@ def test_cli_unwritable_out_is_an_argparse_error(capsys, monkeypatch, tmp_path):
     argv = ["erf", "--levels", "0", "--samples", "1", "--size", "16", "--channels", "1", "--out", out]
     line = _cli_error(capsys, argv)
     assert line == f"recconv erf: error: cannot write {out!r}: Permission denied"
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda p: load_checkpoint("model", p), TypeError, "load_checkpoint: model must be an nn.Module"),
+        (lambda p: load_checkpoint(_seq(), p, strict="no"), TypeError, "strict must be True or False"),
+        (lambda p: load_checkpoint(_seq(), None), TypeError, "path must be a str or os.PathLike"),
+        (lambda p: load_checkpoint(_seq(), p.parent), ValueError, "is a folder; expected a state_dict"),
+        (lambda p: save_checkpoint(_seq(), p.parent / "no" / "x.pth"), FileNotFoundError, "no folder"),
+    ],
+)
+def test_checkpoint_functions_check_their_arguments(seq_state, call, error, message):
+    with pytest.raises(error, match=message):
+        call(seq_state / "good.pth")
+
+
+def _seq():
+    return create_model("recnext_seq_tiny")
+
+
+@pytest.mark.parametrize("name", [["recnext_m0"], 3])
+def test_get_builder_refuses_a_non_string_name(name):
+    from recconv.models import get_builder
+
+    with pytest.raises(TypeError, match="create_model: model must be a name from"):
+        get_builder(name)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"spatial_dims": 2.0}, "spatial_dims must be 1, 2 or 3, got 2.0"),
+        ({"mlp_ratio": "2"}, "mlp_ratio must be a positive number, got '2'"),
+        ({"mlp_ratio": 0}, "mlp_ratio must be a positive number, got 0"),
+        ({"down_kernel_size": 0}, "down_kernel_size must be >= 1 on every axis"),
+    ],
+)
+def test_recnext_refuses_bad_options(options, message):
+    from recconv.models import RecNeXt
+
+    with pytest.raises(ValueError, match=message):
+        RecNeXt((8, 16), (1, 1), **options)

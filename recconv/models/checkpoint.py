@@ -47,7 +47,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
             did not write, damaged safetensors), holds anything but tensors and plain containers
             (a pickle that could run code is refused, never executed) or holds no state_dict.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"load_checkpoint: path must be a str or os.PathLike, got {type(path).__name__}")
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"load_checkpoint: {str(path)!r} is a folder; {_EXPECTED}")
     if not path.is_file():
         raise FileNotFoundError(f"load_checkpoint: no such file {str(path)!r}")
     if path.stat().st_size == 0:
@@ -141,6 +145,10 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
         >>> load_checkpoint(create_model("recnext_seq_tiny"), path)
         LoadResult(missing_keys=[], unexpected_keys=[], mismatched_keys=[])
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"load_checkpoint: model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(strict, bool):
+        raise TypeError(f"load_checkpoint: strict must be True or False, got {strict!r}")
     state = official_to_recconv(read_state_dict(path), model)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
@@ -166,7 +174,14 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
-    """Save ``model.state_dict()`` as ``.safetensors`` (by suffix) or with ``torch.save`` otherwise."""
+    """Save ``model.state_dict()`` as ``.safetensors`` (by suffix) or with ``torch.save`` otherwise.
+
+    Raises:
+        FileNotFoundError: If the folder of ``path`` does not exist.
+    """
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"save_checkpoint: cannot write {str(path)!r}: no folder {str(folder)!r}")
     state = model.state_dict()
     if Path(path).suffix == ".safetensors":
         _import_safetensors().save_file({k: v.contiguous() for k, v in state.items()}, str(path))

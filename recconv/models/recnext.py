@@ -164,7 +164,7 @@ class RecNeXt(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if spatial_dims not in (1, 2, 3):
+        if not is_int(spatial_dims) or spatial_dims not in (1, 2, 3):
             raise ValueError(f"RecNeXt: spatial_dims must be 1, 2 or 3, got {spatial_dims!r}")
         look_up(drop_path_schedule, _DROP_PATH_SCHEDULES, what="drop_path_schedule", owner="RecNeXt")
         widths = _positive_ints(widths, "widths")
@@ -200,13 +200,15 @@ class RecNeXt(nn.Module):
         for name, rate in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):
             if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0.0 <= rate < 1.0:
                 raise ValueError(f"RecNeXt: {name} must be in [0, 1), got {rate!r}")
+        if not isinstance(mlp_ratio, (int, float)) or isinstance(mlp_ratio, bool) or not mlp_ratio > 0:
+            raise ValueError(f"RecNeXt: mlp_ratio must be a positive number, got {mlp_ratio!r}")
         if isinstance(stem_strides, int) or len(stem_strides) != 2:
             raise ValueError(
                 f"RecNeXt: stem_strides needs one stride per stem conv (2), got {stem_strides!r}"
             )
         stem = tuple(as_tuple(s, spatial_dims, "stem_strides", "RecNeXt") for s in stem_strides)
         down = as_tuple(down_stride, spatial_dims, "down_stride", "RecNeXt")
-        down_kernel = as_tuple(down_kernel_size, spatial_dims, "down_kernel_size", "RecNeXt")
+        down_kernel = as_tuple(down_kernel_size, spatial_dims, "down_kernel_size", "RecNeXt", minimum=1)
         if any(s < 1 for s in (*stem[0], *stem[1], *down)):
             raise ValueError(
                 f"RecNeXt: strides must be >= 1, got stem {stem_strides!r} and down {down_stride!r}"

@@ -164,11 +164,15 @@ def _build(name: str, distillation: bool = False, **overrides: Any) -> RecNeXt:
     return RecNeXt(**{**preset.config, **overrides}, distillation=distillation)
 
 
-@functools.cache
 def get_builder(name: str) -> Callable[..., RecNeXt]:
     """The builder function of a named model, ``recconv.models.<name>``; a ``ValueError`` lists the
     valid names otherwise. Its keyword arguments override the preset's ``RecNeXt`` arguments."""
-    look_up(name, PRESETS, what="model", owner="create_model")
+    look_up(name, PRESETS, what="model", owner="create_model")  # before the cache, which needs a hashable
+    return _builder(name)
+
+
+@functools.cache
+def _builder(name: str) -> Callable[..., RecNeXt]:
     builder = functools.partial(_build, name)
     functools.update_wrapper(builder, _build)
     builder.__name__ = builder.__qualname__ = name  # type: ignore[attr-defined]
