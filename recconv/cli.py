@@ -45,7 +45,7 @@ def _erf(args: argparse.Namespace) -> None:
             args.error(f"--model reads its layout from the model; drop {' '.join(given)}")
         try:
             results = [model_erf(args.model, checkpoint=args.checkpoint, **common)]
-        except ValueError as error:
+        except (ValueError, OSError) as error:  # a bad name or an unreadable or missing checkpoint
             args.error(str(error))
     else:
         if args.checkpoint is not None:
@@ -58,7 +58,10 @@ def _erf(args: argparse.Namespace) -> None:
             **common,
         )
     print(ratio_table(results))
-    plot_erfs(results, args.out, log=args.log_color)
+    try:
+        plot_erfs(results, args.out, log=args.log_color)
+    except OSError as error:  # checked above, but the folder can still refuse the write
+        args.error(f"cannot write {args.out!r}: {error.strerror or error}")
     print(f"\nwrote {args.out}")
 
 
@@ -69,6 +72,11 @@ def _profile(args: argparse.Namespace) -> None:
         args.error(f"unknown device {args.device!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         args.error("--device cuda: no CUDA device is available")
+    try:
+        torch.empty(0, device=device)  # a device this build or machine lacks fails here, not mid-run
+    except (RuntimeError, AssertionError) as error:
+        reason = str(error).split(". ")[0].splitlines()[0]  # torch's first sentence; the rest lists backends
+        args.error(f"--device {args.device}: not usable with this torch build or machine ({reason})")
     rows = profile(
         args.dims,
         args.levels,
@@ -119,22 +127,32 @@ def _model_name(text: str) -> str:
     return text
 
 
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+
+
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive int, got {text}")
     return value
 
 
 def _non_negative(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return value

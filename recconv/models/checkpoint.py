@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from ..attention import official_to_recconv
 
 _SHOWN = 10  # keys listed per kind in an error; the rest are counted
+_EXPECTED = "expected a state_dict written by torch.save (.pth/.pt) or safetensors (.safetensors)"
 
 
 class LoadResult(NamedTuple):
@@ -42,29 +43,46 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the file holds anything but tensors and plain containers (a pickle that
-            could run code is refused, never executed) or no state_dict.
+        ValueError: If the file is empty, truncated or in another format (text, a zip that torch
+            did not write, damaged safetensors), holds anything but tensors and plain containers
+            (a pickle that could run code is refused, never executed) or holds no state_dict.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"load_checkpoint: path must be a str or os.PathLike, got {type(path).__name__}")
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"load_checkpoint: {str(path)!r} is a folder; {_EXPECTED}")
     if not path.is_file():
         raise FileNotFoundError(f"load_checkpoint: no such file {str(path)!r}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"load_checkpoint: {str(path)!r} is empty; {_EXPECTED}")
     if path.suffix == ".safetensors":
-        return _import_safetensors().load_file(str(path), device="cpu")
+        safetensors_torch = _import_safetensors()
+        try:
+            return safetensors_torch.load_file(str(path), device="cpu")
+        except Exception as err:  # SafetensorError (header), or OSError, for damaged files
+            raise ValueError(
+                f"load_checkpoint: {str(path)!r} is not a readable .safetensors file ({err})"
+            ) from None
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if "Unsupported" not in str(err):  # not a refusal: the bytes are no pickle at all
+            raise _unreadable(path, err) from None
         raise ValueError(
             f"load_checkpoint: refused {str(path)!r}: it is not a plain tensor checkpoint "
             f"({_unpickler_reason(err)}), and unpickling anything else could run code. Save a "
             "state_dict (torch.save(model.state_dict(), path)) or use .safetensors."
         ) from None
     except RuntimeError as err:
-        if "TorchScript" not in str(err):
-            raise
+        if "TorchScript" not in str(err):  # a truncated file or a zip that torch did not write
+            raise _unreadable(path, err) from None
         raise ValueError(
             f"load_checkpoint: {str(path)!r} is a TorchScript archive, not a state_dict; such files "
             "(the official *_fused.pt among them) load with torch.jit.load"
         ) from None
+    except (EOFError, KeyError, IndexError, ValueError) as err:  # text or cut-off legacy pickles
+        raise _unreadable(path, err) from None
     if isinstance(checkpoint, dict):
         for key in ("model", "state_dict"):
             if isinstance(checkpoint.get(key), dict):
@@ -78,6 +96,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     if checkpoint and all(k.startswith("module.") for k in checkpoint):
         checkpoint = {k.removeprefix("module."): v for k, v in checkpoint.items()}
     return checkpoint
+
+
+def _unreadable(path: Path, err: BaseException) -> ValueError:
+    # A KeyError or EOFError from the unpickler says nothing readable; name the cause instead.
+    first_line = str(err).splitlines()[0] if isinstance(err, RuntimeError) and str(err) else ""
+    reason = first_line or "neither a torch.save zip nor a complete pickle"
+    return ValueError(f"load_checkpoint: {str(path)!r} is not a readable checkpoint ({reason}); {_EXPECTED}")
 
 
 def _unpickler_reason(err: pickle.UnpicklingError) -> str:
@@ -120,6 +145,10 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
         >>> load_checkpoint(create_model("recnext_seq_tiny"), path)
         LoadResult(missing_keys=[], unexpected_keys=[], mismatched_keys=[])
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"load_checkpoint: model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(strict, bool):
+        raise TypeError(f"load_checkpoint: strict must be True or False, got {strict!r}")
     state = official_to_recconv(read_state_dict(path), model)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
@@ -145,7 +174,14 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
-    """Save ``model.state_dict()`` as ``.safetensors`` (by suffix) or with ``torch.save`` otherwise."""
+    """Save ``model.state_dict()`` as ``.safetensors`` (by suffix) or with ``torch.save`` otherwise.
+
+    Raises:
+        FileNotFoundError: If the folder of ``path`` does not exist.
+    """
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"save_checkpoint: cannot write {str(path)!r}: no folder {str(folder)!r}")
     state = model.state_dict()
     if Path(path).suffix == ".safetensors":
         _import_safetensors().save_file({k: v.contiguous() for k, v in state.items()}, str(path))

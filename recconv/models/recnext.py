@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._util import LAYOUTS, as_tuple, is_int, look_up
+from .._util import LAYOUTS, as_tuple, check_int, is_int, look_up
 from ..ops import Builder
 from .blocks import DistillationHead, Downsample, RecAttnMixer, RecConvMixer, RecNeXtBlock, Stem
 
@@ -28,7 +28,7 @@ TokenMixer = Callable[..., nn.Module]
 
 
 def _positive_ints(value: Sequence[int], name: str, minimum: int = 1) -> tuple[int, ...]:
-    values = tuple(value)
+    values = tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else ()
     if not values or not all(is_int(v) and v >= minimum for v in values):
         raise ValueError(f"RecNeXt: {name} must be a non-empty sequence of ints >= {minimum}, got {value!r}")
     return values
@@ -111,7 +111,8 @@ class RecNeXt(nn.Module):
         distillation: In training, return the logits of both heads instead of their mean.
         features_only: Build without a classifier; ``forward`` returns the outputs of the
             stages in ``out_indices`` (timm's feature-extraction API).
-        out_indices: Stages whose outputs ``features_only`` returns (default: all).
+        out_indices: Stages whose outputs ``features_only`` returns (default: all); an int ``n``
+            means the last ``n`` stages, as in timm.
         act_layer: Activation class.
         device: Where to create the parameters (``"meta"`` builds without memory).
         dtype: Parameter dtype.
@@ -157,13 +158,13 @@ class RecNeXt(nn.Module):
         drop_path_schedule: str = "linear",
         distillation: bool = False,
         features_only: bool = False,
-        out_indices: Sequence[int] | None = None,
+        out_indices: int | Sequence[int] | None = None,
         act_layer: type[nn.Module] = nn.GELU,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if spatial_dims not in (1, 2, 3):
+        if not is_int(spatial_dims) or spatial_dims not in (1, 2, 3):
             raise ValueError(f"RecNeXt: spatial_dims must be 1, 2 or 3, got {spatial_dims!r}")
         look_up(drop_path_schedule, _DROP_PATH_SCHEDULES, what="drop_path_schedule", owner="RecNeXt")
         widths = _positive_ints(widths, "widths")
@@ -193,20 +194,21 @@ class RecNeXt(nn.Module):
                 f"RecNeXt: widths, depths and levels need one entry per stage, got "
                 f"{len(widths)}, {len(depths)} and {len(levels)}"
             )
-        if not isinstance(in_chans, int) or in_chans < 1:
+        if not is_int(in_chans) or in_chans < 1:
             raise ValueError(f"RecNeXt: in_chans must be a positive int, got {in_chans!r}")
-        if not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"RecNeXt: num_classes must be an int >= 0, got {num_classes!r}")
+        check_int(num_classes, "num_classes", "RecNeXt", minimum=0)
         for name, rate in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):
-            if not 0.0 <= rate < 1.0:
+            if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0.0 <= rate < 1.0:
                 raise ValueError(f"RecNeXt: {name} must be in [0, 1), got {rate!r}")
+        if not isinstance(mlp_ratio, (int, float)) or isinstance(mlp_ratio, bool) or not mlp_ratio > 0:
+            raise ValueError(f"RecNeXt: mlp_ratio must be a positive number, got {mlp_ratio!r}")
         if isinstance(stem_strides, int) or len(stem_strides) != 2:
             raise ValueError(
                 f"RecNeXt: stem_strides needs one stride per stem conv (2), got {stem_strides!r}"
             )
         stem = tuple(as_tuple(s, spatial_dims, "stem_strides", "RecNeXt") for s in stem_strides)
         down = as_tuple(down_stride, spatial_dims, "down_stride", "RecNeXt")
-        down_kernel = as_tuple(down_kernel_size, spatial_dims, "down_kernel_size", "RecNeXt")
+        down_kernel = as_tuple(down_kernel_size, spatial_dims, "down_kernel_size", "RecNeXt", minimum=1)
         if any(s < 1 for s in (*stem[0], *stem[1], *down)):
             raise ValueError(
                 f"RecNeXt: strides must be >= 1, got stem {stem_strides!r} and down {down_stride!r}"
@@ -256,6 +258,7 @@ class RecNeXt(nn.Module):
         self.head_drop: nn.Dropout | None = nn.Dropout(drop_rate)  # both None in a features_only model
         self.head: nn.Module | None = self._make_head(num_classes, distillation, **factory)
         self.distillation = distillation
+        self.fused = False  # fuse() merges the two heads into one Linear
         self.out_indices: tuple[int, ...] | None = None
         if features_only:
             self.set_features_only(out_indices)
@@ -267,16 +270,39 @@ class RecNeXt(nn.Module):
             return nn.Identity()
         return DistillationHead(self.num_features, num_classes, distillation, **factory)
 
-    def set_features_only(self, out_indices: Sequence[int] | None = None) -> RecNeXt:
+    def set_features_only(self, out_indices: int | Sequence[int] | None = None) -> RecNeXt:
         """Drop the classifier and the stages after the last of ``out_indices``; ``forward`` then
-        returns the listed stage outputs (negative indices count from the end)."""
+        returns the listed stage outputs.
+
+        Args:
+            out_indices: Stage indices (negative ones count from the end), an int ``n`` for the
+                last ``n`` stages as in timm, or ``None`` for all.
+
+        Example:
+            >>> from recconv.models import create_model
+            >>> create_model("recnext_seq_tiny").set_features_only(2).out_indices
+            (2, 3)
+        """
         if self.out_indices is not None:
             raise ValueError("RecNeXt: the model already returns features only")
         count = len(self.stages)
-        indices = tuple(range(count)) if out_indices is None else tuple(out_indices)
-        if not indices or any(not isinstance(i, int) or not -count <= i < count for i in indices):
+        if out_indices is None:
+            indices: tuple[Any, ...] = tuple(range(count))
+        elif is_int(out_indices):
+            if not 1 <= out_indices <= count:
+                raise ValueError(
+                    f"RecNeXt: out_indices as an int is the number of last stages, 1 to {count}, "
+                    f"got {out_indices!r}"
+                )
+            indices = tuple(range(count - out_indices, count))
+        elif isinstance(out_indices, Sequence) and not isinstance(out_indices, str):
+            indices = tuple(out_indices)
+        else:
+            indices = ()  # refused below, with the message that says what is accepted
+        if not indices or any(not is_int(i) or not -count <= i < count for i in indices):
             raise ValueError(
-                f"RecNeXt: out_indices must be stage indices in [{-count}, {count - 1}], got {out_indices!r}"
+                f"RecNeXt: out_indices must be stage indices in [{-count}, {count - 1}], got "
+                f"{out_indices!r}; an int n means the last n stages (1 to {count})"
             )
         indices = tuple(sorted({i % count for i in indices}))
         self.out_indices = indices
@@ -287,12 +313,29 @@ class RecNeXt(nn.Module):
         return self
 
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace both heads with fresh ones for ``num_classes`` outputs (``0``: pooled features)."""
+        """Replace the classifier with a fresh one for ``num_classes`` outputs (``0``: pooled
+        features): both heads, or one Linear on a fused model. The new head has the model's
+        device, dtype and train/eval mode.
+
+        Example:
+            >>> import torch
+            >>> from recconv.models import create_model
+            >>> model = create_model("recnext_seq_tiny").eval().fuse()
+            >>> model.reset_classifier(3)
+            >>> model.head, model.training
+            (Linear(in_features=128, out_features=3, bias=True), False)
+        """
         if self.out_indices is not None:
             raise ValueError("RecNeXt: a features_only model has no classifier to reset")
+        check_int(num_classes, "num_classes", "RecNeXt.reset_classifier", minimum=0)
         weight = next(self.parameters())
+        device, dtype = weight.device, weight.dtype
         self.num_classes = num_classes
-        self.head = self._make_head(num_classes, self.distillation, device=weight.device, dtype=weight.dtype)
+        if self.fused and num_classes:
+            self.head = nn.Linear(self.num_features, num_classes, device=device, dtype=dtype)
+        else:
+            self.head = self._make_head(num_classes, self.distillation, device=device, dtype=dtype)
+        self.head.train(self.training)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The last stage's feature map ``(N, widths[-1], *spatial / stride)``."""
@@ -336,6 +379,7 @@ class RecNeXt(nn.Module):
         """
         self.eval()
         _fuse_children(self)
+        self.fused = True
         return self
 
 

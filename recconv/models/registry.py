@@ -164,11 +164,15 @@ def _build(name: str, distillation: bool = False, **overrides: Any) -> RecNeXt:
     return RecNeXt(**{**preset.config, **overrides}, distillation=distillation)
 
 
-@functools.cache
 def get_builder(name: str) -> Callable[..., RecNeXt]:
     """The builder function of a named model, ``recconv.models.<name>``; a ``ValueError`` lists the
     valid names otherwise. Its keyword arguments override the preset's ``RecNeXt`` arguments."""
-    look_up(name, PRESETS, what="model", owner="create_model")
+    look_up(name, PRESETS, what="model", owner="create_model")  # before the cache, which needs a hashable
+    return _builder(name)
+
+
+@functools.cache
+def _builder(name: str) -> Callable[..., RecNeXt]:
     builder = functools.partial(_build, name)
     functools.update_wrapper(builder, _build)
     builder.__name__ = builder.__qualname__ = name  # type: ignore[attr-defined]
@@ -198,7 +202,7 @@ def create_model(
     drop_path_rate: float | None = None,
     distillation: bool = False,
     features_only: bool = False,
-    out_indices: Sequence[int] | None = None,
+    out_indices: int | Sequence[int] | None = None,
     checkpoint_path: str | os.PathLike | None = None,
     **kwargs: Any,
 ) -> RecNeXt:
@@ -211,7 +215,8 @@ def create_model(
         drop_path_rate: Stochastic depth (``None``: the preset's).
         distillation: In training, return the logits of both heads.
         features_only: Return the stage outputs listed in ``out_indices`` instead of logits.
-        out_indices: Stages to return with ``features_only`` (default: all).
+        out_indices: Stages to return with ``features_only`` (default: all); an int ``n`` means
+            the last ``n`` stages, as in timm.
         checkpoint_path: A checkpoint loaded strictly (see :func:`load_checkpoint`) into the full
             model before ``features_only`` drops the classifier, so ImageNet checkpoints work
             for feature extraction too.
@@ -219,6 +224,7 @@ def create_model(
 
     Raises:
         ValueError: For an unknown name (with the valid names) and invalid arguments.
+        TypeError: For a name that is not a string, or a ``checkpoint_path`` that is no path.
 
     Example:
         >>> import torch
@@ -234,6 +240,13 @@ def create_model(
     if not isinstance(name, str):
         raise TypeError(f"create_model: name must be a model name (str), got {type(name).__name__}")
     builder = get_builder(name)
+    for flag, value in (("distillation", distillation), ("features_only", features_only)):
+        if not isinstance(value, bool):
+            raise TypeError(f"create_model: {flag} must be True or False, got {value!r}")
+    if checkpoint_path is not None and not isinstance(checkpoint_path, (str, os.PathLike)):
+        raise TypeError(
+            f"create_model: checkpoint_path must be a path (str or os.PathLike), got {checkpoint_path!r}"
+        )
     options = {"num_classes": num_classes, "in_chans": in_chans, "drop_path_rate": drop_path_rate}
     kwargs.update({k: v for k, v in options.items() if v is not None})
     model = builder(distillation=distillation, **kwargs)
