@@ -53,6 +53,12 @@ class RecConvNd(nn.Module):
             level, ``convs[0]`` (with ``level=0`` it is the whole layer).
         causal: ``False``; ``True`` for causality along the first spatial axis; or the index
             of the spatial axis along which an output never depends on later inputs.
+        recompute: In training, keep only the input for backward and run the recursion again
+            there (activation memory of one base conv instead of 2-4x). ``None`` (default): under
+            ``torch.compile``, where it is also faster (the recomputed convs put the backward graph
+            in channels-last), but not in eager mode, where it costs about a fifth of a training
+            step on the CPU; ``True`` or ``False``: always or never. Only layers whose ops are all
+            ``recomputable`` (the built-in ones) recompute.
         device: Where to create the parameters.
         dtype: Parameter dtype.
 
@@ -78,6 +84,7 @@ class RecConvNd(nn.Module):
         conv: str | Builder = "depthwise",
         coarse: str | Builder | None = None,
         causal: bool | int = False,
+        recompute: bool | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -131,6 +138,9 @@ class RecConvNd(nn.Module):
         # Training may run the recursion twice to save memory only if every op is a pure function
         # of its input and parameters (no running statistics, no randomness): see _recurse.
         self._recompute = all(getattr(op, "recomputable", False) for op in self._ops())
+        if recompute not in (None, True, False):
+            raise TypeError(f"{owner}: recompute must be None, True or False, got {recompute!r}")
+        self.recompute = recompute
 
     def _ops(self) -> list[nn.Module]:
         downs = [] if self.down is None else [self.down]
@@ -375,6 +385,7 @@ class RecConvNd(nn.Module):
             "conv": (self.conv_op, "depthwise"),
             "coarse": (self.coarse_op, None),
             "causal": (self.causal_axis, None),
+            "recompute": (self.recompute, None),
         }
         for name, (value, default) in options.items():
             if value != default:
@@ -394,9 +405,9 @@ def _recomputes(layer: RecConvNd) -> bool:
     if not (layer._recompute and layer.training and torch.is_grad_enabled()) or _symbolic_tracing():
         return False
     if torch.compiler.is_compiling():
-        return not torch.compiler.is_exporting()
+        return layer.recompute is not False and not torch.compiler.is_exporting()
     # torch.func's transforms (grad, vjp, jacrev) refuse the saved-tensor hooks that checkpointing uses.
-    return torch._C._functorch.peek_interpreter_stack() is None
+    return layer.recompute is True and torch._C._functorch.peek_interpreter_stack() is None
 
 
 def _recurse(layer: RecConvNd, x: Tensor) -> Tensor:

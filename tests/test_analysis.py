@@ -298,11 +298,13 @@ def test_profile_counts_equal_the_theory_helpers():
 
 
 def test_saved_bytes_of_recconv_by_hand():
-    # RecConv2d level 2 on 8 x 8, float32. In training it keeps only x and recomputes the rest in
-    # backward. Otherwise the down conv keeps x (8 x 8) and f_1 (4 x 4); convs[0] keeps f_2 (2 x 2),
-    # convs[1] keeps f_1 + h (4 x 4), convs[2] keeps x + h (8 x 8); linear up and the additions keep
-    # nothing, and the weights are parameters.
+    # RecConv2d level 2 on 8 x 8, float32. The down conv keeps x (8 x 8) and f_1 (4 x 4); convs[0]
+    # keeps f_2 (2 x 2), convs[1] keeps f_1 + h (4 x 4), convs[2] keeps x + h (8 x 8); linear up and
+    # the additions keep nothing, and the weights are parameters. With recompute=True training keeps
+    # only x and recomputes the rest in backward.
     layer = RecConv2d(1, 3, 2, device="meta")
+    assert saved_bytes(layer, (1, 1, 8, 8)) == 4 * (64 + 16 + 4 + 16 + 64)
+    layer.recompute = True
     assert saved_bytes(layer, (1, 1, 8, 8)) == 4 * 64
     assert saved_bytes(layer.eval(), (1, 1, 8, 8)) == 4 * (64 + 16 + 4 + 16 + 64)
 

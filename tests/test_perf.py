@@ -38,21 +38,20 @@ def outputs_and_gradients(layer: nn.Module, x: torch.Tensor) -> list[torch.Tenso
 
 
 @pytest.mark.parametrize("d", [1, 2, 3])
-def test_training_saves_about_what_one_base_conv_saves(d):
-    layer = LAYERS[d](8, 5, 3 if d < 3 else 2)
+def test_training_with_recompute_saves_about_what_one_base_conv_saves(d):
+    layer = LAYERS[d](8, 5, 3 if d < 3 else 2, recompute=True)
     x = torch.randn(SHAPES[d], requires_grad=True)
     base = saved_bytes(dense_depthwise_conv(8, (5,) * d), x)
     assert saved_bytes(layer, x) <= 1.3 * base
-    layer._recompute = False  # what the layer kept before: every sum and coarse tensor
+    layer.recompute = None  # eager default: store every sum and coarse tensor, the faster way on a CPU
     assert saved_bytes(layer, x) > 1.5 * base
 
 
 @given(kwargs=layer_kwargs(), size=sizes(), channels_last=st.booleans())
 def test_recomputation_gives_bitwise_the_stored_results(kwargs, size, channels_last):
-    recomputing = build(kwargs)
-    storing = build(kwargs)
+    recomputing = build(kwargs, recompute=True)
+    storing = build(kwargs, recompute=False)
     storing.load_state_dict(recomputing.state_dict())
-    storing._recompute = False
     x = torch.randn(2, kwargs["in_channels"], *size)
     if channels_last and x.dim() > 3:
         x = x.contiguous(memory_format=(torch.channels_last, torch.channels_last_3d)[x.dim() - 4])
@@ -61,7 +60,7 @@ def test_recomputation_gives_bitwise_the_stored_results(kwargs, size, channels_l
 
 
 def test_torch_func_gradients_match_autograd_in_training():
-    layer = RecConv1d(2, 3, 2)
+    layer = RecConv1d(2, 3, 2, recompute=True)
     x = torch.randn(1, 2, 12)
     params = dict(layer.named_parameters())
     grads = torch.func.grad(lambda p: torch.func.functional_call(layer, p, (x,)).square().sum())(params)
@@ -72,7 +71,7 @@ def test_torch_func_gradients_match_autograd_in_training():
 
 def test_ops_with_state_run_once_per_step():
     # A BatchNorm in an op must see each training batch once: such a layer stores instead of recomputing.
-    layer = RecConv2d(4, 3, 2, coarse=depthwise_conv_norm)
+    layer = RecConv2d(4, 3, 2, coarse=depthwise_conv_norm, recompute=True)
     layer(torch.randn(2, 4, 12, 12, requires_grad=True)).sum().backward()
     assert layer.convs[0].norm.num_batches_tracked.item() == 1
 
@@ -147,3 +146,20 @@ def test_cuda_bfloat16_autocast_training():
     assert out.dtype == torch.bfloat16
     out.float().square().sum().backward()
     assert torch.isfinite(x.grad).all()
+
+
+def test_recompute_is_an_option_checked_and_shown():
+    assert "recompute=True" in RecConv1d(2, recompute=True).extra_repr()
+    with pytest.raises(TypeError, match=r"RecConv1d: recompute must be None, True or False, got 'yes'"):
+        RecConv1d(2, recompute="yes")
+
+
+def test_set_grad_checkpointing_switches_every_layer_of_a_model():
+    from recconv.models import create_model
+
+    model = create_model("recnext_seq_tiny")
+    model.set_grad_checkpointing()
+    layers = [m for m in model.modules() if isinstance(m, RecConv1d)]
+    assert layers and all(layer.recompute is True for layer in layers)
+    model.set_grad_checkpointing(False)
+    assert all(layer.recompute is None for layer in layers)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .._util import LAYOUTS, as_tuple, check_int, is_int, look_up
+from ..core import RecConvNd
 from ..ops import Builder
 from .blocks import DistillationHead, Downsample, RecAttnMixer, RecConvMixer, RecNeXtBlock, Stem
 
@@ -311,6 +312,16 @@ class RecNeXt(nn.Module):
         self.head = None
         self.head_drop = None
         return self
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute every RecConv's recursion in backward instead of storing it (timm's switch):
+        ``recompute=True`` on each layer when enabled, back to the default (``None``: only under
+        ``torch.compile``) when not. See :class:`recconv.RecConv2d`'s ``recompute``."""
+        if not isinstance(enable, bool):
+            raise TypeError(f"RecNeXt.set_grad_checkpointing: enable must be a bool, got {enable!r}")
+        for module in self.modules():
+            if isinstance(module, RecConvNd):
+                module.recompute = True if enable else None
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a fresh one for ``num_classes`` outputs (``0``: pooled

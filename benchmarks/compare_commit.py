@@ -1,0 +1,85 @@
+"""Time this checkout's RecConv layers against an earlier commit's, interleaved in one process.
+
+The earlier ``recconv`` package is unpacked with ``git archive`` into a temporary folder and imported
+under another name; both layers get the same weights and inputs. Prints the medians of forward (no
+grad) and training (forward + backward) time, new over old, per rank:
+
+    python benchmarks/compare_commit.py 1aea55e --threads 2
+    python benchmarks/compare_commit.py 1aea55e --recompute   # the new layers with recompute=True
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's recconv, also when run from elsewhere
+import recconv  # noqa: E402
+
+CASES = {  # rank: (layer arguments, input shape)
+    "1D": ({"in_channels": 64, "kernel_size": 5, "level": 3}, (8, 64, 4096)),
+    "2D": ({"in_channels": 64, "kernel_size": 5, "level": 3}, (8, 64, 56, 56)),
+    "3D": ({"in_channels": 32, "kernel_size": 3, "level": 2, "factor": (1, 2, 2)}, (2, 32, 8, 32, 32)),
+}
+
+
+def earlier_package(commit: str, folder: Path):
+    """The ``recconv`` package of ``commit``, imported as ``recconv_<commit>``."""
+    archive = subprocess.run(["git", "archive", commit, "recconv"], cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    name = f"recconv_{commit}"
+    (folder / "recconv").rename(folder / name)
+    sys.path.insert(0, str(folder))
+    return importlib.import_module(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("commit", help="the earlier commit, e.g. 1aea55e")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=12)
+    parser.add_argument("--recompute", action="store_true", help="build the new layers with recompute=True")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as folder:
+        old_package = earlier_package(args.commit, Path(folder))
+        print(f"recconv at {args.commit} against this checkout, {args.threads} threads, medians of "
+              f"{args.repeats - 2} interleaved rounds after 2 warm-up rounds")  # fmt: skip
+        for label, (options, shape) in CASES.items():
+            layer_class = f"RecConv{label[0]}d"
+            extra = {"recompute": True} if args.recompute else {}
+            new = getattr(recconv, layer_class)(**options, **extra)
+            old = getattr(old_package, layer_class)(**options)
+            old.load_state_dict(new.state_dict())
+            x = torch.randn(shape, requires_grad=True)
+            times: dict[str, list[float]] = {
+                key: [] for key in ("old fwd", "new fwd", "old train", "new train")
+            }
+            for _ in range(args.repeats):
+                for name, layer in (("old", old), ("new", new)):
+                    with torch.no_grad():
+                        start = time.perf_counter()
+                        layer(x)
+                        times[f"{name} fwd"].append(time.perf_counter() - start)
+                    start = time.perf_counter()
+                    layer(x).sum().backward()
+                    times[f"{name} train"].append(time.perf_counter() - start)
+            median = {key: statistics.median(values[2:]) for key, values in times.items()}
+            print(
+                f"{label} {tuple(shape)}: forward new/old {median['new fwd'] / median['old fwd']:.3f}, "
+                f"training new/old {median['new train'] / median['old train']:.3f} "
+                f"(old: forward {1e3 * median['old fwd']:.1f} ms, training {1e3 * median['old train']:.1f} ms)"
+            )
+
+
+if __name__ == "__main__":
+    main()
