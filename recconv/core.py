@@ -56,7 +56,7 @@ class RecConvNd(nn.Module):
         recompute: In training, keep only the input for backward and run the recursion again
             there (activation memory of one base conv instead of 2-4x). ``None`` (default): under
             ``torch.compile``, where it is also faster (the recomputed convs put the backward graph
-            in channels-last), but not in eager mode, where it costs about a fifth of a training
+            in channels-last), but not in eager mode, where it costs about a tenth of a training
             step on the CPU; ``True`` or ``False``: always or never. Only layers whose ops are all
             ``recomputable`` (the built-in ones) recompute.
         device: Where to create the parameters.
