@@ -421,15 +421,23 @@ def _recurse(layer: RecConvNd, x: Tensor) -> Tensor:
     also sit in the backward graph, which makes Inductor choose channels-last there too (see
     docs/performance.md).
     """
+    label = layer._label
     features = [x]
     for i in range(1, layer.level + 1):
-        features.append(layer.down_op(i)(features[-1]))
+        down = layer.down_op(i)
+        features.append(
+            _checked(down(features[-1]), features[-1], layer.factor, "downsample", _name(down), label)
+        )
     hidden = None
     for conv, up, coarse, fine in zip(
         layer.convs, layer.ups, reversed(features[1:]), reversed(features[:-1])
     ):
-        hidden = up(conv(coarse if hidden is None else layer._add(hidden, coarse)), fine.shape[2:])
-    return layer.convs[-1](x if hidden is None else layer._add(hidden, x))
+        mixed = coarse if hidden is None else layer._add(hidden, coarse)
+        mixed = _checked(conv(mixed), mixed, None, "conv", _name(conv), label)
+        hidden = _checked(up(mixed, fine.shape[2:]), fine, None, "upsample", _name(up), label)
+    last = layer.convs[-1]
+    mixed = x if hidden is None else layer._add(hidden, x)
+    return _checked(last(mixed), mixed, None, "conv", _name(last), label)
 
 
 class RecConv1d(RecConvNd):
@@ -547,11 +555,37 @@ def _layout_of(x: Tensor, spatial_dims: int, liftable: bool) -> tuple[Tensor, to
     return work, memory_format
 
 
+def _name(op: nn.Module) -> str:
+    return type(op).__name__
+
+
+def _checked(
+    out: Tensor, reference: Tensor, factor: tuple[int, ...] | None, role: str, op_name: str, label: str
+) -> Tensor:
+    """``out`` if its shape is what the op protocol asks of a ``role`` op: ``reference``'s, or for a
+    down op ``reference``'s spatial sizes divided by ``factor``, rounded up (checked in eager mode;
+    compiled and exported graphs trust the ops)."""
+    if torch.compiler.is_compiling():
+        return out
+    expected = tuple(reference.shape)
+    if factor is not None:
+        lift = reference.dim() - 2 - len(factor)  # a 1D layer running lifted to (N, C, 1, L)
+        sizes = expected[2 + lift :]
+        expected = expected[: 2 + lift] + tuple(-(-s // f) for s, f in zip(sizes, factor))
+    if not isinstance(out, Tensor) or tuple(out.shape) != expected:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(
+            f"{label}: the {role} op {op_name} returned {got}, but the op protocol asks for "
+            f"{expected} (see recconv.ops)"
+        )
+    return out
+
+
 def _sum(upsampled: Tensor, features: Tensor, in_place: bool) -> Tensor:
     if in_place and upsampled.dtype == features.dtype:
         return upsampled.add_(features)
     return features + upsampled
 
 
-for _function in ("_working_layout", "_caller_layout", "_sum"):
+for _function in ("_working_layout", "_caller_layout", "_checked", "_sum"):
     torch.fx.wrap(_function)

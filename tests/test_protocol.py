@@ -205,3 +205,41 @@ def test_the_docs_haar_down_op_gets_exact_theory_numbers():
     assert recconv.conv_flops(layer, size) == counter.get_total_flops()
     center = (24, 20)
     assert gradient_support(layer, size, center) == list(recconv.receptive_field_window(layer, size, center))
+
+
+class _KeepsSizeDown(nn.Module):
+    def __init__(self, channels, kernel_size, factor, **options) -> None:
+        super().__init__()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+class _CroppingConv(nn.Module):
+    def __init__(self, channels, kernel_size, **options) -> None:
+        super().__init__()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x[..., 1:]
+
+
+class _NoResizeUp(nn.Module):
+    def __init__(self, channels, kernel_size, factor, **options) -> None:
+        super().__init__()
+
+    def forward(self, x: Tensor, size) -> Tensor:
+        return x
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"downsample": _KeepsSizeDown}, "the downsample op _KeepsSizeDown returned (1, 4, 8, 8), but the op protocol asks for (1, 4, 4, 4)"),
+        ({"conv": _CroppingConv}, "the conv op _CroppingConv returned (1, 4, 4, 3), but the op protocol asks for (1, 4, 4, 4)"),
+        ({"upsample": _NoResizeUp}, "the upsample op _NoResizeUp returned (1, 4, 4, 4), but the op protocol asks for (1, 4, 8, 8)"),
+    ],
+)  # fmt: skip
+def test_an_op_whose_output_breaks_the_protocol_is_named_at_its_first_call(options, message):
+    layer = RecConv2d(4, 3, 1, **options)
+    with pytest.raises(ValueError, match=re.escape(f"RecConv2d(4, level=1): {message}")):
+        layer(torch.randn(1, 4, 8, 8))
