@@ -457,7 +457,7 @@ def failing_model() -> nn.Module:
         (lambda: recconv.swap(failing_model(), level=1, input_size=(3, 8, 8)), ValueError, "recconv.swap: the model failed on an input of shape (1, 3, 8, 8) (input_size=(3, 8, 8)): "),
         (lambda: recconv.swap(failing_model(), level=1, bias=True), TypeError, "recconv.swap: bias cannot be passed: device and dtype follow each replaced conv, and its bias (if any) moves to the RecConv's full-resolution conv convs[-1]"),
         (lambda: recconv.swap(failing_model(), level=1, device="cpu", dtype=torch.float64), TypeError, "recconv.swap: device, dtype cannot be passed"),
-        (lambda: recconv.swap(failing_model(), level=1, upsampel="nearest"), TypeError, "recconv.swap: unknown RecConv option 'upsampel'; expected one of ['upsample', 'downsample', 'factor', 'shared_down', 'causal']. Did you mean 'upsample'?"),
+        (lambda: recconv.swap(failing_model(), level=1, upsampel="nearest"), TypeError, "recconv.swap: unknown RecConv option 'upsampel'; expected one of ['upsample', 'downsample', 'factor', 'shared_down', 'causal', 'recompute']. Did you mean 'upsample'?"),
         (lambda: recconv.swap(failing_model(), level=1, causal=True), ValueError, "recconv.swap: init='preserve' cannot keep a centered conv's outputs in a causal RecConv (causal=True); use init='random'"),
         (lambda: recconv.swap(failing_model(), level=1, kernel_size=1), ValueError, "recconv.swap: init='preserve' cannot fit the 3x3 kernel of '0' into a 1x1 base kernel; use kernel_size >= 3, kernel_size=None or init='random'"),
         (lambda: recconv.swap(failing_model(), level=1, upsample="cubic", init="random"), ValueError, "RecConv2d: unknown upsample 'cubic'"),
