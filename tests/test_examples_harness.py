@@ -50,6 +50,18 @@ class _Double(nn.Module):
         return x * (2.0 if self.training else 1.0)
 
 
+def interrupt_after_first_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the next run stop with a KeyboardInterrupt right after it saves its first epoch."""
+    save = run_folder.save_atomic
+
+    def save_then_interrupt(state: dict, path: Path) -> None:
+        save(state, path)
+        if state["state"]["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_folder, "save_atomic", save_then_interrupt)
+
+
 def _run(tmp_path: Path, *flags: str) -> dict:
     args = cli.ExampleParser("tiny", DEFAULTS, out=str(tmp_path)).parse_args(["--device", "cpu", *flags])
     runtime = harness.Runtime(0, 1, torch.device("cpu"))
@@ -93,14 +105,7 @@ def test_same_seed_same_numbers_and_resume_continues_exactly(
     again = _run(tmp_path / "again")["models"]["net"]
     assert [h["train_loss"] for h in again["history"]] == [h["train_loss"] for h in full["history"]]
 
-    save = run_folder.save_atomic
-
-    def interrupt_after_first_epoch(state: dict, path: Path) -> None:
-        save(state, path)
-        if state["state"]["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(run_folder, "save_atomic", interrupt_after_first_epoch)
+    interrupt_after_first_epoch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path / "resumed")
     monkeypatch.undo()

@@ -13,7 +13,7 @@ from examples import registry
 from examples.kit import run_folder
 from examples.kit.data import UsageError
 
-from .test_examples_harness import _run
+from .test_examples_harness import _run, interrupt_after_first_epoch
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -35,14 +35,7 @@ def test_a_finished_run_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
 def test_a_partial_run_is_refused_and_results_describe_its_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    save = run_folder.save_atomic
-
-    def interrupt_after_first_epoch(state: dict, path: Path) -> None:
-        save(state, path)
-        if state["state"]["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(run_folder, "save_atomic", interrupt_after_first_epoch)
+    interrupt_after_first_epoch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path)
     monkeypatch.undo()
