@@ -7,6 +7,7 @@ class or function serves which rank, and how FLOPs are counted.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeGuard, TypeVar
 
@@ -119,17 +120,50 @@ def as_tuple(
     return values
 
 
+def _fft_flops(real: bool) -> Callable[..., int]:
+    """The usual count of an FFT over ``dim``: ``5 N log2 N`` per complex transform of ``N`` points,
+    half of it for a real one (Cooley-Tukey's count; FlopCounterMode has none)."""
+
+    def flops(
+        x_shape: Sequence[int], dim: Sequence[int], *args: Any, out_shape: Sequence[int], **kwargs: Any
+    ) -> int:
+        # the longer of input and output: a complex-to-real transform's output is the full signal
+        shape = x_shape if math.prod(x_shape) >= math.prod(out_shape) else out_shape
+        points = math.prod(shape[d] for d in dim)
+        per_transform = (2.5 if real else 5.0) * points * math.log2(max(points, 2))
+        return int(per_transform * math.prod(shape) / points)
+
+    return flops
+
+
+def _complex_product_flops(a: Any, b: Any, *args: Any, out_val: Any = None, **kwargs: Any) -> int:
+    # A spectral product is an FFT convolution's multiply-adds: 6 real FLOPs per complex product.
+    return 6 * out_val.numel() if isinstance(out_val, torch.Tensor) and out_val.is_complex() else 0
+
+
+_complex_product_flops._get_raw = True  # type: ignore[attr-defined]  # FlopCounterMode: pass tensors, not shapes
+
+_FLOP_FORMULAS = {
+    torch.ops.aten._fft_r2c: _fft_flops(real=True),
+    torch.ops.aten._fft_c2r: _fft_flops(real=True),
+    torch.ops.aten._fft_c2c: _fft_flops(real=False),
+    torch.ops.aten.mul: _complex_product_flops,
+}
+
+
 def count_flops(run: Callable[[], object]) -> int:
     """FLOPs of ``run()`` as ``torch.utils.flop_counter.FlopCounterMode`` counts them (2 per
     multiply-add of convolutions and matrix products; elementwise ops, pooling and
-    interpolation are free).
+    interpolation are free), plus what it does not count: FFTs at ``5 N log2 N`` per complex
+    transform of ``N`` points (half for real ones) and products of complex tensors at 6 per element,
+    so that an FFT convolution is not free.
 
     Example:
         >>> conv = torch.nn.Conv1d(2, 2, 3, device="meta")
         >>> count_flops(lambda: conv(torch.empty(1, 2, 10, device="meta")))
         192
     """
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=_FLOP_FORMULAS) as counter:
         run()
     return counter.get_total_flops()
 

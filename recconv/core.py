@@ -40,10 +40,11 @@ class RecConvNd(nn.Module):
             ``level=0`` is a single depthwise conv.
         bias: Learn a bias in every conv (off by default, as in the paper).
         upsample: ``"linear"`` (linear/bilinear/trilinear by rank, the paper's choice),
-            ``"nearest"``, ``"transposed"`` (learned, any input size) or an upsample builder
+            ``"nearest"``, ``"transposed"`` (learned, any input size), ``"haar"`` or an upsample builder
             following the protocol in :mod:`recconv.ops`.
         downsample: ``"conv"`` (a depthwise stride-``factor`` conv, the paper's choice),
-            ``"avgpool"``, ``"maxpool"`` or a downsample builder.
+            ``"avgpool"``, ``"maxpool"``, ``"haar"`` (the Haar wavelet's low-pass band) or a
+            downsample builder.
         factor: Downsampling factor per level, an int or one per axis; ``1`` leaves that axis
             at full resolution (for example ``(1, 2, 2)`` keeps the time axis of a video).
         shared_down: One down op for all levels (the paper's choice) instead of one per level.
@@ -395,9 +396,9 @@ class RecConvNd(nn.Module):
         return ", ".join(args)
 
 
-# torch.fx's symbolic tracer (not torch.export or torch.compile, which recompute fine); its public
-# name changed in torch 2.9.
-_symbolic_tracing = getattr(_symbolic_trace, "is_fx_tracing_symbolic_tracing", _symbolic_trace.is_fx_tracing)
+# torch.fx's symbolic tracer (not torch.export or torch.compile, which recompute fine); newer torch
+# names it is_fx_symbolic_tracing and warns on every use of the older is_fx_tracing.
+_symbolic_tracing = getattr(_symbolic_trace, "is_fx_symbolic_tracing", None) or _symbolic_trace.is_fx_tracing
 
 
 def _recomputes(layer: RecConvNd) -> bool:

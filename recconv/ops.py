@@ -581,6 +581,38 @@ def _causal_resample(x: Tensor, axis: int, size: int, factor: int, linear: bool)
     return torch.lerp(x.index_select(dim, previous), x.index_select(dim, current), weight)
 
 
+class HaarDown(ResizeOp):
+    """Low-pass band of the Haar wavelet transform: each block of ``factor`` samples averaged and
+    scaled by ``sqrt(prod(factor))`` (orthonormal); a partial last block is padded with zeros
+    (PyWavelets' ``"zero"`` mode).
+
+    WTConv's down op without its detail bands (the core's ops keep the channel count). It reads
+    each block's future, so it refuses a causal axis.
+    """
+
+    liftable = True
+    recomputable = True
+
+    def __init__(
+        self, channels: int, kernel_size: tuple[int, ...], factor: tuple[int, ...], **options: Any
+    ) -> None:
+        super().__init__(channels, kernel_size, factor, **options)
+        if self.causal_axis is not None:
+            raise ValueError("HaarDown: a Haar block reads its own future samples, so it cannot be causal")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _haar_down(x, self.factor)
+
+    def input_window(
+        self, axis: int, lo: int, hi: int, input_size: int, output_size: int, exact: bool = True
+    ) -> Window:
+        f = self.factor[axis]
+        return lo * f, hi * f + f - 1
+
+    def flops(self, input_size: Sequence[int], output_size: Sequence[int]) -> int:
+        return 0  # FlopCounterMode counts no pooling
+
+
 class _InterpolateUp(ResizeOp):
     """Parameter-free upsampling through ``F.interpolate``, causal along one axis if asked."""
 
@@ -681,6 +713,20 @@ class NearestUp(_InterpolateUp):
     """Nearest-neighbour interpolation; along a causal axis, a hold of the latest coarse sample."""
 
     linear = False
+
+
+class HaarUp(NearestUp):
+    """Inverse Haar transform of the low-pass band alone: each coarse sample repeated over its
+    block and divided by ``sqrt(prod(factor))``, the synthesis that pairs with :class:`HaarDown`."""
+
+    def forward(self, x: Tensor, size: Sequence[int]) -> Tensor:
+        return super().forward(x, size) / math.prod(self.factor) ** 0.5
+
+    def step(
+        self, x: Tensor, size: Sequence[int], state: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        out, state = super().step(x, size, state)
+        return out / math.prod(self.factor) ** 0.5, state
 
 
 class TransposedUp(ResizeOp):
@@ -818,6 +864,15 @@ def _pool_down(
     return pool(F.pad(x, padding, mode="replicate"), ones + kernel_size, ones + factor)
 
 
+def _haar_down(x: Tensor, factor: tuple[int, ...]) -> Tensor:
+    padding: list[int] = []  # F.pad order: last axis first
+    for size, f in zip(reversed(x.shape[2:]), reversed(factor)):
+        padding += [0, -size % f]
+    ones = (1,) * (x.dim() - 2 - len(factor))
+    pool = per_rank(AVG_POOL_FN, x.dim() - 2)
+    return pool(F.pad(x, padding), ones + factor, ones + factor) * math.prod(factor) ** 0.5
+
+
 def _interpolate_up(
     x: Tensor, size: Sequence[int], factor: tuple[int, ...], causal_axis: int | None, linear: bool
 ) -> Tensor:
@@ -866,11 +921,21 @@ def _transposed_up(
     return y[crop]
 
 
-for _function in ("_depthwise_conv", "_pool_down", "_interpolate_up", "_transposed_up"):
+for _function in ("_depthwise_conv", "_pool_down", "_haar_down", "_interpolate_up", "_transposed_up"):
     torch.fx.wrap(_function)
 
 
 # The one table per role: a name is only a key here.
 CONV_OPS: dict[str, Builder] = {"depthwise": DepthwiseConv}
-DOWNSAMPLE_OPS: dict[str, Builder] = {"conv": DepthwiseConv, "avgpool": AvgPoolDown, "maxpool": MaxPoolDown}
-UPSAMPLE_OPS: dict[str, Builder] = {"linear": LinearUp, "nearest": NearestUp, "transposed": TransposedUp}
+DOWNSAMPLE_OPS: dict[str, Builder] = {
+    "conv": DepthwiseConv,
+    "avgpool": AvgPoolDown,
+    "maxpool": MaxPoolDown,
+    "haar": HaarDown,
+}
+UPSAMPLE_OPS: dict[str, Builder] = {
+    "linear": LinearUp,
+    "nearest": NearestUp,
+    "transposed": TransposedUp,
+    "haar": HaarUp,
+}

@@ -21,18 +21,21 @@ def per_axis(values: st.SearchStrategy[int]) -> st.SearchStrategy[int | tuple[in
 def layer_kwargs(draw, *, causal: bool | None = None, builtin_only: bool = True, max_level: int = 3) -> dict:
     """Constructor arguments of a RecConv layer (``spatial_dims`` included)."""
     spatial_dims = draw(ranks)
+    use_causal = draw(st.booleans()) if causal is None else causal
+    downsamples = ["conv", "avgpool", "maxpool"] + (
+        [] if use_causal else ["haar"]
+    )  # a Haar block reads ahead
     kwargs = {
         "spatial_dims": spatial_dims,
         "in_channels": draw(st.integers(1, 3)),
         "kernel_size": draw(per_axis(st.sampled_from([1, 3, 5]))),
         "level": draw(st.integers(0, max_level if spatial_dims < 3 else min(max_level, 2))),
         "factor": draw(per_axis(st.integers(1, 3))),
-        "upsample": draw(st.sampled_from(["linear", "nearest", "transposed"])),
-        "downsample": draw(st.sampled_from(["conv", "avgpool", "maxpool"])),
+        "upsample": draw(st.sampled_from(["linear", "nearest", "transposed", "haar"])),
+        "downsample": draw(st.sampled_from(downsamples)),
         "shared_down": draw(st.booleans()),
         "bias": draw(st.booleans()),
     }
-    use_causal = draw(st.booleans()) if causal is None else causal
     kwargs["causal"] = draw(st.integers(0, spatial_dims - 1)) if use_causal else False
     return kwargs
 

@@ -139,7 +139,7 @@ def test_cli_lists_the_a_series(capsys):
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: RecNeXt(token_mixer="attention"), r"unknown token_mixer 'attention'; expected one of \['recconv', 'recattn'\] or a builder"),
+        (lambda: RecNeXt(token_mixer="attention"), r"unknown token_mixer 'attention'; expected one of \['recconv', 'recattn', 'dense', 'dilated', 'wavelet', 'fft'\] or a builder"),
         (lambda: RecNeXt(num_heads=(1, 2, 4, 8)), "num_heads does not apply to token_mixer='recconv'"),
         (lambda: RecNeXt(attention_variants=(1, 1, 1, 1)), "attention_variants does not apply to token_mixer='recconv'"),
         (lambda: RecNeXt(token_mixer="recattn", downsample="avgpool"), "downsample does not apply to token_mixer='recattn'"),

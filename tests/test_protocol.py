@@ -18,6 +18,8 @@ from recconv.models import RecNeXt
 from recconv.ops import (
     AvgPoolDown,
     DepthwiseConv,
+    HaarDown,
+    HaarUp,
     LinearUp,
     NearestUp,
     OpProtocolError,
@@ -38,6 +40,7 @@ from .test_core import gradient_support
             {"upsample": NearestUp, "downsample": AvgPoolDown},
         ),
         ({"upsample": "transposed", "conv": "depthwise"}, {"upsample": TransposedUp, "conv": DepthwiseConv}),
+        ({"upsample": "haar", "downsample": "haar"}, {"upsample": HaarUp, "downsample": HaarDown}),
     ],
 )
 def test_a_built_in_class_builds_the_layer_its_name_builds(by_name, by_class):
@@ -124,7 +127,7 @@ def test_builders_are_checked_where_they_plug_in():
     with pytest.raises(
         TypeError,
         match=re.escape(
-            "RecConv2d: upsample must be a name from ['linear', 'nearest', 'transposed'] or a builder (a class or callable that returns a module), got the module instance LinearUp"
+            "RecConv2d: upsample must be a name from ['linear', 'nearest', 'transposed', 'haar'] or a builder (a class or callable that returns a module), got the module instance LinearUp"
         ),
     ):
         RecConv2d(4, upsample=LinearUp(4, (3, 3), (2, 2)))

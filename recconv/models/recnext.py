@@ -18,12 +18,18 @@ from .._util import LAYOUTS, as_tuple, check_int, is_int, look_up
 from ..core import RecConvNd
 from ..ops import Builder
 from .blocks import DistillationHead, Downsample, RecAttnMixer, RecConvMixer, RecNeXtBlock, Stem
+from .mixers import DenseMixer, DilatedMixer, FFTMixer, WaveletMixer
 
-TOKEN_MIXERS: dict[str, type[RecConvMixer] | type[RecAttnMixer]] = {
+TOKEN_MIXERS: dict[str, type] = {
     "recconv": RecConvMixer,
     "recattn": RecAttnMixer,
+    "dense": DenseMixer,
+    "dilated": DilatedMixer,
+    "wavelet": WaveletMixer,
+    "fft": FFTMixer,
 }
-"""Token-mixer names ``RecNeXt(token_mixer=...)`` accepts; a builder is accepted too."""
+"""Token-mixer names ``RecNeXt(token_mixer=...)`` accepts; a builder is accepted too. The last four
+are the other routes to a large receptive field (:mod:`recconv.models.mixers`), for comparisons."""
 _DROP_PATH_SCHEDULES = ("linear", "uniform")
 TokenMixer = Callable[..., nn.Module]
 
