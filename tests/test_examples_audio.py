@@ -307,14 +307,14 @@ def test_smoke_run(tmp_path: Path, backbone: str, preset: str, options: dict) ->
         ["--smoke", "--backbone", backbone, "--device", "cpu", "--out", str(tmp_path)]
     )
     assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
-    assert set(results["models"]) == {"recconv", "baseline"}
+    assert set(results["models"]) == {"recconv", "small"}
     for name, result in results["models"].items():
         assert (
             0.0 <= result["accuracy"] <= 1.0
             and result["examples_per_second"] > 0
             and result["train_seconds"] > 0
         )
-        if name == "baseline":
+        if name == "small":
             options = {**options, "levels": (0, 0, 0, 0)}
         model = create_model(preset, num_classes=5, **options)
         assert result["params"] == sum(p.numel() for p in model.parameters())
@@ -322,8 +322,8 @@ def test_smoke_run(tmp_path: Path, backbone: str, preset: str, options: dict) ->
         assert model.levels == (
             PRESETS[preset].config.get("levels", (4, 3, 2, 1)) if name == "recconv" else (0, 0, 0, 0)
         )
-    assert results["models"]["recconv"]["params"] > results["models"]["baseline"]["params"]
-    assert results["models"]["recconv"]["flops"] > results["models"]["baseline"]["flops"]
+    assert results["models"]["recconv"]["params"] > results["models"]["small"]["params"]
+    assert results["models"]["recconv"]["flops"] > results["models"]["small"]["flops"]
     assert (tmp_path / "training_curves.png").is_file() and (tmp_path / "confusion_matrix.png").is_file()
 
 

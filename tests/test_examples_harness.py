@@ -19,6 +19,7 @@ from examples import registry
 from examples.kit import audio_data, cli, harness, run_folder
 from examples.kit.data import Splits, UsageError
 from recconv.models import load_checkpoint
+from recconv.models.blocks import RecNeXtBlock
 
 DEFAULTS = cli.Defaults(
     epochs=3, batch_size=8, lr=0.05, embedded_train=64, smoke_epochs=1, smoke_batch_size=4
@@ -173,6 +174,12 @@ def test_smoke_and_explicit_budget() -> None:
         (["--device", "tpu:x"], "argument --device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu:x'"),
         (["--seed", "1.5"], "argument --seed: invalid int value: '1.5'"),
         (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (
+            ["--mixer", "recconv,conv"],
+            "argument --mixer: expected distinct comma-separated token mixers from recconv, small, recattn, "
+            "dense, dilated, wavelet, fft; unknown 'conv' in 'recconv,conv'",
+        ),
+        (["--mixer", "fft,fft"], "argument --mixer: expected distinct comma-separated token mixers from"),
     ],
 )
 def test_bad_flags_are_argparse_errors(flags: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
@@ -347,6 +354,32 @@ def test_speed_flags_reach_the_harness_from_every_example(
             ]
         )
     assert seen == [harness.Speed("bf16", compile=True, channels_last=True)] * len(registry())
+
+
+def test_every_mixer_reaches_the_models_of_every_example(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen = {}
+
+    def capture(example: str, args, runtime, splits, models, *rest) -> dict:
+        seen[example] = models
+        return {}
+
+    monkeypatch.setattr(harness, "run", capture)
+    for name, example in registry().items():
+        example.main(
+            ["--smoke", "--device", "cpu", "--out", str(tmp_path / name), "--mixer", ",".join(harness.MIXERS)]
+        )
+    assert len(seen) == len(registry())
+    for models in seen.values():
+        assert list(models) == list(harness.MIXERS)
+        built = {name: spec() for name, spec in models.items()}
+        mixers = {name: type(next(m for m in model.modules() if isinstance(m, RecNeXtBlock)).token_mixer).__name__
+                  for name, model in built.items()}  # fmt: skip
+        assert mixers["recconv"] == mixers["small"] == mixers["wavelet"]  # wavelet: RecConv with Haar ops
+        assert len({mixers[n] for n in ("recconv", "dense", "dilated", "fft", "recattn")}) == 5
+        assert built["small"].levels == (0,) * len(built["small"].levels)
+        assert all(built[n].widths == built["recconv"].widths for n in built)
 
 
 @pytest.mark.parametrize("form", ["script", "module"])

@@ -416,7 +416,7 @@ def test_smoke_run_writes_results_plots_and_checkpoints(tmp_path: Path, name: st
     example = EXAMPLES[name]
     results = example.main(["--smoke", "--device", "cpu", "--out", str(tmp_path)])
     assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
-    assert set(results["models"]) == {"recconv", "baseline"}
+    assert set(results["models"]) == {"recconv", "small"}
     for png in ("training_curves.png", "confusion_matrix.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     preset, options = example.model(example.parser().parse_args(["--smoke"]))
@@ -439,12 +439,12 @@ def test_smoke_run_writes_results_plots_and_checkpoints(tmp_path: Path, name: st
     assert list(predictions) == [str(new_file)]
     (first, p1), (second, p2) = predictions[str(new_file)]
     assert {first, second} <= set(results["data"]["classes"]) and 1 >= p1 >= p2 >= 0
-    recconv, baseline = models["recconv"], models["baseline"]
-    assert [b.token_mixer.level for b in baseline.modules() if isinstance(b, RecNeXtBlock)] == [0] * sum(
-        baseline.depths
+    recconv, small = models["recconv"], models["small"]
+    assert [b.token_mixer.level for b in small.modules() if isinstance(b, RecNeXtBlock)] == [0] * sum(
+        small.depths
     )
     assert all(b.token_mixer.level > 0 for b in recconv.modules() if isinstance(b, RecNeXtBlock))
-    assert recconv.widths == baseline.widths and recconv.depths == baseline.depths
+    assert recconv.widths == small.widths and recconv.depths == small.depths
 
 
 # One example in CI (they share the harness's DDP path); the others with -m slow.
@@ -454,7 +454,7 @@ def test_smoke_run_writes_results_plots_and_checkpoints(tmp_path: Path, name: st
 )
 def test_torchrun_two_processes_end_with_identical_parameters(tmp_path: Path, name: str) -> None:
     results = torchrun_two_processes(name, tmp_path, "--smoke")
-    assert results["models"]["baseline"]["epochs"] == 1
+    assert results["models"]["small"]["epochs"] == 1
 
 
 def test_sequence_smoke_run_on_a_ucr_folder(tmp_path: Path) -> None:

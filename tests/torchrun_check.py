@@ -64,7 +64,7 @@ def torchrun_two_processes(module: str, tmp_path: Path, *flags: str) -> dict:
     assert "2 process(es) on cpu" in done.stdout and done.stdout.count("wrote results.json") == 1
     assert "recconv test accuracy" in done.stdout
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
-    assert set(ranks[0]) == {"recconv", "baseline"}
+    assert set(ranks[0]) == {"recconv", "small"}
     for name, state in ranks[0].items():
         assert state.keys() == ranks[1][name].keys()
         assert all(torch.equal(value, ranks[1][name][key]) for key, value in state.items()), name

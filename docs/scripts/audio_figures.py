@@ -59,7 +59,7 @@ def main() -> None:
     out = ROOT / "docs" / "figures" / "audio_keywords_examples.png"
     fig.savefig(out, dpi=110)
     print(f"wrote {out.relative_to(ROOT)}")
-    for name, levels in (("recconv", None), ("baseline", (0, 0, 0, 0))):
+    for name, levels in (("recconv", None), ("small", (0, 0, 0, 0))):
         print(
             f"{name}: frames seen by the middle of stages 0-3 of a 101-frame clip:",
             time_receptive_fields(levels),

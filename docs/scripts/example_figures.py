@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))  # this clone's examples package
 
 from examples import image_pathfinder, sequence_long_range, video_actions  # noqa: E402
 from examples.kit import pathfinder_data, sequence_data, video_data  # noqa: E402
-from examples.kit.harness import level_zero_baseline  # noqa: E402
+from examples.kit.harness import mixer_models  # noqa: E402
 
 FIGURES = ROOT / "docs" / "figures"
 
@@ -44,9 +44,9 @@ def receptive_field(model: torch.nn.Module, shape: tuple[int, ...]) -> list[int]
 
 
 def model_builders(example, num_classes: int) -> dict:
-    """The example's two models on one-channel input, as its default run builds them."""
+    """The example's two default models on one-channel input, as its default run builds them."""
     preset, options = example.EXAMPLE.model(example.EXAMPLE.parser().parse_args([]))
-    return level_zero_baseline(preset, in_chans=1, num_classes=num_classes, **options)
+    return mixer_models(preset, in_chans=1, num_classes=num_classes, **options)
 
 
 def print_receptive_fields() -> None:

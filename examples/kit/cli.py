@@ -116,6 +116,17 @@ def at_least(minimum: int) -> Callable[[str], int]:
     return _number(int, minimum, exclusive=False)
 
 
+def _mixers(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(","))
+    unknown = [name for name in names if name not in harness.MIXERS]
+    if unknown or len(set(names)) != len(names):
+        problem = f"unknown {', '.join(map(repr, unknown))}" if unknown else "a name repeats"
+        raise argparse.ArgumentTypeError(
+            f"expected distinct comma-separated token mixers from {', '.join(harness.MIXERS)}; {problem} in {text!r}"
+        )
+    return names
+
+
 def _device(text: str) -> str:
     if text == "auto":
         return text
@@ -196,6 +207,14 @@ class ExampleParser(argparse.ArgumentParser):
             type=_device,
             default="auto",
             help="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'",
+        )
+        shared.add_argument(
+            "--mixer",
+            type=_mixers,
+            default=harness.DEFAULT_MIXERS,
+            metavar="NAMES",
+            help="comma-separated token mixers to train, one model each, in the same network and budget: "
+            f"{', '.join(harness.MIXERS)} (see recconv.models.mixers; default {','.join(harness.DEFAULT_MIXERS)})",
         )
         shared.add_argument(
             "--workers",
@@ -326,7 +345,7 @@ def main(example: Example, argv: Sequence[str] | None = None) -> dict[str, Any]:
     _check_flag_sources(example, parser, args)
     with harness.distributed(args.device) as runtime:
         try:
-            run_folder.check_out(args.out, harness.MODEL_NAMES, resume=args.resume, overwrite=args.overwrite)
+            run_folder.check_out(args.out, args.mixer, resume=args.resume, overwrite=args.overwrite)
             splits = load_splits(example, args, runtime)
             args.budget = choose_budget(example.defaults, args, len(splits.train), runtime.world_size)
             if args.budget:
@@ -336,8 +355,8 @@ def main(example: Example, argv: Sequence[str] | None = None) -> dict[str, Any]:
             transform, settings = example.front_end(args, splits) if example.front_end else (None, {})
             in_chans = harness.model_input(splits, runtime, transform).shape[1]
             preset, options = example.model(args)
-            models = harness.level_zero_baseline(
-                preset, in_chans=in_chans, num_classes=len(splits.classes), **options
+            models = harness.mixer_models(
+                preset, args.mixer, in_chans=in_chans, num_classes=len(splits.classes), **options
             )
             metadata = {"example": example.name, "front_end": settings, "data": splits.info}
             return harness.run(

@@ -30,7 +30,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,12 +44,16 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from recconv._util import CHANNELS_LAST, count_flops, num_params
 from recconv.models import PRESETS, create_model
+from recconv.models.recnext import TOKEN_MIXERS
 
 from . import run_folder
 from .data import Splits, UsageError
 from .plots import plot_confusion, plot_training_curves
 
-MODEL_NAMES = ("recconv", "baseline")  # what level_zero_baseline builds; every example compares these
+SMALL = "small"  # RecConv at level 0: one small depthwise kernel, the baseline every example has
+MIXERS = ("recconv", SMALL, *(name for name in TOKEN_MIXERS if name != "recconv"))
+"""What ``--mixer`` accepts: the token mixers of :mod:`recconv.models.mixers` and RecNeXt's own."""
+DEFAULT_MIXERS = ("recconv", SMALL)
 
 
 @dataclass(frozen=True)
@@ -67,14 +71,20 @@ class ModelSpec:
 ModelBuilder = Callable[[], nn.Module]
 
 
-def level_zero_baseline(name: str, **options: Any) -> dict[str, ModelSpec]:
-    """The two models every example compares: ``recconv`` is ``create_model(name, **options)`` and
-    ``baseline`` the same network with the RecConv of each of its stages at level 0."""
+def mixer_models(name: str, mixers: Sequence[str] = DEFAULT_MIXERS, **options: Any) -> dict[str, ModelSpec]:
+    """One model per name in ``mixers``, all ``create_model(name, **options)`` but for the token
+    mixer: ``recconv`` is the preset as is, ``small`` the same network with every RecConv at level 0,
+    and the others (:data:`MIXERS`) its ``token_mixer`` at the same levels."""
     stages = len(options.get("widths", PRESETS[name].config["widths"]))
-    return {
-        "recconv": ModelSpec(name, options),
-        "baseline": ModelSpec(name, {**options, "levels": (0,) * stages}),
-    }
+    models = {}
+    for mixer in mixers:
+        if mixer == SMALL:
+            models[mixer] = ModelSpec(name, {**options, "levels": (0,) * stages})
+        else:
+            models[mixer] = ModelSpec(
+                name, options if mixer == "recconv" else {**options, "token_mixer": mixer}
+            )
+    return models
 
 
 @dataclass(frozen=True)
@@ -576,6 +586,9 @@ def run(
             "train": len(splits.train),
             "val": len(splits.val),
             "test": len(splits.test),
+            "input_shape": list(
+                model_input(splits, runtime, transform).shape[1:]
+            ),  # (C, ...) as the model sees it
             **splits.info,
         },
         "training": {
