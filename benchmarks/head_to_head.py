@@ -65,12 +65,13 @@ def read_results(folder: Path) -> dict[str, Any] | None:
 def train_missing(
     runs: Path, tasks: Sequence[str], mixers: Sequence[str], seeds: Sequence[int], smoke: bool
 ) -> None:
-    """Train every (seed, task, mixer) run not complete yet, seed by seed, so a stopped comparison
-    has whole seeds to show; a failing run is logged and the others go on."""
+    """Train every (seed, mixer, task) run not complete yet, seed by seed and mixer by mixer (each on
+    every task), so a stopped comparison has whole seeds and mixers to show; a failing run is logged
+    and the others go on."""
     examples = registry()
     for seed in seeds:
-        for task in tasks:
-            for mixer in mixers:
+        for mixer in mixers:
+            for task in tasks:
                 folder = run_folder(runs, task, mixer, seed)
                 results = read_results(folder)
                 if results is not None and results.get("status") == "complete":
