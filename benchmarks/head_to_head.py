@@ -99,6 +99,17 @@ def train_missing(
                     log.write(json.dumps(entry) + "\n")
 
 
+def wide_spreads(found: dict[str, dict[str, list[dict]]], points: float) -> list[tuple[str, str]]:
+    """(task, mixer) pairs with fewer than 3 seeds whose test accuracies spread more than ``points``."""
+    return [
+        (task, mixer)
+        for task, by_mixer in found.items()
+        for mixer, runs in by_mixer.items()
+        if 1 < len(runs) < 3
+        and 100 * (max(r["accuracy"] for r in runs) - min(r["accuracy"] for r in runs)) > points
+    ]
+
+
 def collect(runs: Path, tasks: Sequence[str], mixers: Sequence[str]) -> dict[str, dict[str, list[dict]]]:
     """Per task and mixer, the results of every finished seed."""
     found: dict[str, dict[str, list[dict]]] = {task: {} for task in tasks}
@@ -336,6 +347,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--page", type=Path, default=ROOT / "docs" / "comparison.md", help="the page to write"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    parser.add_argument(
+        "--third-seed-above",
+        type=float,
+        metavar="POINTS",
+        help="then train a third seed for every task-mixer pair whose accuracies spread more than this",
+    )
     parser.add_argument("--smoke", action="store_true", help="every pair for a few steps")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--page-only", action="store_true", help="write the page from the runs so far")
@@ -351,6 +368,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.page_only:
         with contextlib.redirect_stdout(io.StringIO()) if args.smoke else contextlib.nullcontext():
             train_missing(args.runs, tasks, mixers, seeds, args.smoke)
+            if args.third_seed_above is not None:
+                third = max(seeds) + 1
+                for task, mixer in wide_spreads(collect(args.runs, tasks, mixers), args.third_seed_above):
+                    train_missing(args.runs, [task], [mixer], [third], args.smoke)
     if not args.no_page:
         body = page(args.runs, tasks, mixers, seeds, args.smoke, args.page.parent / "figures")
         write_between_markers(args.page, body)

@@ -17,6 +17,20 @@ def test_pareto_keeps_the_points_nothing_beats():
     assert head_to_head.pareto(points) == {"b", "e"}
 
 
+def test_a_third_seed_goes_where_the_spread_is_wide():
+    found = {
+        "a": {
+            "recconv": [{"accuracy": 0.90}, {"accuracy": 0.97}],
+            "fft": [{"accuracy": 0.5}, {"accuracy": 0.52}],
+        },
+        "b": {
+            "recconv": [{"accuracy": 0.5}, {"accuracy": 0.9}, {"accuracy": 0.7}],
+            "fft": [{"accuracy": 0.6}],
+        },
+    }
+    assert head_to_head.wide_spreads(found, points=5) == [("a", "recconv")]
+
+
 def test_the_page_keeps_its_prose_around_the_generated_part(tmp_path: Path):
     page = tmp_path / "comparison.md"
     page.write_text(
