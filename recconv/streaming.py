@@ -202,11 +202,22 @@ class Streamer(nn.Module):
         self.model = model
         self.graph = _Tracer().trace(model)
         self.axis = self._find_axis() if axis is None else axis
-        self._out_shapes: dict[str, tuple[int, ...]] = {}  # set by init_state, with what a chunk must be
-        self._chunk_shape: tuple[int, ...] = ()
-        self._state_keys: frozenset[str] = frozenset()
         for node in self.graph.nodes:
             self._check(node)
+        # Looked up once, not on every step: each module called, and whether it streams itself.
+        self._called = {
+            node: self.model.get_submodule(cast(str, node.target))  # a call_module target is a name
+            for node in self.graph.nodes
+            if node.op == "call_module"
+        }
+        self._self_streaming = {node for node, module in self._called.items() if _streams_itself(module)}
+        # Set by init_state, for the batch and sizes it was given: what a chunk must be, each
+        # module's state keys (full key, the module's own key) and its output for a chunk with
+        # no new sample along time.
+        self._chunk_shape: tuple[int, ...] = ()
+        self._state_keys: frozenset[str] = frozenset()
+        self._own_keys: dict[fx.Node, list[tuple[str, str]]] = {}
+        self._no_output: dict[fx.Node, Tensor] = {}
 
     def _find_axis(self) -> int:
         for module in self.model.modules():
@@ -319,47 +330,70 @@ class Streamer(nn.Module):
         dim = self.axis + 2
         values: dict[fx.Node, Any] = {}
         for node in self.graph.nodes:
-            args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: values[n])
             if node.op == "placeholder":
-                out = chunk
-            elif node.op == "get_attr":
-                out = _fetch(self.model, node.target)
-            elif node.op == "output":
+                values[node] = chunk
+                continue
+            args, kwargs = fx.node.map_arg((node.args, node.kwargs), values.__getitem__)
+            if node.op == "output":
                 return args[0]
+            if node.op == "get_attr":
+                out = _fetch(self.model, node.target)
             elif node.op == "call_function":
                 out = node.target(*args, **kwargs)
             elif node.op == "call_method":
                 out = getattr(args[0], node.target)(*args[1:], **kwargs)
+            elif init is not None:
+                out = self._first_call(node, args, kwargs, new_state, init)
             else:
-                module = self.model.get_submodule(node.target)
-                x = args[0]
-                if not _streams_itself(module):
-                    out = module(*args, **kwargs) if x.shape[dim] else x.new_zeros(self._empty(node, x))
-                else:
-                    prefix = f"{node.target}."
-                    if init is not None:
-                        other = [s for i, s in enumerate(x.shape[2:]) if i != self.axis]
-                        # nn.Module's stubs type an unknown attribute as Tensor | Module
-                        init_state = cast(Callable[..., dict[str, Tensor]], module.init_state)
-                        own = init_state(x.shape[0], other, device=init[0], dtype=init[1])
-                        new_state.update({prefix + k: v for k, v in own.items()})
-                    else:
-                        streamed = cast(dict[str, Tensor], state)  # None only while init_state runs
-                        own = {k[len(prefix) :]: v for k, v in streamed.items() if k.startswith(prefix)}
-                    if x.shape[dim]:
-                        step = cast(Callable[..., tuple[Tensor, dict[str, Tensor]]], module.step)
-                        out, own = step(x, own)
-                    else:
-                        out = x.new_zeros(self._empty(node, x))
-                    if init is None:
-                        new_state.update({prefix + k: v for k, v in own.items()})
-                if init is not None:
-                    self._out_shapes[node.name] = tuple(out.shape[1:])
+                out = self._call(node, args, kwargs, cast(dict[str, Tensor], state), new_state, dim)
             values[node] = out
         raise AssertionError("unreachable: an fx graph ends with its output node")
 
-    def _empty(self, node: fx.Node, x: Tensor) -> tuple[int, ...]:
-        return with_length((x.shape[0], *self._out_shapes[node.name]), self.axis + 2, 0)
+    def _call(
+        self,
+        node: fx.Node,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        state: dict[str, Tensor],
+        new_state: dict[str, Tensor],
+        dim: int,
+    ) -> Tensor:
+        """A module's output for the next chunk; a module that streams itself steps its state."""
+        module, x = self._called[node], args[0]
+        if node not in self._self_streaming:
+            return module(*args, **kwargs) if x.shape[dim] else self._no_output[node]
+        keys = self._own_keys[node]
+        if not x.shape[dim]:  # a strided stage before it gave no new sample: nothing changes
+            new_state.update((key, state[key]) for key, _ in keys)
+            return self._no_output[node]
+        step = cast(Callable[..., tuple[Tensor, dict[str, Tensor]]], module.step)
+        out, own = step(x, {name: state[key] for key, name in keys})
+        new_state.update((key, own[name]) for key, name in keys)
+        return out
+
+    def _first_call(
+        self,
+        node: fx.Node,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        new_state: dict[str, Tensor],
+        init: tuple[Any, torch.dtype],
+    ) -> Tensor:
+        """As :meth:`_call`, from a new state, learning the module's state keys and output shape."""
+        module, x = self._called[node], args[0]
+        if node in self._self_streaming:
+            other = [s for i, s in enumerate(x.shape[2:]) if i != self.axis]
+            # nn.Module's stubs type an unknown attribute as Tensor | Module
+            init_state = cast(Callable[..., dict[str, Tensor]], module.init_state)
+            own = init_state(x.shape[0], other, device=init[0], dtype=init[1])
+            self._own_keys[node] = [(f"{node.target}.{name}", name) for name in own]
+            new_state.update({f"{node.target}.{name}": value for name, value in own.items()})
+            step = cast(Callable[..., tuple[Tensor, dict[str, Tensor]]], module.step)
+            out, _ = step(x, own)
+        else:
+            out = module(*args, **kwargs)
+        self._no_output[node] = out.new_zeros(with_length(out.shape, self.axis + 2, 0))
+        return out
 
 
 def _fetch(model: nn.Module, target: str) -> Any:
