@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -63,6 +64,25 @@ def _erf(args: argparse.Namespace) -> None:
     except OSError as error:  # checked above, but the folder can still refuse the write
         args.error(f"cannot write {args.out!r}: {error.strerror or error}")
     print(f"\nwrote {args.out}")
+
+
+def _export_hub(args: argparse.Namespace) -> None:
+    try:
+        from .models.hub import HubModel
+    except ImportError:
+        args.error("export-hub needs huggingface_hub: pip install 'recconv[hub]'")
+    if args.folder.exists() and (not args.folder.is_dir() or any(args.folder.iterdir())):
+        args.error(f"{args.folder} is not empty; name a new folder (nothing is overwritten)")
+    try:
+        shared = HubModel.from_checkpoint(args.checkpoint)
+    except (FileNotFoundError, ValueError) as error:
+        args.error(str(error))
+    shared.save_pretrained(args.folder)
+    print(
+        f"wrote {args.folder}: config.json, model.safetensors, README.md\n"
+        f"load it with HubModel.from_pretrained({str(args.folder)!r}) (from recconv.models.hub import HubModel); "
+        "upload it with .push_to_hub('user/name')"
+    )
 
 
 def _profile(args: argparse.Namespace) -> None:
@@ -241,6 +261,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-color", action="store_true", help="color D on a log scale to show the faint reach"
     )
     erf.set_defaults(run=_erf, error=erf.error)
+
+    export_hub = commands.add_parser(
+        "export-hub",
+        help="turn an example's checkpoint into a Hugging Face folder (config.json, model.safetensors)",
+    )
+    export_hub.add_argument(
+        "checkpoint", type=Path, help="a checkpoint an example wrote, e.g. runs/NAME/recconv.pt"
+    )
+    export_hub.add_argument("folder", type=Path, help="a new or empty folder")
+    export_hub.set_defaults(run=_export_hub, error=export_hub.error)
 
     prof = commands.add_parser(
         "profile", help="params, FLOPs, latency and memory of RecConv, a k-kernel conv and a dense conv"
