@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from .checkpoint import load_checkpoint
+from .recnext import RecNeXt
 from .registry import create_model
 
 
@@ -50,7 +50,7 @@ def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
     }
 
 
-def load_model(path: str | os.PathLike) -> nn.Module:
+def load_model(path: str | os.PathLike) -> RecNeXt:
     """The model a recconv example trained, rebuilt from its checkpoint, with its weights, in eval mode.
 
     The checkpoint names the preset and its overrides under ``"model_config"``; what the example
