@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -26,14 +27,15 @@ def _costs(args: argparse.Namespace) -> None:
 
 
 def _erf(args: argparse.Namespace) -> None:
-    from .analysis import check_figure_path, model_erf, plot_erfs, ratio_table, recconv_erfs
+    from .analysis import check_figure_path, checkpoint_erf, model_erf, plot_erfs, ratio_table, recconv_erfs
 
     try:
         check_figure_path(args.out)  # before minutes of gradients, not after
     except (ImportError, ValueError) as error:
         args.error(str(error))
-    common = {"size": args.size, "samples": args.samples, "seed": args.seed, "progress": True}
-    if args.model is not None:
+    common = {"samples": args.samples, "seed": args.seed, "progress": True}
+    size = args.size[0] if args.size is not None and len(args.size) == 1 else args.size
+    if args.model is not None or args.checkpoint is not None:
         layer_options = {
             "--dims": args.dims,
             "--kernel-size": args.kernel_size,
@@ -41,20 +43,28 @@ def _erf(args: argparse.Namespace) -> None:
             "--channels": args.channels,
         }
         given = [flag for flag, value in layer_options.items() if value is not None]
+        source = "--model" if args.model is not None else "--checkpoint"
         if given:
-            args.error(f"--model reads its layout from the model; drop {' '.join(given)}")
+            args.error(f"{source} reads its layout from the model; drop {' '.join(given)}")
         try:
-            results = [model_erf(args.model, checkpoint=args.checkpoint, **common)]
-        except (ValueError, OSError) as error:  # a bad name or an unreadable or missing checkpoint
-            args.error(str(error))
+            if args.model is not None:
+                results = [model_erf(args.model, checkpoint=args.checkpoint, size=size, **common)]
+            else:  # the checkpoint rebuilds its own model (recconv.models.load_model)
+                results = [checkpoint_erf(args.checkpoint, size=size, **common)]
+        except (ValueError, OSError) as error:  # a bad name or size, an unreadable or missing checkpoint
+            message = str(error)
+            if "holds no 'model_config'" in message:
+                message += "; or name its architecture with --model NAME"
+            args.error(message)
     else:
-        if args.checkpoint is not None:
-            args.error("--checkpoint needs --model")
+        if isinstance(size, list):
+            args.error("--size takes one value for RecConv layers (the same on every axis)")
         results = recconv_erfs(
             args.dims or 2,
             args.kernel_size or 5,
             args.levels or [0, 1, 2, 3],
             channels=args.channels or 8,
+            size=size,
             **common,
         )
     print(ratio_table(results))
@@ -63,6 +73,25 @@ def _erf(args: argparse.Namespace) -> None:
     except OSError as error:  # checked above, but the folder can still refuse the write
         args.error(f"cannot write {args.out!r}: {error.strerror or error}")
     print(f"\nwrote {args.out}")
+
+
+def _export_hub(args: argparse.Namespace) -> None:
+    try:
+        from .models.hub import HubModel
+    except ImportError:
+        args.error("export-hub needs huggingface_hub: pip install 'recconv[hub]'")
+    if args.folder.exists() and (not args.folder.is_dir() or any(args.folder.iterdir())):
+        args.error(f"{args.folder} is not empty; name a new folder (nothing is overwritten)")
+    try:
+        shared = HubModel.from_checkpoint(args.checkpoint)
+    except (FileNotFoundError, ValueError) as error:
+        args.error(str(error))
+    shared.save_pretrained(args.folder)
+    print(
+        f"wrote {args.folder}: config.json, model.safetensors, README.md\n"
+        f"load it with HubModel.from_pretrained({str(args.folder)!r}) (from recconv.models.hub import HubModel); "
+        "upload it with .push_to_hub('user/name')"
+    )
 
 
 def _profile(args: argparse.Namespace) -> None:
@@ -222,12 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
     # None marks "not given": --model refuses layer options.
     _add_layer_options(erf, dims=None, levels=None, kernel_size=None, channels=None, several_ranks=False)
     erf.add_argument("--model", metavar="NAME", help="a backbone from recconv.models.list_models()")
-    erf.add_argument("--checkpoint", metavar="PATH", help="weights for --model")
+    erf.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="a checkpoint an example wrote (it rebuilds its model), or weights for --model",
+    )
     erf.add_argument(
         "--size",
         type=_positive,
-        help="input size per axis (default: layers, the largest receptive field + 2k, rounded up to a multiple "
-        "of 2**level; models, their preset's input: "
+        nargs="+",
+        metavar="N",
+        help="input size, one value for every axis or one per axis (default: layers, the largest receptive "
+        "field + 2k, rounded up to a multiple of 2**level; checkpoints, the size their data info records; "
+        "models, their preset's input: "
         + "; ".join(  # recconv.models.PRESETS, which model_erf reads
             f"{'x'.join(map(str, size))} for {', '.join(n for n, p in PRESETS.items() if p.input_size[1:] == size)}"
             for size in dict.fromkeys(p.input_size[1:] for p in PRESETS.values())
@@ -241,6 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-color", action="store_true", help="color D on a log scale to show the faint reach"
     )
     erf.set_defaults(run=_erf, error=erf.error)
+
+    export_hub = commands.add_parser(
+        "export-hub",
+        help="turn an example's checkpoint into a Hugging Face folder (config.json, model.safetensors)",
+    )
+    export_hub.add_argument(
+        "checkpoint", type=Path, help="a checkpoint an example wrote, e.g. runs/NAME/recconv.pt"
+    )
+    export_hub.add_argument("folder", type=Path, help="a new or empty folder")
+    export_hub.set_defaults(run=_export_hub, error=export_hub.error)
 
     prof = commands.add_parser(
         "profile", help="params, FLOPs, latency and memory of RecConv, a k-kernel conv and a dense conv"

@@ -407,7 +407,10 @@ def test_cli_profile_prints_a_table(capsys, fmt):
             ["erf", "--model", "m0", "--channels", "4"],
             "--model reads its layout from the model; drop --channels",
         ),
-        (["erf", "--checkpoint", "w.pth"], "--checkpoint needs --model"),
+        (
+            ["erf", "--checkpoint", "w.pt", "--dims", "1"],
+            "--checkpoint reads its layout from the model; drop --dims",
+        ),
         (
             ["erf", "--out", "/no/such/folder/erf.png"],
             "cannot save a figure to '/no/such/folder/erf.png': folder '/no/such/folder' does not exist",

@@ -5,7 +5,16 @@ Plotting needs matplotlib and progress bars need tqdm; both are imported only wh
 """
 
 from .costs import Costs, costs_table, model_costs
-from .erf import THRESHOLDS, AreaRatio, ERFResult, erf, model_erf, ratio_table, recconv_erfs
+from .erf import (
+    THRESHOLDS,
+    AreaRatio,
+    ERFResult,
+    checkpoint_erf,
+    erf,
+    model_erf,
+    ratio_table,
+    recconv_erfs,
+)
 from .plot import check_figure_path, plot_erfs
 from .profile import FORMATS, ProfileRow, count_costs, format_rows, profile, saved_bytes
 
@@ -17,6 +26,7 @@ __all__ = [
     "ERFResult",
     "ProfileRow",
     "check_figure_path",
+    "checkpoint_erf",
     "costs_table",
     "count_costs",
     "erf",

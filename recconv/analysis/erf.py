@@ -20,17 +20,19 @@ map), the side and ratio are ``None``.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._util import look_up, per_rank
+from .._util import as_tuple, look_up, per_rank
 from ..core import RECCONV
-from ..models import PRESETS, create_model, list_models
+from ..models import PRESETS, create_model, list_models, load_model
 from ..theory import receptive_field
 from .progress import progress_bar
 
@@ -220,7 +222,7 @@ def recconv_erfs(
 def model_erf(
     name: str,
     *,
-    size: int | None = None,
+    size: int | Sequence[int] | None = None,
     checkpoint: str | None = None,
     samples: int = DEFAULT_SAMPLES,
     seed: int = 0,
@@ -229,11 +231,11 @@ def model_erf(
     """ERF of a named backbone from :func:`recconv.models.create_model`, at its last feature map.
 
     The model is built in eval mode on the CPU and fed its preset's input shape
-    (``recconv.models.PRESETS[name].input_size``), or ``size`` samples along every axis.
+    (``recconv.models.PRESETS[name].input_size``), or ``size`` (one int for every axis, or one per axis).
 
     Args:
         name: A name from ``recconv.models.list_models()``.
-        size: Input size per axis; default: the preset's input.
+        size: Input size, an int for every axis or one per axis; default: the preset's input.
         checkpoint: Weights to load (``create_model(..., checkpoint_path=checkpoint)``).
         samples: Random inputs.
         seed: Seed of the inputs.
@@ -243,14 +245,80 @@ def model_erf(
         ``(name, result)``.
 
     Raises:
-        ValueError: If the name is unknown.
+        ValueError: If the name is unknown or ``size`` does not fit the preset's axes.
     """
     look_up(name, list_models(), what="model", owner="model_erf")
     options: dict[str, Any] = {} if checkpoint is None else {"checkpoint_path": checkpoint}
     model = create_model(name, **options).eval()
     channels, *spatial = PRESETS[name].input_size
-    shape = (1, channels, *(spatial if size is None else (size,) * len(spatial)))
+    if size is not None:
+        spatial = list(as_tuple(size, len(spatial), "size", "model_erf", minimum=1))
+    shape = (1, channels, *spatial)
     return name, erf(model.forward_features, shape, samples=samples, seed=seed, progress=progress)
+
+
+def checkpoint_erf(
+    path: str | os.PathLike,
+    *,
+    size: int | Sequence[int] | None = None,
+    samples: int = DEFAULT_SAMPLES,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[str, ERFResult]:
+    """ERF of a model a recconv example trained, rebuilt from its checkpoint alone
+    (:func:`recconv.models.load_model`), at its last feature map.
+
+    The input is what the model was trained on: its channels, and the spatial size the checkpoint's
+    data info records (``input_size``; else the sequence ``length``, the video ``frames`` and
+    ``size``, the image ``image_size`` or ``size``). For a front end that changes the size (the audio
+    example's log-mel features) the checkpoint does not say it: pass ``size``.
+
+    Args:
+        path: A checkpoint an example wrote, e.g. ``runs/audio_keywords/recconv.pt``.
+        size: Input size per spatial axis (an int for every axis, or one per axis) instead.
+        samples: Random inputs.
+        seed: Seed of the inputs.
+        progress: Show a tqdm bar (only on a terminal).
+
+    Returns:
+        ``(file name without suffix, result)``, e.g. ``("recconv", ...)``.
+
+    Raises:
+        FileNotFoundError: If there is no file at ``path``.
+        ValueError: If the file is no checkpoint with a model config, or neither it nor ``size``
+            gives the input size.
+    """
+    model = load_model(path)
+    dims = model.spatial_dims
+    if size is None:
+        data: dict[str, Any] = model.pretrained_cfg["data"]  # type: ignore[index,assignment]  # set by load_model
+        spatial = _trained_size(data, dims)
+        if spatial is None:
+            raise ValueError(
+                f"checkpoint_erf: {path} does not record the {dims}D input size the model was trained on "
+                f"(its data info has {sorted(data)}); pass size (recconv erf --size N [N ...])"
+            )
+    else:
+        spatial = as_tuple(size, dims, "size", "checkpoint_erf", minimum=1)
+    shape = (1, model.in_chans, *spatial)
+    return Path(path).stem, erf(model.forward_features, shape, samples=samples, seed=seed, progress=progress)
+
+
+def _trained_size(data: dict[str, Any], spatial_dims: int) -> tuple[int, ...] | None:
+    """The spatial input size an example's data info records, if it fits ``spatial_dims``."""
+    if "input_size" in data:
+        spatial = tuple(data["input_size"][1:])
+    elif "length" in data:
+        spatial = (data["length"],)
+    elif "frames" in data:
+        spatial = (data["frames"], *as_tuple(data["size"], 2, "size", "checkpoint_erf"))
+    elif "image_size" in data:
+        spatial = tuple(data["image_size"])
+    elif "size" in data:
+        spatial = (data["size"],) * spatial_dims
+    else:
+        return None
+    return spatial if len(spatial) == spatial_dims else None
 
 
 def ratio_table(results: Sequence[tuple[str, ERFResult]]) -> str:

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from .checkpoint import load_checkpoint
+from .recnext import RecNeXt
 from .registry import create_model
 
 
@@ -24,7 +24,33 @@ def _read(path: Path) -> dict[str, Any]:
     return saved if isinstance(saved, dict) else {}
 
 
-def load_model(path: str | os.PathLike) -> nn.Module:
+def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The preset, its options and what the example knew about its data, from a checkpoint an
+    example wrote: the ``pretrained_cfg`` of :func:`load_model`, without building the model.
+
+    Raises:
+        FileNotFoundError: If there is no file at ``path``.
+        ValueError: If the file is not a readable checkpoint or holds no ``"model_config"``.
+    """
+    path = Path(path)
+    saved = _read(path)
+    config = saved.get("model_config")
+    if not isinstance(config, dict) or not isinstance(config.get("preset"), str):
+        raise ValueError(
+            f"load_model: {path} holds no 'model_config' (preset and options) to rebuild the model from; "
+            "build it with create_model(...) and load the weights with load_checkpoint(model, path)"
+        )
+    return {
+        "preset": config["preset"],
+        "options": config.get("options", {}),
+        "classes": saved.get("classes"),
+        "front_end": saved.get("front_end", {}),
+        "data": saved.get("data", {}),
+        "example": saved.get("example"),
+    }
+
+
+def load_model(path: str | os.PathLike) -> RecNeXt:
     """The model a recconv example trained, rebuilt from its checkpoint, with its weights, in eval mode.
 
     The checkpoint names the preset and its overrides under ``"model_config"``; what the example
@@ -51,22 +77,8 @@ def load_model(path: str | os.PathLike) -> nn.Module:
         >>> model.pretrained_cfg["classes"], model.training
         (['a', 'b', 'c'], False)
     """
-    path = Path(path)
-    saved = _read(path)
-    config = saved.get("model_config")
-    if not isinstance(config, dict) or not isinstance(config.get("preset"), str):
-        raise ValueError(
-            f"load_model: {path} holds no 'model_config' (preset and options) to rebuild the model from; "
-            "build it with create_model(...) and load the weights with load_checkpoint(model, path)"
-        )
-    model = create_model(config["preset"], **config.get("options", {}))
+    config = read_model_config(path)
+    model = create_model(config["preset"], **config["options"])
     load_checkpoint(model, path)
-    model.pretrained_cfg = {  # type: ignore[assignment]
-        "preset": config["preset"],
-        "options": config.get("options", {}),
-        "classes": saved.get("classes"),
-        "front_end": saved.get("front_end", {}),
-        "data": saved.get("data", {}),
-        "example": saved.get("example"),
-    }
+    model.pretrained_cfg = config  # type: ignore[assignment]
     return model.eval()
