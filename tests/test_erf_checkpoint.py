@@ -32,7 +32,7 @@ def _checkpoint(path: Path, preset: str, options: dict, **extra: object) -> Path
 def test_cli_plots_the_erf_of_an_example_checkpoint_without_model(sequence_run, tmp_path, capsys) -> None:
     out, results = sequence_run
     figure = tmp_path / "erf.png"
-    for name in ("recconv", "baseline"):
+    for name in ("recconv", "small"):
         argv = ["erf", "--checkpoint", str(out / f"{name}.pt"), "--samples", "1", "--out", str(figure)]
         assert main(argv) == 0
         printed = capsys.readouterr().out
@@ -44,7 +44,7 @@ def test_the_input_is_what_the_example_trained_on(sequence_run) -> None:
     out, results = sequence_run
     label, result = checkpoint_erf(out / "recconv.pt", samples=1)
     assert label == "recconv" and result.scores.shape == (results["data"]["length"],)
-    _, resized = checkpoint_erf(out / "baseline.pt", size=96, samples=1)
+    _, resized = checkpoint_erf(out / "small.pt", size=96, samples=1)
     assert resized.scores.shape == (96,) and resized.support > 0
 
 
