@@ -16,9 +16,9 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -47,9 +47,6 @@ class LargeKernelConv(nn.Module):
     Taps farther than ``size - 1`` from the centre only ever meet padding, so ``forward`` drops
     them for inputs smaller than the kernel: the same output for less work.
     """
-
-    liftable = False
-    recomputable = True
 
     def __init__(
         self,
@@ -132,7 +129,7 @@ class DilatedStack(nn.Sequential):
 
     @property
     def spatial_dims(self) -> int:
-        return self[0].weight.dim() - 2
+        return len(cast(nn.modules.conv._ConvNd, self[0]).kernel_size)
 
 
 @dataclass(frozen=True)
@@ -169,7 +166,8 @@ class DilatedMixer:
         self, channels: int, *, level: int, stage: int, spatial_dims: int, **factory: Any
     ) -> nn.Module:
         kernel, _ = _geometry(self, spatial_dims)
-        conv_class = per_rank(CONV, spatial_dims)
+        # Called with tuples of its rank, which the per-rank stubs (tuple[int], ...) cannot say.
+        conv_class: Callable[..., nn.modules.conv._ConvNd] = per_rank(CONV, spatial_dims)
         return DilatedStack(
             *(
                 conv_class(
@@ -221,10 +219,9 @@ class GlobalConv(nn.Module):
         super().__init__()
         self.in_channels, self.spatial_dims = channels, spatial_dims
         shape = (spatial_dims, 2, channels, modes)  # axis, side (back, ahead), channel, mode
-        factory = {"device": device, "dtype": dtype}
-        self.log_rate = nn.Parameter(torch.empty(shape, **factory))
-        self.frequency = nn.Parameter(torch.empty(shape, **factory))
-        self.weight = nn.Parameter(torch.empty(shape, **factory))
+        self.log_rate = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
+        self.frequency = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
+        self.weight = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
