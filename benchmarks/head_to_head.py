@@ -3,8 +3,8 @@
 Trains every token mixer the examples accept (``--mixer``: recconv, small, dense, dilated, wavelet,
 fft, recattn; see :mod:`recconv.models.mixers`) on every example's embedded default data, with the
 example's default network, budget and seed: only the mixer changes. Then measures what does not
-depend on the weights (inference latency per example, saved-for-backward memory, the exact
-receptive field) and writes the tables, figures and the facts of the verdict into
+depend on the weights (inference latency per example and the time of a training step, the mixers
+interleaved; saved-for-backward memory; the exact receptive field) and writes the tables, figures and the facts of the verdict into
 ``docs/comparison.md`` (between its ``head-to-head`` markers; the prose around them is kept).
 
 Every run is a folder ``RUNS/<task>/<mixer>-seed<N>`` of the example's own format: a stopped
@@ -48,7 +48,7 @@ from recconv.theory import receptive_field  # noqa: E402
 
 TASKS = ("audio_keywords", "video_actions", "image_pathfinder", "sequence_long_range")
 BEGIN, END = "<!-- head-to-head:begin -->", "<!-- head-to-head:end -->"
-LATENCY_ROUNDS = {"full": 30, "smoke": 2}
+TIMING_ROUNDS = {"full": 7, "smoke": 1}
 
 
 def run_folder(runs: Path, task: str, mixer: str, seed: int) -> Path:
@@ -130,6 +130,9 @@ def collect(runs: Path, tasks: Sequence[str], mixers: Sequence[str]) -> dict[str
                     "train_seconds": model["train_seconds"],
                     "threads": results["training"]["threads_per_process"],
                     "input_shape": results["data"]["input_shape"],
+                    "steps": results["training"]["epochs"]
+                    * math.ceil(results["data"]["train"] / results["training"]["batch_size"]),
+                    "batch_size": results["training"]["batch_size"],
                     "spec": results["run"]["models"][mixer],
                 }
             )
@@ -146,19 +149,32 @@ def measure(spec: dict[str, Any], input_shape: Sequence[int]) -> dict[str, Any]:
     }
 
 
-def latencies(specs: dict[str, dict], input_shape: Sequence[int], rounds: int) -> dict[str, float]:
-    """Median ms of one eval forward on one example, the mixers interleaved round by round."""
-    models = {name: create_model(spec["preset"], **spec["options"]).eval() for name, spec in specs.items()}
-    x = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(0))
-    times: dict[str, list[float]] = {name: [] for name in models}
-    with torch.no_grad():
-        for round_index in range(rounds + 2):  # two warm-up rounds
-            for name, model in models.items():
+def timings(
+    specs: dict[str, dict], input_shape: Sequence[int], batch_size: int, rounds: int
+) -> dict[str, dict[str, float]]:
+    """Median ms of one eval forward on one example (``latency_ms``) and of one training forward and
+    backward on a batch (``step_ms``), the mixers interleaved round by round, so that a machine's
+    load weighs on every mixer alike (the training runs' own clocks do not share their load)."""
+    models = {name: create_model(spec["preset"], **spec["options"]) for name, spec in specs.items()}
+    generator = torch.Generator().manual_seed(0)
+    one, batch = (
+        torch.randn(1, *input_shape, generator=generator),
+        torch.randn(batch_size, *input_shape, generator=generator),
+    )
+    times: dict[str, dict[str, list[float]]] = {name: {"latency_ms": [], "step_ms": []} for name in models}
+    for round_index in range(rounds + 1):  # a warm-up round
+        for name, model in models.items():
+            with torch.no_grad():
                 start = time.perf_counter()
-                model(x)
-                if round_index >= 2:
-                    times[name].append(1e3 * (time.perf_counter() - start))
-    return {name: statistics.median(values) for name, values in times.items()}
+                model.eval()(one)
+                latency = time.perf_counter() - start
+            start = time.perf_counter()
+            model.train()(batch).logsumexp(-1).mean().backward()
+            step = time.perf_counter() - start
+            if round_index:
+                times[name]["latency_ms"].append(1e3 * latency)
+                times[name]["step_ms"].append(1e3 * step)
+    return {name: {k: statistics.median(v) for k, v in kinds.items()} for name, kinds in times.items()}
 
 
 def pareto(points: dict[str, tuple[float, float]]) -> set[str]:
@@ -181,8 +197,8 @@ def summarize(found: dict[str, list[dict]], smoke: bool) -> list[dict[str, Any]]
         return []
     first = next(iter(found.values()))[0]
     input_shape = first["input_shape"]
-    speeds = latencies({m: runs[0]["spec"] for m, runs in found.items()}, input_shape,
-                       LATENCY_ROUNDS["smoke" if smoke else "full"])  # fmt: skip
+    speeds = timings({m: runs[0]["spec"] for m, runs in found.items()}, input_shape, first["batch_size"],
+                     TIMING_ROUNDS["smoke" if smoke else "full"])  # fmt: skip
     rows = []
     for mixer in sorted(found, key=MIXERS.index):
         runs = found[mixer]
@@ -198,11 +214,12 @@ def summarize(found: dict[str, list[dict]], smoke: bool) -> list[dict[str, Any]]
                 "epoch_seconds": statistics.fmean(r["epoch_seconds"] for r in runs),
                 "train_seconds": statistics.fmean(r["train_seconds"] for r in runs),
                 "threads": sorted({r["threads"] for r in runs}),
-                "latency_ms": speeds[mixer],
+                **speeds[mixer],
+                "train_estimate": speeds[mixer]["step_ms"] * runs[0]["steps"] / 1e3,
                 **measure(runs[0]["spec"], input_shape),
             }
         )
-    time_front = pareto({r["mixer"]: (r["train_seconds"], r["accuracy"]) for r in rows})
+    time_front = pareto({r["mixer"]: (r["train_estimate"], r["accuracy"]) for r in rows})
     flop_front = pareto({r["mixer"]: (r["flops"], r["accuracy"]) for r in rows})
     best_per_flop = max(rows, key=lambda r: r["accuracy"] / r["flops"])["mixer"]
     for row in rows:
@@ -218,16 +235,17 @@ def _field(values: Sequence[float]) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| mixer | test accuracy | seeds | params | FLOPs / example | s / epoch | latency (ms) | saved (MiB) "
-        "| receptive field | Pareto: time | Pareto: FLOPs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| mixer | test accuracy | seeds | params | FLOPs / example | training (s) | s / epoch as run | latency (ms) "
+        "| saved (MiB) | receptive field | Pareto: time | Pareto: FLOPs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         spread = f" ± {100 * r['std']:.1f}" if r["std"] is not None else ""
         best = "**" if r["accuracy"] == max(x["accuracy"] for x in rows) else ""
         lines.append(
             f"| `{r['mixer']}` | {best}{100 * r['accuracy']:.1f}{spread} %{best} | {len(r['seeds'])} "
-            f"| {r['params']:,} | {r['flops'] / 1e6:.1f} M | {r['epoch_seconds']:.1f} | {r['latency_ms']:.1f} "
+            f"| {r['params']:,} | {r['flops'] / 1e6:.1f} M | {r['train_estimate']:.1f} | {r['epoch_seconds']:.1f} "
+            f"| {r['latency_ms']:.1f} "
             f"| {r['saved_mib']:.2f} | {_field(r['receptive_field'])} | {'yes' if r['time_front'] else ''} "
             f"| {'yes' if r['flop_front'] else ''} |"
         )
@@ -260,14 +278,14 @@ def figure(task: str, rows: list[dict[str, Any]], path: Path) -> None:
     for r in rows:
         marker = "o" if r["time_front"] else "x"
         ax.errorbar(
-            r["train_seconds"], 100 * r["accuracy"], yerr=100 * (r["std"] or 0), fmt=marker, capsize=3
+            r["train_estimate"], 100 * r["accuracy"], yerr=100 * (r["std"] or 0), fmt=marker, capsize=3
         )
         ax.annotate(
-            r["mixer"], (r["train_seconds"], 100 * r["accuracy"]), textcoords="offset points", xytext=(4, 4)
+            r["mixer"], (r["train_estimate"], 100 * r["accuracy"]), textcoords="offset points", xytext=(4, 4)
         )
-    front = sorted((r["train_seconds"], 100 * r["accuracy"]) for r in rows if r["time_front"])
+    front = sorted((r["train_estimate"], 100 * r["accuracy"]) for r in rows if r["time_front"])
     ax.step(*zip(*front), where="post", color="grey", linewidth=1, label="Pareto front")
-    ax.set_xlabel("training seconds (mean over seeds)")
+    ax.set_xlabel("training seconds (interleaved estimate)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(task)
     ax.legend(loc="lower right")
@@ -282,6 +300,14 @@ def commit() -> str:
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
     return "unknown"
+
+
+def run_commits(runs: Path) -> list[str]:
+    try:
+        entries = [json.loads(line) for line in (runs / "log.jsonl").read_text().splitlines() if line]
+    except OSError:
+        return []
+    return sorted({e.get("commit", "unknown") for e in entries if e["status"] == "complete"})
 
 
 def wall_time(runs: Path) -> str:
@@ -301,8 +327,12 @@ def page(
     parts = [
         f"Generated by `python benchmarks/head_to_head.py` at commit `{commit()}` on "
         f"{datetime.now(timezone.utc):%Y-%m-%d}, torch {torch.__version__}; {wall_time(runs)}. "
-        "Latency: median of interleaved eval forwards on one example, "
-        f"{torch.get_num_threads()} thread(s). Saved memory: tensors autograd keeps for backward, per example.",
+        f"Timed here on {torch.get_num_threads()} thread(s), the mixers interleaved round by round (medians): "
+        "*latency* is one eval forward on one example; *training (s)* is one training forward and backward "
+        "on a batch times the run's steps, the time axis of the Pareto front (*s / epoch as run* is the runs' "
+        "own clock, which also counts the optimizer and data, under whatever load each run met). *Saved*: the "
+        "tensors autograd keeps for backward, per example. Runs trained at commit(s) "
+        f"{', '.join(f'`{c}`' for c in run_commits(runs)) or 'unknown'}.",
     ]
     for task in tasks:
         parts.append(f"### {task}")
