@@ -24,12 +24,13 @@ import contextlib
 import io
 import json
 import math
+import os
 import re
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,43 @@ def read_results(folder: Path) -> dict[str, Any] | None:
         return None
 
 
+def _held_by_a_live_process(lock: Path) -> bool:
+    try:
+        os.kill(int(lock.read_text()), 0)  # signal 0: only asks whether the process exists
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _take(lock: Path) -> bool:
+    for _ in range(2):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if _held_by_a_live_process(lock):
+                return False
+            lock.unlink(missing_ok=True)  # left by a stopped process
+            continue
+        os.write(descriptor, str(os.getpid()).encode())
+        os.close(descriptor)
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def claimed(folder: Path) -> Iterator[bool]:
+    """Whether this process may train into ``folder``: it holds the folder's lock file for the block
+    unless a live process holds it, so processes side by side never train one run twice."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / ".head_to_head.lock"
+    mine = _take(lock)
+    try:
+        yield mine
+    finally:
+        if mine:
+            lock.unlink(missing_ok=True)
+
+
 def train_missing(
     runs: Path, tasks: Sequence[str], mixers: Sequence[str], seeds: Sequence[int], smoke: bool
 ) -> None:
@@ -73,18 +111,19 @@ def train_missing(
         for mixer in mixers:
             for task in tasks:
                 folder = run_folder(runs, task, mixer, seed)
-                results = read_results(folder)
-                if results is not None and results.get("status") == "complete":
-                    continue
-                argv = ["--mixer", mixer, "--seed", str(seed), "--out", str(folder), "--device", "cpu"]
-                argv += ["--smoke"] * smoke + ["--resume"] * (folder / "results.json").is_file()
-                print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {task} {mixer} seed {seed}", flush=True)
-                start, status = time.perf_counter(), "complete"
-                try:
-                    examples[task].main(argv)
-                except (Exception, SystemExit) as err:  # an argparse error exits; report it and go on
-                    status = f"failed: {type(err).__name__}: {err}"
-                    print(f"  {status}", flush=True)
+                with claimed(folder) as mine:
+                    results = read_results(folder)
+                    if not mine or (results is not None and results.get("status") == "complete"):
+                        continue  # another process trains it, or it is done
+                    argv = ["--mixer", mixer, "--seed", str(seed), "--out", str(folder), "--device", "cpu"]
+                    argv += ["--smoke"] * smoke + ["--resume"] * (folder / "results.json").is_file()
+                    start, status = time.perf_counter(), "complete"
+                    print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {task} {mixer} seed {seed}", flush=True)
+                    try:
+                        examples[task].main(argv)
+                    except (Exception, SystemExit) as err:  # an argparse error exits; report it and go on
+                        status = f"failed: {type(err).__name__}: {err}"
+                        print(f"  {status}", flush=True)
                 entry = {
                     "task": task,
                     "mixer": mixer,

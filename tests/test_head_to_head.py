@@ -31,6 +31,16 @@ def test_a_third_seed_goes_where_the_spread_is_wide():
     assert head_to_head.wide_spreads(found, points=5) == [("a", "recconv")]
 
 
+def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path: Path):
+    folder = tmp_path / "run"
+    with head_to_head.claimed(folder) as first, head_to_head.claimed(folder) as second:
+        assert (first, second) == (True, False)
+    (folder / ".head_to_head.lock").write_text("999999999")  # a process that no longer runs
+    with head_to_head.claimed(folder) as third:
+        assert third
+    assert not (folder / ".head_to_head.lock").exists()
+
+
 def test_the_page_keeps_its_prose_around_the_generated_part(tmp_path: Path):
     page = tmp_path / "comparison.md"
     page.write_text(
