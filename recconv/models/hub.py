@@ -58,8 +58,8 @@ class HubModel(
         >>> folder = tempfile.mkdtemp()
         >>> shared.save_pretrained(folder)  # model.push_to_hub("user/name") uploads the same folder
         >>> loaded = HubModel.from_pretrained(folder)
-        >>> loaded.model.pretrained_cfg["classes"]
-        ['no', 'yes']
+        >>> loaded.model.pretrained_cfg["classes"], loaded.training
+        (['no', 'yes'], False)
         >>> x = torch.randn(1, 1, 256)
         >>> torch.equal(loaded(x), shared.eval()(x))
         True
