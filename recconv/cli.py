@@ -246,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
         "erf",
         help="effective receptive fields (RepLKNet's method): a figure and the area ratios",
         description="Effective receptive fields of RecConv layers per level (default: --dims 2 "
-        "--kernel-size 5 --levels 0 1 2 3 --channels 8) or of a backbone (--model).",
+        "--kernel-size 5 --levels 0 1 2 3 --channels 8), of a backbone (--model) or of a model an example "
+        "trained (--checkpoint alone).",
     )
     # None marks "not given": --model refuses layer options.
     _add_layer_options(erf, dims=None, levels=None, kernel_size=None, channels=None, several_ranks=False)

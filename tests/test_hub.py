@@ -151,6 +151,16 @@ def test_a_damaged_or_foreign_folder_gets_a_clear_error(tmp_path: Path, damage, 
         HubModel.from_pretrained(tmp_path)
 
 
+def test_strict_false_loads_what_fits_as_the_mixin_allows(tmp_path: Path) -> None:
+    shared = HubModel("recnext_seq_tiny", {"num_classes": 3})
+    shared.save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"preset": "recnext_seq_tiny", "options": {"num_classes": 5}}')
+    loaded = HubModel.from_pretrained(tmp_path, strict=False)  # a new head, the backbone's weights
+    stem = "stem.stem.0.conv.weight"
+    assert loaded.model.head.head.linear.out_features == 5
+    assert torch.equal(loaded.model.state_dict()[stem], shared.model.state_dict()[stem])
+
+
 def test_a_missing_local_folder_is_named_not_looked_up_on_the_hub(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"no folder '.*nowhere'; expected a folder written by"):
         HubModel.from_pretrained(tmp_path / "nowhere")

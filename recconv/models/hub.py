@@ -58,8 +58,8 @@ class HubModel(
         >>> folder = tempfile.mkdtemp()
         >>> shared.save_pretrained(folder)  # model.push_to_hub("user/name") uploads the same folder
         >>> loaded = HubModel.from_pretrained(folder)
-        >>> loaded.model.pretrained_cfg["classes"]
-        ['no', 'yes']
+        >>> loaded.model.pretrained_cfg["classes"], loaded.training
+        (['no', 'yes'], False)
         >>> x = torch.randn(1, 1, 256)
         >>> torch.equal(loaded(x), shared.eval()(x))
         True
@@ -110,7 +110,9 @@ class HubModel(
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> HubModel:  # type: ignore[override]
         """A model saved with ``save_pretrained`` (a local folder) or ``push_to_hub`` (a Hub repo
         id, downloaded by ``huggingface_hub``), in eval mode; keyword arguments as the mixin's
-        (``revision``, ``cache_dir``, ``token``, ``local_files_only``, ``map_location``).
+        (``revision``, ``cache_dir``, ``token``, ``local_files_only``, ``map_location``, and
+        ``strict``, which is ``True`` here: ``strict=False`` loads the weights that fit and skips
+        the rest, as :func:`~recconv.models.load_checkpoint` does).
 
         Raises:
             FileNotFoundError: If a local path is no folder, or ``model.safetensors`` is missing.
@@ -146,6 +148,7 @@ class HubModel(
         token: str | bool | None,
         config: dict[str, Any] | None = None,
         map_location: str = "cpu",
+        strict: bool = True,
         proxies: dict[str, str] | None = None,
         resume_download: bool | None = None,
         **model_kwargs: Any,
@@ -173,5 +176,5 @@ class HubModel(
                 **old_options,
             )
         hub = cls(**model_kwargs)
-        load_checkpoint(hub.model, weights)
+        load_checkpoint(hub.model, weights, strict=strict)
         return hub.to(map_location).eval()
