@@ -168,7 +168,7 @@ def collect(runs: Path, tasks: Sequence[str], mixers: Sequence[str]) -> dict[str
                     "epoch_seconds": model["train_seconds"] / model["epochs"],
                     "train_seconds": model["train_seconds"],
                     "threads": results["training"]["threads_per_process"],
-                    "input_shape": results["data"]["input_shape"],
+                    "input_size": results["data"]["input_size"],
                     "steps": results["training"]["epochs"]
                     * math.ceil(results["data"]["train"] / results["training"]["batch_size"]),
                     "batch_size": results["training"]["batch_size"],
@@ -235,7 +235,7 @@ def summarize(found: dict[str, list[dict]], smoke: bool) -> list[dict[str, Any]]
     if not found:
         return []
     first = next(iter(found.values()))[0]
-    input_shape = first["input_shape"]
+    input_shape = first["input_size"]
     speeds = timings({m: runs[0]["spec"] for m, runs in found.items()}, input_shape, first["batch_size"],
                      TIMING_ROUNDS["smoke" if smoke else "full"])  # fmt: skip
     rows = []

@@ -576,6 +576,9 @@ def run(
         f"{len(splits.test)} test examples; {args.epochs} epochs, batch {args.batch_size}, "
         f"{runtime.world_size} process(es) on {runtime.device}",
     )
+    input_size = list(model_input(splits, runtime, transform).shape[1:])  # (C, ...) as the model sees it
+    metadata = dict(metadata or {})
+    metadata["data"] = {**metadata.get("data", {}), "input_size": input_size}  # what erf --checkpoint reads
     results: dict[str, Any] = {
         "example": example,
         "status": "running",
@@ -586,9 +589,7 @@ def run(
             "train": len(splits.train),
             "val": len(splits.val),
             "test": len(splits.test),
-            "input_shape": list(
-                model_input(splits, runtime, transform).shape[1:]
-            ),  # (C, ...) as the model sees it
+            "input_size": input_size,
             **splits.info,
         },
         "training": {
@@ -627,7 +628,7 @@ def run(
             runtime,
             transform,
             identity=identity,
-            metadata={**config, **(metadata or {})},
+            metadata={**config, **metadata},
             on_epoch=record,
         )
         if runtime.is_main:
