@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import json
 from pathlib import Path
 
@@ -38,6 +39,11 @@ def test_front_end_frames_streamed_equal_the_offline_frames(chunks: list[int]) -
     offline = front_end(waveform)
     assert offline.shape == (2, 1, 40, sum(chunks) // example.HOP)
     torch.testing.assert_close(torch.cat(frames, dim=3), offline, atol=1e-5, rtol=1e-5)
+
+
+def test_docstring_examples_run() -> None:
+    failures, tried = doctest.testmod(example)
+    assert tried and failures == 0
 
 
 def test_front_end_is_causal_and_frames_end_at_their_hop() -> None:
