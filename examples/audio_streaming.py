@@ -246,7 +246,7 @@ def stream_windows(per_class: int, seed: int) -> StreamWindows:
 def embedded(args: argparse.Namespace) -> Splits:
     """Train, validation and test windows, each set from its own generated stream."""
     size = "smoke" if args.smoke else "full"
-    per_class = (TRAIN_PER_CLASS[size], EVAL_PER_CLASS[size], EVAL_PER_CLASS[size])
+    per_class = (args.keywords_per_class or TRAIN_PER_CLASS[size], EVAL_PER_CLASS[size], EVAL_PER_CLASS[size])
     sets = [stream_windows(count, args.seed * 1009 + offset) for offset, count in enumerate(per_class)]
     info = {
         "source": f"windows of generated keyword streams, seed {args.seed}",
@@ -519,6 +519,12 @@ def parser() -> ExampleParser:
     """The shared training flags and this example's streaming flags."""
     parser = ExampleParser(__doc__, DEFAULTS, out=f"runs/{NAME}")
     parser.set_defaults(data_dir=None)
+    parser.add_argument(
+        "--keywords-per-class",
+        type=at_least(1),
+        help=f"training keywords per class (default {TRAIN_PER_CLASS['full']}; {TRAIN_PER_CLASS['smoke']} with "
+        "--smoke), each with a window just after it and one _none_ window elsewhere",
+    )
     group = parser.add_argument_group("streaming flags")
     group.add_argument("--checkpoint", type=Path, help=f"reuse a trained {MODEL}.pt instead of training")
     group.add_argument(

@@ -131,7 +131,8 @@ def _run(argv: list[str]) -> dict:
 
 
 def test_smoke_trains_and_streams(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    results = _run(["--smoke", "--out", str(tmp_path), "--stream-seconds", "2"])
+    results = _run(["--smoke", "--out", str(tmp_path), "--stream-seconds", "2", "--keywords-per-class", "2"])
+    assert json.loads((tmp_path / "results.json").read_text())["data"]["train"] == 2 * 2 * 5
     written = {p.name for p in tmp_path.iterdir()}
     assert {"results.json", "streaming.pt", "stream.json", "stream.png", "training_curves.png"} <= written
     saved = json.loads((tmp_path / "stream.json").read_text())
