@@ -459,7 +459,7 @@ def plot_stream(
         index = PATTERNS.index(detection["label"])
         axes[2].plot(detection["time"], detection["probability"], "v", color=colors(index), ms=6)
     axes[2].set(ylabel="keyword probability", ylim=(0, 1.12))
-    axes[2].legend(loc="upper left", ncols=len(PATTERNS), fontsize=7)
+    axes[2].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
     chunk_times = [(i + 1) * chunk_ms / 1000 for i in range(len(streamed["latency_ms"]))]
     axes[3].plot(chunk_times, streamed["latency_ms"], ".", ms=1.5, color="C0")
     axes[3].axhline(chunk_ms, color="C3", lw=0.8, label=f"real time ({chunk_ms:g} ms per chunk)")
