@@ -557,6 +557,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     chunk = round(args.chunk_ms * SAMPLE_RATE / 1000)
     if chunk < 1:
         parse.error(f"--chunk-ms {args.chunk_ms:g}: less than one sample at {SAMPLE_RATE} Hz")
+    training_flags = {
+        "--epochs": args.epochs_given,
+        "--batch-size": args.batch_size_given,
+        "--keywords-per-class": args.keywords_per_class is not None,
+        "--resume": args.resume,
+    }
+    if args.checkpoint is not None and any(training_flags.values()):
+        given = " and ".join(flag for flag, on in training_flags.items() if on)
+        parse.error(f"{given} set training; --checkpoint reuses a trained model and trains nothing")
     try:
         written = sorted([*args.out.glob("stream.json"), *args.out.glob("stream*.png")])
         if written and not args.overwrite:

@@ -196,6 +196,10 @@ def test_checkpoint_of_another_example_is_refused(tmp_path: Path, capsys: pytest
         (["--chunk-ms", "0.01"], "--chunk-ms 0.01: less than one sample at 16000 Hz"),
         (["--chunk-ms", "-5"], "argument --chunk-ms: expected a number above 0, got '-5'"),
         (["--threshold", "1.5"], "argument --threshold: expected a number above 0 and below 1, got '1.5'"),
+        (
+            ["--checkpoint", "x.pt", "--epochs", "3", "--resume"],
+            "--epochs and --resume set training; --checkpoint reuses a trained model and trains nothing",
+        ),
     ],
 )
 def test_bad_streaming_flags(
