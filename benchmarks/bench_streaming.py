@@ -1,6 +1,8 @@
 """Per-chunk latency and state bytes of streaming against recomputing a receptive-field window.
 
-Run: ``python benchmarks/bench_streaming.py [--repeats 30] [--threads 1 2] [--best]``
+Run: ``python benchmarks/bench_streaming.py [--repeats 30] [--threads 1 2] [--best]``, or
+``python benchmarks/bench_streaming.py --against COMMIT`` to time only the audio preset's
+:class:`recconv.Streamer` against that commit's, interleaved in one process on one thread.
 
 For a causal ``RecConv1d`` (64 channels, kernel 5, factor 2) at several levels and chunks of 1, 16
 and 160 samples:
@@ -22,7 +24,10 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -114,12 +119,52 @@ def preset_row(repeats: int, best: bool) -> dict:
     }
 
 
+def against(commit: str, repeats: int) -> None:
+    """Per-chunk time of the audio preset's Streamer at ``commit`` and in this checkout, one thread,
+    in interleaved rounds of one 16-chunk cycle each (the same weights, state and frames)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from compare_commit import earlier_package
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as folder, torch.no_grad():
+        old_package = earlier_package(commit, Path(folder))
+        model = recnext_audio_causal_tiny().eval()
+        old_model = old_package.streaming.recnext_audio_causal_tiny().eval()
+        old_model.load_state_dict(model.state_dict())
+        frame = torch.randn(1, 1, 40, 1)
+        cycles = {}
+        for name, streamer in (
+            (commit, old_package.Streamer(old_model)),
+            ("this checkout", recconv.Streamer(model)),
+        ):
+            step = streaming_step(streamer, streamer.init_state(1, (40,)), frame)
+            cycles[name] = lambda step=step: [step() for _ in range(PRESET_CYCLE)]
+        times: dict[str, list[float]] = {name: [] for name in cycles}
+        for _ in range(repeats + 3):
+            for name, cycle in cycles.items():
+                start = time.perf_counter()
+                cycle()
+                times[name].append((time.perf_counter() - start) / PRESET_CYCLE)
+    median = {name: 1e3 * statistics.median(values[3:]) for name, values in times.items()}
+    print(
+        f"audio preset, one 10 ms frame per chunk, one thread, median of {repeats} interleaved {PRESET_CYCLE}-chunk cycles:"
+    )
+    for name, ms in median.items():
+        print(f"  {name}: {ms:.3f} ms per chunk")
+    print(f"  this checkout / {commit}: {median['this checkout'] / median[commit]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--best", action="store_true", help="report the fastest repeat instead of the median")
+    parser.add_argument(
+        "--against", metavar="COMMIT", help="only time the audio preset's Streamer against COMMIT's"
+    )
     args = parser.parse_args()
+    if args.against:
+        return against(args.against, args.repeats)
     print(
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{'fastest' if args.best else 'median'} of {args.repeats} chunks; timings are noisy on a busy CPU"

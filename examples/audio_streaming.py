@@ -246,7 +246,7 @@ def stream_windows(per_class: int, seed: int) -> StreamWindows:
 def embedded(args: argparse.Namespace) -> Splits:
     """Train, validation and test windows, each set from its own generated stream."""
     size = "smoke" if args.smoke else "full"
-    per_class = (TRAIN_PER_CLASS[size], EVAL_PER_CLASS[size], EVAL_PER_CLASS[size])
+    per_class = (args.keywords_per_class or TRAIN_PER_CLASS[size], EVAL_PER_CLASS[size], EVAL_PER_CLASS[size])
     sets = [stream_windows(count, args.seed * 1009 + offset) for offset, count in enumerate(per_class)]
     info = {
         "source": f"windows of generated keyword streams, seed {args.seed}",
@@ -459,7 +459,7 @@ def plot_stream(
         index = PATTERNS.index(detection["label"])
         axes[2].plot(detection["time"], detection["probability"], "v", color=colors(index), ms=6)
     axes[2].set(ylabel="keyword probability", ylim=(0, 1.12))
-    axes[2].legend(loc="upper left", ncols=len(PATTERNS), fontsize=7)
+    axes[2].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
     chunk_times = [(i + 1) * chunk_ms / 1000 for i in range(len(streamed["latency_ms"]))]
     axes[3].plot(chunk_times, streamed["latency_ms"], ".", ms=1.5, color="C0")
     axes[3].axhline(chunk_ms, color="C3", lw=0.8, label=f"real time ({chunk_ms:g} ms per chunk)")
@@ -519,6 +519,12 @@ def parser() -> ExampleParser:
     """The shared training flags and this example's streaming flags."""
     parser = ExampleParser(__doc__, DEFAULTS, out=f"runs/{NAME}")
     parser.set_defaults(data_dir=None)
+    parser.add_argument(
+        "--keywords-per-class",
+        type=at_least(1),
+        help=f"training keywords per class (default {TRAIN_PER_CLASS['full']}; {TRAIN_PER_CLASS['smoke']} with "
+        "--smoke), each with a window just after it and one _none_ window elsewhere",
+    )
     group = parser.add_argument_group("streaming flags")
     group.add_argument("--checkpoint", type=Path, help=f"reuse a trained {MODEL}.pt instead of training")
     group.add_argument(
@@ -551,6 +557,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     chunk = round(args.chunk_ms * SAMPLE_RATE / 1000)
     if chunk < 1:
         parse.error(f"--chunk-ms {args.chunk_ms:g}: less than one sample at {SAMPLE_RATE} Hz")
+    training_flags = {
+        "--epochs": args.epochs_given,
+        "--batch-size": args.batch_size_given,
+        "--keywords-per-class": args.keywords_per_class is not None,
+        "--resume": args.resume,
+    }
+    if args.checkpoint is not None and any(training_flags.values()):
+        given = " and ".join(flag for flag, on in training_flags.items() if on)
+        parse.error(f"{given} set training; --checkpoint reuses a trained model and trains nothing")
     try:
         written = sorted([*args.out.glob("stream.json"), *args.out.glob("stream*.png")])
         if written and not args.overwrite:

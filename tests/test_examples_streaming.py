@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import json
 from pathlib import Path
 
@@ -38,6 +39,11 @@ def test_front_end_frames_streamed_equal_the_offline_frames(chunks: list[int]) -
     offline = front_end(waveform)
     assert offline.shape == (2, 1, 40, sum(chunks) // example.HOP)
     torch.testing.assert_close(torch.cat(frames, dim=3), offline, atol=1e-5, rtol=1e-5)
+
+
+def test_docstring_examples_run() -> None:
+    failures, tried = doctest.testmod(example)
+    assert tried and failures == 0
 
 
 def test_front_end_is_causal_and_frames_end_at_their_hop() -> None:
@@ -125,7 +131,8 @@ def _run(argv: list[str]) -> dict:
 
 
 def test_smoke_trains_and_streams(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    results = _run(["--smoke", "--out", str(tmp_path), "--stream-seconds", "2"])
+    results = _run(["--smoke", "--out", str(tmp_path), "--stream-seconds", "2", "--keywords-per-class", "2"])
+    assert json.loads((tmp_path / "results.json").read_text())["data"]["train"] == 2 * 2 * 5
     written = {p.name for p in tmp_path.iterdir()}
     assert {"results.json", "streaming.pt", "stream.json", "stream.png", "training_curves.png"} <= written
     saved = json.loads((tmp_path / "stream.json").read_text())
@@ -189,6 +196,10 @@ def test_checkpoint_of_another_example_is_refused(tmp_path: Path, capsys: pytest
         (["--chunk-ms", "0.01"], "--chunk-ms 0.01: less than one sample at 16000 Hz"),
         (["--chunk-ms", "-5"], "argument --chunk-ms: expected a number above 0, got '-5'"),
         (["--threshold", "1.5"], "argument --threshold: expected a number above 0 and below 1, got '1.5'"),
+        (
+            ["--checkpoint", "x.pt", "--epochs", "3", "--resume"],
+            "--epochs and --resume set training; --checkpoint reuses a trained model and trains nothing",
+        ),
     ],
 )
 def test_bad_streaming_flags(
