@@ -9,8 +9,9 @@ Conventions for the pages:
   block's expected output. It is compared with what the block prints as doctest compares (``...``
   matches any text, runs of whitespace are equal). A ```text block elsewhere (an error message, a
   command's output) is not checked here.
-* A page that takes minutes (it trains or loads a run) says so with ``<!-- docs-test: slow -->`` on a
-  line of its own; its snippets run with ``pytest -m slow``.
+* A page whose later snippets take minutes (they train or load a run) says so with
+  ``<!-- docs-test: slow -->`` on a line of its own before them: the snippets above the line run in
+  the suite, the whole page with ``pytest -m slow``.
 """
 
 from __future__ import annotations
@@ -48,16 +49,20 @@ def snippets(text: str) -> list[tuple[str, str | None]]:
     return found
 
 
-def _page_param(page: Path):
-    slow = SLOW_MARK in page.read_text()
-    return pytest.param(page, id=page.name, marks=[pytest.mark.slow] if slow else [])
+def _page_params(page: Path) -> list:
+    """The page's fast part (above its slow mark, or all of it) and, if marked, the whole page as slow."""
+    text = page.read_text()
+    if SLOW_MARK not in text:
+        return [pytest.param(page, text, id=page.name)]
+    fast = pytest.param(page, text.split(SLOW_MARK)[0], id=f"{page.name}-fast")
+    return [fast, pytest.param(page, text, id=page.name, marks=[pytest.mark.slow])]
 
 
-@pytest.mark.parametrize("page", [_page_param(page) for page in PAGES])
-def test_page_snippets_print_what_the_page_shows(page, tmp_path, monkeypatch):
+@pytest.mark.parametrize("page, text", [param for page in PAGES for param in _page_params(page)])
+def test_page_snippets_print_what_the_page_shows(page, text, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # snippets may write files (figures, checkpoints, ONNX models)
     namespace: dict = {"__name__": "__docs__"}
-    for number, (code, expected) in enumerate(snippets(page.read_text()), start=1):
+    for number, (code, expected) in enumerate(snippets(text), start=1):
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
             exec(compile(code, f"{page.name}, python block {number}", "exec"), namespace)
