@@ -1,11 +1,12 @@
 """Where a compiled RecConv training step spends its time, and what layout costs a depthwise backward.
 
-Run: ``python benchmarks/compiled_backward.py [--stored] [--threads 2]``
+Run: ``python benchmarks/compiled_backward.py [--stored | --eager] [--threads 2]``
 
 1. Profiles ``torch.compile(RecConv2d(64, 5, 3))`` training steps on (8, 64, 56, 56) with ``torch.profiler``
    and prints the ops by self time. ``--stored`` profiles the layer storing its intermediates (no
    recomputation in backward): the setting in which Inductor's backward graph has no convolutions and
    feeds ``convolution_backward`` tensors in an (N, H, C, W) layout (see docs/performance.md).
+   ``--eager`` profiles the same steps without ``torch.compile``, for comparison.
 2. Times ``aten.convolution_backward`` of that depthwise conv alone on contiguous, channels-last and
    (N, H, C, W) tensors (medians of 5).
 """
@@ -29,10 +30,10 @@ LAYOUTS = {
 }
 
 
-def profile_compiled_step(stored: bool) -> str:
+def profile_training_step(stored: bool, eager: bool) -> str:
     layer = RecConv2d(SHAPE[1], 5, 3)
     layer._recompute = not stored
-    compiled = torch.compile(layer)
+    compiled = layer if eager else torch.compile(layer)
     x = torch.randn(SHAPE, requires_grad=True)
     for _ in range(2):  # compile and warm up
         compiled(x).square().mean().backward()
@@ -64,10 +65,11 @@ def main() -> None:
     parser.add_argument(
         "--stored", action="store_true", help="profile the layer that stores its intermediates"
     )
+    parser.add_argument("--eager", action="store_true", help="profile the layer without torch.compile")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(profile_compiled_step(args.stored))
+    print(profile_training_step(args.stored, args.eager))
     print(f"depthwise conv backward on {SHAPE}, k=5, median ms:")
     for name, ms in time_conv_backward().items():
         print(f"  {name}: {ms:.1f}")

@@ -1,0 +1,135 @@
+"""``torch.compile(model)`` of every preset: one graph (``fullgraph=True``) in training and inference,
+under bfloat16 autocast, outputs and gradients like eager, and few compilations for varying sizes.
+
+One preset per kind (1D, 2D, 3D, RecAttn; CI: the 1D one), one block per stage, compiles with the ``aot_eager``
+backend: Dynamo's capture (where graph breaks and recompilations come from) and AOTAutograd's forward
+and backward graphs, without Inductor's code generation, which takes minutes per model on a small CPU.
+The ``slow`` tests compile every full preset with Inductor, the default backend.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch._dynamo.testing import CompileCounterWithBackend
+from torch._dynamo.utils import counters
+
+from recconv.models import PRESETS, create_model, list_models
+
+ONE_PER_KIND = ["recnext_seq_tiny", "recnext_audio_tiny", "recnext_video_tiny", "recnext_a0"]
+SIZES = {1: (96,), 2: (64, 64), 3: (4, 32, 32)}  # small inputs every preset accepts
+# Five sizes per rank for dynamic shapes; most are not divisible by 2**level of any stage. Each keeps
+# every coarse map larger than 1, where Dynamo would specialize (its 0/1 rule).
+DYNAMIC_SIZES = {
+    1: [(96,), (111,), (128,), (150,), (173,)],
+    2: [(64, 64), (72, 80), (75, 69), (96, 88), (101, 123)],
+    3: [(4, 32, 32), (5, 36, 40), (3, 41, 37), (6, 48, 32), (4, 53, 45)],
+}
+
+
+def spatial_dims(name: str) -> int:
+    return PRESETS[name].config.get("spatial_dims", 2)
+
+
+def build(name: str, shallow: bool = False) -> torch.nn.Module:
+    """The preset, or with ``shallow`` its blocks one per stage (the time to compile grows with depth)."""
+    depths = {"depths": (1,) * len(PRESETS[name].config["depths"])} if shallow else {}
+    # No stochastic depth: compiled code draws its own random numbers, so masks would differ from eager.
+    return create_model(name, num_classes=5, drop_path_rate=0.0, **depths)
+
+
+def batch(name: str, size: tuple[int, ...] | None = None) -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.randn(2, PRESETS[name].input_size[0], *(size or SIZES[spatial_dims(name)]))
+
+
+def assert_near(got: torch.Tensor, expected: torch.Tensor, what: str, tolerance: float = 0.05) -> None:
+    """Relative to the largest value: bfloat16 keeps about 3 significant digits per op."""
+    error = (got.float() - expected.float()).abs().max().item()
+    scale = expected.float().abs().max().item()
+    assert error <= tolerance * scale, (
+        f"{what}: max |compiled - eager| = {error:.3g}, max |eager| = {scale:.3g}"
+    )
+
+
+def check_compiled_against_eager(name: str, backend: str, shallow: bool = False) -> None:
+    """Train and eval mode under bfloat16 autocast: compiled equals eager, and backward runs."""
+    torch._dynamo.reset()
+    model = build(name, shallow)
+    compiled = torch.compile(model, fullgraph=True, backend=backend)
+    x = batch(name)
+    for training in (True, False):
+        model.train(training)
+        outputs = {}
+        gradients = {}
+        for label, net in (("eager", model), ("compiled", compiled)):
+            model.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = net(x)
+            assert out.dtype == torch.bfloat16, f"{name} {label}: logits in {out.dtype}"
+            outputs[label] = out
+            if training:
+                out.float().square().sum().backward()
+                gradients[label] = {n: p.grad for n, p in model.named_parameters()}
+        mode = "train" if training else "eval"
+        assert_near(outputs["compiled"], outputs["eager"], f"{name} {mode} logits")
+        if not training:
+            continue
+        # Per tensor, the error in norm; some gradients are zero in exact arithmetic (a bias before a
+        # BatchNorm in training) and only rounding in bfloat16: judge those against the model's largest.
+        largest = max(g.float().norm().item() for g in gradients["eager"].values() if g is not None)
+        for param, expected in gradients["eager"].items():
+            got = gradients["compiled"][param]
+            assert expected is not None and got is not None, f"{name}: no gradient for {param}"
+            assert torch.isfinite(got).all(), f"{name}: gradient of {param} not finite"
+            error = (got.float() - expected.float()).norm().item()
+            bound = 0.1 * expected.float().norm().item() + 1e-3 * largest
+            assert error <= bound, (
+                f"{name}: gradient of {param} off by {error:.3g} in norm (bound {bound:.3g})"
+            )
+
+
+def compilations(name: str, backend: str, training: bool, shallow: bool = False) -> int:
+    """Graphs Dynamo compiles for ``dynamic=True`` over five input sizes (a run of each)."""
+    torch._dynamo.reset()
+    counters.clear()
+    model = build(name, shallow).train(training)
+    counting = CompileCounterWithBackend(backend)
+    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend=counting)
+    for size in DYNAMIC_SIZES[spatial_dims(name)]:
+        x = batch(name, size)
+        with torch.set_grad_enabled(training):
+            out = compiled(x)
+            if training:
+                out.sum().backward()
+            else:
+                torch.testing.assert_close(out, model(x), rtol=1e-4, atol=1e-4)
+    # A restart of the analysis (Dynamo re-traces once to specialize float module attributes such as
+    # BatchNorm's eps) calls the backend again but installs one graph: count the graphs.
+    return counters["stats"]["unique_graphs"]
+
+
+# CI keeps the 1D preset (about 90 s with the next test on 2 busy cores); the others take as long each.
+@pytest.mark.parametrize(
+    "name", [ONE_PER_KIND[0], *(pytest.param(name, marks=pytest.mark.slow) for name in ONE_PER_KIND[1:])]
+)
+def test_one_preset_per_kind_compiles_in_one_graph_and_matches_eager(name):
+    check_compiled_against_eager(name, "aot_eager", shallow=True)
+
+
+def test_dynamic_sizes_compile_a_1d_preset_at_most_twice():
+    # Dynamo alone decides on recompilations: its "eager" backend runs the captured graph as is.
+    assert compilations("recnext_seq_tiny", "eager", training=False) <= 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list_models())
+def test_every_preset_compiles_with_inductor_and_matches_eager(name):
+    check_compiled_against_eager(name, "inductor")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("name", ONE_PER_KIND)
+def test_dynamic_sizes_compile_at_most_twice_with_inductor(name, training):
+    assert compilations(name, "inductor", training) <= 2
