@@ -166,8 +166,6 @@ def collect(runs: Path, tasks: Sequence[str], mixers: Sequence[str]) -> dict[str
                     "params": model["params"],
                     "flops": model["flops"],
                     "epoch_seconds": model["train_seconds"] / model["epochs"],
-                    "train_seconds": model["train_seconds"],
-                    "threads": results["training"]["threads_per_process"],
                     "input_size": results["data"]["input_size"],
                     "steps": results["training"]["epochs"]
                     * math.ceil(results["data"]["train"] / results["training"]["batch_size"]),
@@ -178,18 +176,18 @@ def collect(runs: Path, tasks: Sequence[str], mixers: Sequence[str]) -> dict[str
     return found
 
 
-def measure(spec: dict[str, Any], input_shape: Sequence[int]) -> dict[str, Any]:
+def measure(spec: dict[str, Any], input_size: Sequence[int]) -> dict[str, Any]:
     """What does not depend on the weights: saved-for-backward bytes per example (meta device, batch
     2 for the BatchNorms) and the exact receptive field of the feature map."""
     meta = create_model(spec["preset"], device="meta", **spec["options"]).train()
     return {
-        "saved_mib": saved_bytes(meta, (2, *input_shape)) / 2 / 2**20,
+        "saved_mib": saved_bytes(meta, (2, *input_size)) / 2 / 2**20,
         "receptive_field": receptive_field(create_model(spec["preset"], **spec["options"])),
     }
 
 
 def timings(
-    specs: dict[str, dict], input_shape: Sequence[int], batch_size: int, rounds: int
+    specs: dict[str, dict], input_size: Sequence[int], batch_size: int, rounds: int
 ) -> dict[str, dict[str, float]]:
     """Median ms of one eval forward on one example (``latency_ms``) and of one training forward and
     backward on a batch (``step_ms``), the mixers interleaved round by round, so that a machine's
@@ -197,8 +195,8 @@ def timings(
     models = {name: create_model(spec["preset"], **spec["options"]) for name, spec in specs.items()}
     generator = torch.Generator().manual_seed(0)
     one, batch = (
-        torch.randn(1, *input_shape, generator=generator),
-        torch.randn(batch_size, *input_shape, generator=generator),
+        torch.randn(1, *input_size, generator=generator),
+        torch.randn(batch_size, *input_size, generator=generator),
     )
     times: dict[str, dict[str, list[float]]] = {name: {"latency_ms": [], "step_ms": []} for name in models}
     for round_index in range(rounds + 1):  # a warm-up round
@@ -235,8 +233,8 @@ def summarize(found: dict[str, list[dict]], smoke: bool) -> list[dict[str, Any]]
     if not found:
         return []
     first = next(iter(found.values()))[0]
-    input_shape = first["input_size"]
-    speeds = timings({m: runs[0]["spec"] for m, runs in found.items()}, input_shape, first["batch_size"],
+    input_size = first["input_size"]
+    speeds = timings({m: runs[0]["spec"] for m, runs in found.items()}, input_size, first["batch_size"],
                      TIMING_ROUNDS["smoke" if smoke else "full"])  # fmt: skip
     rows = []
     for mixer in sorted(found, key=MIXERS.index):
@@ -251,11 +249,9 @@ def summarize(found: dict[str, list[dict]], smoke: bool) -> list[dict[str, Any]]
                 "params": runs[0]["params"],
                 "flops": runs[0]["flops"],
                 "epoch_seconds": statistics.fmean(r["epoch_seconds"] for r in runs),
-                "train_seconds": statistics.fmean(r["train_seconds"] for r in runs),
-                "threads": sorted({r["threads"] for r in runs}),
                 **speeds[mixer],
                 "train_estimate": speeds[mixer]["step_ms"] * runs[0]["steps"] / 1e3,
-                **measure(runs[0]["spec"], input_shape),
+                **measure(runs[0]["spec"], input_size),
             }
         )
     time_front = pareto({r["mixer"]: (r["train_estimate"], r["accuracy"]) for r in rows})
