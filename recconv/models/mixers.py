@@ -30,15 +30,25 @@ from ..theory import receptive_field
 from .blocks import RecConvMixer
 
 
-def _stage_levels(stages: int) -> tuple[int, ...]:
-    return RecConvMixer().default_levels(stages)
+@dataclass(frozen=True)
+class _ReachMixer:
+    """What the comparison mixers share: the RecConv geometry whose reach they match, RecConv's
+    levels per stage, and a BatchNorm after the mixer."""
 
+    kernel_size: int | Sequence[int] = 5
+    factor: int | Sequence[int] = 2
+    norm = True
+    min_level = 0
 
-def _geometry(mixer: Any, spatial_dims: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    name = type(mixer).__name__
-    kernel = as_tuple(mixer.kernel_size, spatial_dims, "kernel_size", name, minimum=1)
-    factor = as_tuple(mixer.factor, spatial_dims, "factor", name, minimum=1)
-    return kernel, factor
+    def default_levels(self, stages: int) -> tuple[int, ...]:
+        return RecConvMixer().default_levels(stages)
+
+    def geometry(self, spatial_dims: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``kernel_size`` and ``factor`` per axis."""
+        name = type(self).__name__
+        kernel = as_tuple(self.kernel_size, spatial_dims, "kernel_size", name, minimum=1)
+        factor = as_tuple(self.factor, spatial_dims, "factor", name, minimum=1)
+        return kernel, factor
 
 
 class LargeKernelConv(nn.Module):
@@ -93,7 +103,7 @@ torch.fx.wrap("_large_kernel_conv")  # the crop depends on the input's size
 
 
 @dataclass(frozen=True)
-class DenseMixer:
+class DenseMixer(_ReachMixer):
     """One depthwise kernel as wide as RecConv's effective kernel: the route of RepLKNet (Ding et
     al., 2022) and SLaK (Liu et al., 2023).
 
@@ -103,16 +113,11 @@ class DenseMixer:
     sparse or decomposed kernel (SLaK).
     """
 
-    kernel_size: int | Sequence[int] = 5
-    factor: int | Sequence[int] = 2
     max_kernel_size: int = 127
-    norm = True
-    min_level = 0
-    default_levels = staticmethod(_stage_levels)
 
     def kernel(self, level: int, spatial_dims: int) -> tuple[tuple[int, ...], bool]:
         """The kernel per axis at ``level``, and whether ``max_kernel_size`` cut it."""
-        kernel, factor = _geometry(self, spatial_dims)
+        kernel, factor = self.geometry(spatial_dims)
         wanted = [k * f**level for k, f in zip(kernel, factor)]
         odd = [w + 1 - w % 2 for w in wanted]
         cap = self.max_kernel_size - 1 + self.max_kernel_size % 2
@@ -133,7 +138,7 @@ class DilatedStack(nn.Sequential):
 
 
 @dataclass(frozen=True)
-class DilatedMixer:
+class DilatedMixer(_ReachMixer):
     """A stack of depthwise convs whose dilation grows by ``factor`` per conv (1, f, f², ...), as
     many as reach RecConv's receptive field at the stage's level: the route of dilated ConvNeXt
     variants and, with learned spacings, DCLS (Hassani et al., 2023).
@@ -141,15 +146,9 @@ class DilatedMixer:
     Simplifies: fixed dilations, no activation between the convs (RecConv is linear too).
     """
 
-    kernel_size: int | Sequence[int] = 5
-    factor: int | Sequence[int] = 2
-    norm = True
-    min_level = 0
-    default_levels = staticmethod(_stage_levels)
-
     def dilations(self, level: int, spatial_dims: int) -> list[tuple[int, ...]]:
         """The dilation per axis of each conv of the stack at ``level``."""
-        kernel, factor = _geometry(self, spatial_dims)
+        kernel, factor = self.geometry(spatial_dims)
         recconv = per_rank(RECCONV, spatial_dims)(1, kernel, level, factor=factor, device="meta")
         target = receptive_field(recconv)
         dilations: list[tuple[int, ...]] = []
@@ -165,7 +164,7 @@ class DilatedMixer:
     def __call__(
         self, channels: int, *, level: int, stage: int, spatial_dims: int, **factory: Any
     ) -> nn.Module:
-        kernel, _ = _geometry(self, spatial_dims)
+        kernel, _ = self.geometry(spatial_dims)
         # Called with tuples of its rank, which the per-rank stubs (tuple[int], ...) cannot say.
         conv_class: Callable[..., nn.modules.conv._ConvNd] = per_rank(CONV, spatial_dims)
         return DilatedStack(
@@ -271,7 +270,7 @@ class GlobalConv(nn.Module):
 
 
 @dataclass(frozen=True)
-class FFTMixer:
+class FFTMixer(_ReachMixer):
     """A global depthwise long convolution by FFT: the route of S4/S4ND and Hyena (Poli et al.,
     2023) for sequences, and of global filters (GFNet) for images.
 
@@ -280,12 +279,7 @@ class FFTMixer:
     a preset's options apply to every mixer) do not matter: the kernel always spans the input.
     """
 
-    kernel_size: int | Sequence[int] = 5
-    factor: int | Sequence[int] = 2
     modes: int = 4
-    norm = True
-    min_level = 0
-    default_levels = staticmethod(_stage_levels)
 
     def __call__(
         self, channels: int, *, level: int, stage: int, spatial_dims: int, **factory: Any
