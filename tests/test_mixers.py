@@ -57,6 +57,17 @@ def test_the_dilated_stack_is_the_shortest_that_reaches_recconvs_receptive_field
     assert len(stack) == 1 or any(r < t for r, t in zip(recconv.receptive_field(shorter), target))
 
 
+def test_the_dilated_stack_stops_growing_an_axis_that_reached_its_target():
+    # Video's geometry: time (factor 1) needs many convs; height and width must not over-reach.
+    mixer = DilatedMixer(kernel_size=3, factor=(1, 2, 2))
+    target = recconv.receptive_field(recconv.RecConv3d(1, 3, 3, factor=(1, 2, 2)))
+    stack = mixer(2, level=3, stage=0, spatial_dims=3)
+    reach = recconv.receptive_field(stack)
+    for axis, (r, t) in enumerate(zip(reach, target)):
+        last = [conv for conv in stack if conv.kernel_size[axis] > 1][-1]
+        assert r - (last.kernel_size[axis] - 1) * last.dilation[axis] < t <= r
+
+
 def test_haar_down_then_up_is_the_orthogonal_projection_on_block_constants():
     down, up = HaarDown(1, (3, 3), (2, 2)), HaarUp(1, (3, 3), (2, 2))
     x = torch.randn(1, 1, 8, 6, dtype=torch.float64)

@@ -146,25 +146,29 @@ class DilatedMixer(_ReachMixer):
     Simplifies: fixed dilations, no activation between the convs (RecConv is linear too).
     """
 
-    def dilations(self, level: int, spatial_dims: int) -> list[tuple[int, ...]]:
-        """The dilation per axis of each conv of the stack at ``level``."""
+    def layers(self, level: int, spatial_dims: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+        """The (kernel, dilation) per axis of each conv of the stack at ``level``.
+
+        An axis that has reached RecConv's receptive field gets kernel 1 in the later convs, so an
+        axis that grows slowly (factor 1, as video time) does not carry the others past their target.
+        """
         kernel, factor = self.geometry(spatial_dims)
         recconv = per_rank(RECCONV, spatial_dims)(1, kernel, level, factor=factor, device="meta")
         target = receptive_field(recconv)
-        dilations: list[tuple[int, ...]] = []
+        layers: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
         reach = [1] * spatial_dims
         while any(r < t for r, t in zip(reach, target)):
-            dilation = tuple(f ** len(dilations) for f in factor)
-            reach = [r + (k - 1) * d for r, k, d in zip(reach, kernel, dilation)]
-            dilations.append(dilation)
-            if len(dilations) > 64:  # factor 1 on an axis with kernel 1 never grows
+            sizes = tuple(k if r < t else 1 for k, r, t in zip(kernel, reach, target))
+            dilation = tuple(f ** len(layers) if k > 1 else 1 for f, k in zip(factor, sizes))
+            reach = [r + (k - 1) * d for r, k, d in zip(reach, sizes, dilation)]
+            layers.append((sizes, dilation))
+            if len(layers) > 64:  # factor 1 on an axis with kernel 1 never grows
                 raise ValueError(f"DilatedMixer: kernel {kernel} and factor {factor} cannot reach {target}")
-        return dilations or [(1,) * spatial_dims]
+        return layers or [(kernel, (1,) * spatial_dims)]
 
     def __call__(
         self, channels: int, *, level: int, stage: int, spatial_dims: int, **factory: Any
     ) -> nn.Module:
-        kernel, _ = self.geometry(spatial_dims)
         # Called with tuples of its rank, which the per-rank stubs (tuple[int], ...) cannot say.
         conv_class: Callable[..., nn.modules.conv._ConvNd] = per_rank(CONV, spatial_dims)
         return DilatedStack(
@@ -172,14 +176,14 @@ class DilatedMixer(_ReachMixer):
                 conv_class(
                     channels,
                     channels,
-                    kernel,
-                    padding=tuple(d * (k // 2) for k, d in zip(kernel, dilation)),
+                    sizes,
+                    padding=tuple(d * (k // 2) for k, d in zip(sizes, dilation)),
                     dilation=dilation,
                     groups=channels,
                     bias=False,
                     **factory,
                 )
-                for dilation in self.dilations(level, spatial_dims)
+                for sizes, dilation in self.layers(level, spatial_dims)
             )
         )
 
