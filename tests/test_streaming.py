@@ -7,11 +7,12 @@ import re
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
 from recconv import RecConv1d, RecConv2d, RecConv3d
-from recconv.ops import DepthwiseConv, OpProtocolError
+from recconv.ops import DepthwiseConv, OpProtocolError, stream_conv
 
 from .strategies import build, chunkings, layer_kwargs, sizes
 
@@ -240,3 +241,16 @@ def test_user_op_without_streaming_methods():
     with pytest.raises(OpProtocolError, match=re.escape(message)):
         layer.init_state(1)
     assert math.isfinite(layer(torch.randn(1, 4, 9)).sum().item())  # it still runs offline
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("length", [3, 4000])  # summed taps on a step's few samples; conv beyond
+def test_stream_conv_is_the_depthwise_conv(dims, length):
+    kernel, stride = (5, 3, 1)[:dims], (2, 1, 1)[:dims]
+    padding = (0, 1, 0)[:dims]  # none along the causal first axis, as in a step
+    x = torch.randn(2, 6, length, *(4,) * (dims - 1), dtype=torch.float64)
+    weight, bias = torch.randn(6, 1, *kernel, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    conv = (F.conv1d, F.conv2d, F.conv3d)[dims - 1]
+    expected = conv(F.pad(x, (0, 0) * (dims - 1) + (2, 0)), weight, bias, stride, padding, 1, 6)
+    got = stream_conv(F.pad(x, (0, 0) * (dims - 1) + (2, 0)), weight, bias, stride, padding)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
