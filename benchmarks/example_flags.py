@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = {  # small but real epochs: the embedded data, cut down
-    "audio": ["examples/audio_keywords.py", "--epochs", "2", "--clips-per-class", "60"],
-    "video": ["examples/video_actions.py", "--smoke", "--epochs", "2"],
+EXAMPLES = {  # small but real epochs of the RecConv model alone: the embedded data, cut down
+    "audio": ["examples/audio_keywords.py", "--mixer", "recconv", "--epochs", "2", "--clips-per-class", "60"],
+    "video": ["examples/video_actions.py", "--mixer", "recconv", "--smoke", "--epochs", "2"],
 }
 FLAGS = {
     "none": [],
