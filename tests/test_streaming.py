@@ -249,8 +249,9 @@ def test_stream_conv_is_the_depthwise_conv(dims, length):
     kernel, stride = (5, 3, 1)[:dims], (2, 1, 1)[:dims]
     padding = (0, 1, 0)[:dims]  # none along the causal first axis, as in a step
     x = torch.randn(2, 6, length, *(4,) * (dims - 1), dtype=torch.float64)
+    window = F.pad(x, (0, 0) * (dims - 1) + (2, 0))  # the samples kept before the chunk
     weight, bias = torch.randn(6, 1, *kernel, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
     conv = (F.conv1d, F.conv2d, F.conv3d)[dims - 1]
-    expected = conv(F.pad(x, (0, 0) * (dims - 1) + (2, 0)), weight, bias, stride, padding, 1, 6)
-    got = stream_conv(F.pad(x, (0, 0) * (dims - 1) + (2, 0)), weight, bias, stride, padding)
+    expected = conv(window, weight, bias, stride, padding, 1, 6)
+    got = stream_conv(window, weight, bias, stride, padding)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
