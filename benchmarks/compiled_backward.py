@@ -32,7 +32,7 @@ LAYOUTS = {
 
 def profile_training_step(stored: bool, eager: bool) -> str:
     layer = RecConv2d(SHAPE[1], 5, 3)
-    layer._recompute = not stored
+    layer.recompute = not stored
     compiled = layer if eager else torch.compile(layer)
     x = torch.randn(SHAPE, requires_grad=True)
     for _ in range(2):  # compile and warm up
