@@ -27,9 +27,11 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from ._util import BATCH_NORM, CONV, as_tuple, per_rank
-from .core import RECCONV
+from .core import RecConvNd
 from .models.blocks import RecNeXtBlock
-from .ops import no_samples, pad_before, stream_window, with_length
+from .models.recnext import RecNeXtStage
+from .models.registry import create_model
+from .ops import ConvNorm, no_samples, pad_before, stream_window, with_length
 
 __all__ = ["CausalConv", "Streamer", "recnext_audio_causal_tiny", "recnext_seq_causal_tiny"]
 
@@ -425,38 +427,48 @@ def _conv_norm(
     return nn.Sequential(OrderedDict(conv=conv, norm=per_rank(BATCH_NORM, dims)(out_channels)))
 
 
-def _causal_recnext(
-    in_chans: int,
-    num_classes: int,
-    widths: Sequence[int],
-    depths: Sequence[int],
-    levels: Sequence[int],
-    stem_strides: Sequence[tuple[int, ...]],
-    axis: int,
-) -> nn.Sequential:
-    """A RecNeXt made causal along ``axis``: causal stem and transitions, causal RecConv blocks, and
-    a per-time-step head (mean over the other axes, then a 1x1 conv) giving ``(N, classes, ..., T')``."""
-    dims = len(stem_strides[0])
-    down = (2,) * dims
+def _causal_recnext(name: str, axis: int, num_classes: int, in_chans: int) -> nn.Sequential:
+    """Model ``name`` of :data:`~recconv.models.PRESETS` made causal along ``axis``.
+
+    Its widths, depths, stem and transition strides and RecConv settings are read from the preset
+    (built on the meta device), so the two cannot drift apart. Stem and transitions become causal
+    3-wide convs, every RecConv becomes causal, and the head works per time step (mean over the
+    other axes, then a 1x1 conv), giving ``(N, classes, ..., T')``."""
+    preset = create_model(name, device="meta")
+    dims, widths = preset.spatial_dims, preset.widths
+    first, second = (module.conv.stride for module in preset.stem.stem if isinstance(module, ConvNorm))
     layers: dict[str, nn.Module] = {
         "stem": nn.Sequential(
-            _conv_norm(in_chans, widths[0] // 2, stem_strides[0], axis),
+            _conv_norm(in_chans, widths[0] // 2, first, axis),
             nn.GELU(),
-            _conv_norm(widths[0] // 2, widths[0], stem_strides[1], axis),
+            _conv_norm(widths[0] // 2, widths[0], second, axis),
         )
     }
-    for i, (width, depth, level) in enumerate(zip(widths, depths, levels)):
+    strides = [info["stride"] for info in preset.feature_info]  # each stage's, from the input
+    for i, (width, preset_stage) in enumerate(zip(widths, cast(Sequence[RecNeXtStage], preset.stages))):
         stage: list[nn.Module] = []
         if i:
-            stage.append(_conv_norm(widths[i - 1], width, down, axis, groups=math.gcd(widths[i - 1], width)))
-        for _ in range(depth):
-            mixer = per_rank(RECCONV, dims)(width, 5, level, causal=axis)
+            stride = tuple(now // before for now, before in zip(strides[i], strides[i - 1]))
+            stage.append(
+                _conv_norm(widths[i - 1], width, stride, axis, groups=math.gcd(widths[i - 1], width))
+            )
+        for block in cast(Sequence[RecNeXtBlock], preset_stage.blocks):
+            recconv = cast(RecConvNd, block.token_mixer)
+            mixer = type(recconv)(
+                width,
+                recconv.kernel_size,
+                recconv.level,
+                upsample=recconv.upsample,
+                downsample=recconv.downsample,
+                factor=recconv.factor,
+                causal=axis,
+            )
             stage.append(
                 RecNeXtBlock(
                     width,
                     mixer,
                     norm=True,
-                    mlp_ratio=2.0,
+                    mlp_ratio=cast(ConvNorm, block.channel_mixer[0]).conv.out_channels / width,
                     act_layer=nn.GELU,
                     drop_path=0.0,
                     spatial_dims=dims,
@@ -481,9 +493,7 @@ def recnext_audio_causal_tiny(num_classes: int = 12, in_chans: int = 1) -> nn.Se
         >>> model(torch.randn(2, 1, 40, 100)).shape
         torch.Size([2, 12, 1, 7])
     """
-    return _causal_recnext(
-        in_chans, num_classes, (16, 32, 48, 64), (1, 1, 1, 1), (3, 2, 1, 1), ((2, 1), (2, 2)), 1
-    )
+    return _causal_recnext("recnext_audio_tiny", 1, num_classes, in_chans)
 
 
 def recnext_seq_causal_tiny(num_classes: int = 10, in_chans: int = 1) -> nn.Sequential:
@@ -497,6 +507,4 @@ def recnext_seq_causal_tiny(num_classes: int = 10, in_chans: int = 1) -> nn.Sequ
         >>> model(torch.randn(2, 3, 320)).shape
         torch.Size([2, 10, 10])
     """
-    return _causal_recnext(
-        in_chans, num_classes, (16, 32, 64, 128), (1, 1, 2, 1), (3, 3, 2, 1), ((2,), (2,)), 0
-    )
+    return _causal_recnext("recnext_seq_tiny", 0, num_classes, in_chans)

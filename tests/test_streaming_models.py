@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from recconv import RecConv1d, RecConv2d
+from recconv import RecConv1d, RecConv2d, RecConvNd
+from recconv.models import create_model
 from recconv.streaming import (
     CausalConv,
     MeanOver,
@@ -65,6 +66,20 @@ def test_seq_preset_streams_exactly(data):
     x = torch.randn(2, 2, 150, dtype=torch.float64)
     chunks = data.draw(chunkings(150))
     torch.testing.assert_close(stream(SEQ_STREAMER, x, chunks), SEQ(x), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("builder", "entry", "axis"),
+    [(recnext_audio_causal_tiny, "recnext_audio_tiny", 1), (recnext_seq_causal_tiny, "recnext_seq_tiny", 0)],
+)
+def test_causal_presets_have_the_recconvs_of_their_model_table_entry(builder, entry, axis):
+    def recconvs(model: nn.Module) -> list[tuple]:
+        layers = [m for m in model.modules() if isinstance(m, RecConvNd)]
+        return [(m.in_channels, m.kernel_size, m.level, m.factor, m.upsample, m.downsample) for m in layers]
+
+    model = builder()
+    assert recconvs(model) == recconvs(create_model(entry, device="meta"))
+    assert {m.causal_axis for m in model.modules() if isinstance(m, RecConvNd)} == {axis}
 
 
 def test_presets_stream_one_frame_at_a_time_float32():
