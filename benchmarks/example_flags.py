@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = {  # small but real epochs of the RecConv model alone: the embedded data, cut down
+EXAMPLES = {  # real epochs of the RecConv model alone on the embedded data (audio's cut to 60 clips a class)
     "audio": ["examples/audio_keywords.py", "--mixer", "recconv", "--epochs", "2", "--clips-per-class", "60"],
-    "video": ["examples/video_actions.py", "--mixer", "recconv", "--smoke", "--epochs", "2"],
+    "video": ["examples/video_actions.py", "--mixer", "recconv", "--epochs", "2"],
 }
 FLAGS = {
     "none": [],
