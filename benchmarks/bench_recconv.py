@@ -47,6 +47,7 @@ from paper_reference import PaperRecConv  # noqa: E402
 from precision import precision_table  # noqa: E402
 
 import recconv  # noqa: E402
+from recconv._util import count_flops  # noqa: E402
 from recconv.ops import dense_depthwise_conv, per_rank  # noqa: E402
 
 CASES = {
@@ -270,8 +271,18 @@ def ratio_and_spread(rows: list[dict], mode: str, variant: str, reference: str) 
     return statistics.median(ratios), low, high
 
 
-def rank_goals_table(rank_rows: dict[str, list[dict]]) -> str:
-    """Issue 16's goals, one column per rank: the measured ratio, its spread over rounds, met or not."""
+def flop_ratio(case: dict, variants: dict[str, nn.Module]) -> float:
+    """FLOPs of ``ours`` over ``base`` (convolutions; interpolation and sums are free): the least time
+    ratio the recursion can reach against one base conv where convolutions take the time."""
+    x = torch.empty(1, case["channels"], *case["size"], device="meta")
+    ours, base = (copy.deepcopy(variants[name]).to("meta") for name in ("ours", "base"))
+    with torch.no_grad():
+        return count_flops(lambda: ours(x)) / count_flops(lambda: base(x))
+
+
+def rank_goals_table(rank_rows: dict[str, list[dict]], flops: dict[str, float]) -> str:
+    """Issue 16's goals, one column per rank: the measured ratio, its spread over rounds, met or not;
+    then RecConv's FLOPs over one base conv, the floor of the time ratios against it."""
     if not rank_rows:
         return "(no 1d, 2d or 3d case was run)\n"
     lines = [
@@ -289,6 +300,8 @@ def rank_goals_table(rank_rows: dict[str, list[dict]]) -> str:
                 value, low, high = ratio_and_spread(rows, mode, variant, reference)
                 cells.append(f"{value:.2f}x ({low:.2f}-{high:.2f}) {'met' if value <= bound else 'not met'}")
         lines.append(f"| {goal} | ≤ {bound:g}x | {' | '.join(cells)} |")
+    floors = " | ".join(f"{flops[rank]:.2f}x" for rank in rank_rows)
+    lines.append(f"| for reference: RecConv's FLOPs over one base conv | | {floors} |")
     return "\n".join(lines) + "\n"
 
 
@@ -321,6 +334,7 @@ def main() -> None:
     sections = []
     goals = {}
     rank_rows: dict[str, list[dict]] = {}
+    rank_flops: dict[str, float] = {}
     for name in args.cases:
         case = CASES[name]
         variants = build_variants(case)
@@ -342,6 +356,7 @@ def main() -> None:
                 goals["default"] = goals_table(rows, error)
             if name in RANK_CASES and layout_name == "contiguous":
                 rank_rows[RANK_CASES[name]] = rows
+                rank_flops[RANK_CASES[name]] = flop_ratio(case, variants)
             section = f"{table(name, case, layout_name, rows)}\n\n{note}\n"
             print(section, flush=True)
             sections.append(section)
@@ -354,7 +369,7 @@ def main() -> None:
         goals["retained"] = goals_table(rows, check_numerics(case, variants))
     for allocator, text in goals.items():
         print(f"2D goals, {allocator} allocator settings:\n{text}", flush=True)
-    rank_goals = rank_goals_table(rank_rows)
+    rank_goals = rank_goals_table(rank_rows, rank_flops)
     print(f"Issue 16's goals, contiguous input:\n{rank_goals}", flush=True)
     if args.write_docs:
         command = "python benchmarks/bench_recconv.py " + " ".join(sys.argv[1:])
