@@ -591,15 +591,23 @@ def _causal_resample(x: Tensor, axis: int, size: int, factor: int, linear: bool)
     linear ramp from the previous coarse sample to the current one.
     """
     dim = axis + 2
-    fine = torch.arange(size, device=x.device)
-    current = fine // factor
-    if not linear:
-        return x.index_select(dim, current)
-    previous = (current - 1).clamp(min=0)
-    shape = [1] * x.dim()
-    shape[dim] = size
-    weight = ((fine % factor + 1).to(x.dtype) / factor).reshape(shape)
-    return torch.lerp(x.index_select(dim, previous), x.index_select(dim, current), weight)
+    blocks = _ramp(x, x.narrow(dim, 0, 1), dim, factor) if linear else _hold(x, dim, factor)
+    return blocks.narrow(dim, 0, size)
+
+
+def _hold(x: Tensor, dim: int, factor: int) -> Tensor:
+    """Each sample of ``x`` along ``dim`` repeated ``factor`` times, in a tensor of its own."""
+    return x.repeat_interleave(factor, dim)
+
+
+def _ramp(x: Tensor, before: Tensor, dim: int, factor: int) -> Tensor:
+    """``factor`` fine samples per sample of ``x`` along ``dim``: a linear ramp from the sample before it
+    (``before`` for the first) that reaches it at the block's last fine sample."""
+    previous = torch.cat((before, x.narrow(dim, 0, x.shape[dim] - 1)), dim)
+    shape = [1] * (x.dim() + 1)
+    shape[dim + 1] = factor  # the position in the block, on an axis of its own until the flatten
+    weight = (torch.arange(1, factor + 1, device=x.device).to(x.dtype) / factor).reshape(shape)
+    return torch.lerp(previous.unsqueeze(dim + 1), x.unsqueeze(dim + 1), weight).flatten(dim, dim + 1)
 
 
 class HaarDown(ResizeOp):
@@ -703,18 +711,13 @@ class _InterpolateUp(ResizeOp):
             if tuple(x.shape[2:]) != other:
                 mode = per_rank(LINEAR_MODE, x.dim() - 2) if self.linear else "nearest"
                 x = F.interpolate(x, size=other, mode=mode, align_corners=False if self.linear else None)
-            positions = torch.arange(count * factor, device=x.device)
-            current = positions // factor
-            blocks = x.index_select(dim, current)
             if self.linear:  # the lagged ramp of _causal_resample, one block per coarse sample
-                last = torch.where(state["started"], state["last"], x.narrow(dim, 0, 1))
-                previous = torch.cat((last, x.narrow(dim, 0, count - 1)), dim)
-                weight = ((positions % factor + 1).to(x.dtype) / factor).reshape(
-                    with_length([1] * x.dim(), dim, -1)
-                )
-                blocks = torch.lerp(previous.index_select(dim, current), blocks, weight)
+                before = torch.where(state["started"], state["last"], x.narrow(dim, 0, 1))
+                blocks = _ramp(x, before, dim, factor)
                 new_state["last"] = x.narrow(dim, count - 1, 1)
                 new_state["started"] = torch.ones_like(state["started"])
+            else:
+                blocks = _hold(x, dim, factor)
             fine = torch.cat((fine, blocks), dim)
         length = size[axis]
         new_state["pending"] = fine.narrow(dim, length, fine.shape[dim] - length)
