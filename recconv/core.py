@@ -23,7 +23,17 @@ from torch.fx import _symbolic_trace
 from torch.utils.checkpoint import checkpoint
 
 from ._util import CHANNELS_LAST, LAYOUTS, as_tuple, check_int, is_int
-from .ops import CONV_OPS, DOWNSAMPLE_OPS, UPSAMPLE_OPS, Builder, Window, ask, build_op, resolve_builder
+from .ops import (
+    CONV_OPS,
+    DOWNSAMPLE_OPS,
+    UPSAMPLE_OPS,
+    Builder,
+    Window,
+    ask,
+    build_op,
+    resolve_builder,
+    with_length,
+)
 
 
 def _name_of(op: str | Builder) -> str:
@@ -262,14 +272,12 @@ class RecConvNd(nn.Module):
                 one of this layer's states for this batch size and size (see :meth:`init_state`).
         """
         axis = self._streaming_axis("step")
-        self._check_step(x, state, axis)
+        keys = self._check_step(x, state, axis)
         new_state: dict[str, Tensor] = {}
 
         def run(name: str, op: nn.Module, *args: object) -> Tensor:
-            prefix = f"{name}."
-            own = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
-            out, own = ask(op, "step", self._label)(*args, own)
-            new_state.update({prefix + key: value for key, value in own.items()})
+            out, own = ask(op, "step", self._label)(*args, {short: state[key] for key, short in keys[name]})
+            new_state.update({f"{name}.{short}": value for short, value in own.items()})
             return out
 
         features = [x]
@@ -299,7 +307,8 @@ class RecConvNd(nn.Module):
             )
         return self.causal_axis
 
-    def _check_step(self, x: Tensor, state: dict[str, Tensor], axis: int) -> None:
+    def _check_step(self, x: Tensor, state: dict[str, Tensor], axis: int) -> dict[str, list[tuple[str, str]]]:
+        """Refuse a chunk or state that does not fit; return each op's state keys, full and its own."""
         dims = self.spatial_dims
         if not isinstance(x, Tensor) or not x.is_floating_point():
             raise TypeError(f"{self._label}: step() expects a floating-point tensor, got {type(x).__name__}")
@@ -313,11 +322,7 @@ class RecConvNd(nn.Module):
                 f"{self._label}: the state must be the dict from init_state() or step(), got {type(state).__name__}"
             )
         other = tuple(s for i, s in enumerate(x.shape[2:]) if i != axis)
-        # The expected shapes depend only on the batch and the other sizes: work them out once.
-        known = self.__dict__.setdefault("_state_shapes", {})
-        if (x.shape[0], other) not in known:
-            known[x.shape[0], other] = self.init_state(x.shape[0], other, device="meta")
-        expected = known[x.shape[0], other]
+        expected = self._state_shapes(x.shape[0], other, axis)
         if state.keys() != expected.keys():
             raise ValueError(
                 f"{self._label}: this state belongs to another layer: expected keys {sorted(expected)}, "
@@ -327,17 +332,41 @@ class RecConvNd(nn.Module):
             have = state[key]
             if not isinstance(have, Tensor):
                 raise TypeError(f"{self._label}: state[{key!r}] must be a tensor, got {type(have).__name__}")
-            # The length along the causal axis depends on where the stream is; the rest is fixed.
-            if have.dim() != want.dim() or any(
-                h != w
-                for d, (h, w) in enumerate(zip(have.shape, want.shape))
-                if d != axis + 2 or want.dim() < 3
-            ):
+            shape = tuple(have.shape)
+            if len(shape) >= 3:
+                shape = with_length(shape, axis + 2, -1)
+            if shape != want:
+                shown = ", ".join("T" if size == -1 else str(size) for size in want)
                 raise ValueError(
-                    f"{self._label}: state[{key!r}] has shape {tuple(have.shape)}, expected {tuple(want.shape)} "
-                    f"(any length at dim {axis + 2}) for a chunk of shape {tuple(x.shape)}: a state from another "
-                    f"layer, batch size or input size; start a stream with init_state({x.shape[0]}, {tuple(other)})"
+                    f"{self._label}: state[{key!r}] has shape {tuple(have.shape)}, expected ({shown}) "
+                    f"(T: any length at dim {axis + 2}) for a chunk of shape {tuple(x.shape)}: a state from "
+                    f"another layer, batch size or input size; start a stream with "
+                    f"init_state({x.shape[0]}, {tuple(other)})"
                 )
+        return self._state_keys(expected)
+
+    def _state_shapes(self, batch_size: int, other: tuple[int, ...], axis: int) -> dict[str, tuple[int, ...]]:
+        """The shape of each state tensor for this batch and these other sizes, ``-1`` along the causal
+        axis (its length depends on where the stream is); worked out once per batch and sizes."""
+        known = self.__dict__.setdefault("_known_state_shapes", {})
+        if (batch_size, other) not in known:
+            state = self.init_state(batch_size, other, device="meta")
+            known[batch_size, other] = {
+                key: with_length(value.shape, axis + 2, -1) if value.dim() >= 3 else tuple(value.shape)
+                for key, value in state.items()
+            }
+        return known[batch_size, other]
+
+    def _state_keys(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, list[tuple[str, str]]]:
+        """For each op of :meth:`step`, its keys in the layer's state and in its own: worked out once."""
+        keys = self.__dict__.get("_op_state_keys")
+        if keys is None:
+            keys = {
+                name: [(key, key[len(name) + 1 :]) for key in shapes if key.startswith(f"{name}.")]
+                for name, *_ in self._streamed_ops()
+            }
+            self.__dict__["_op_state_keys"] = keys
+        return keys
 
     def _causal_axis(self, causal: bool | int, owner: str) -> int | None:
         if isinstance(causal, bool):

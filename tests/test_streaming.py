@@ -181,8 +181,8 @@ def test_wrong_chunk_shape(shape):
 def test_wrong_batch_size():
     layer = RecConv1d(8, kernel_size=3, level=1, causal=True)
     message = (
-        "RecConv1d(8, level=1): state['downs.0.tail'] has shape (2, 8, 3), expected (1, 8, 3) (any length at "
-        "dim 2) for a chunk of shape (1, 8, 5): a state from another layer, batch size or input size; "
+        "RecConv1d(8, level=1): state['downs.0.tail'] has shape (2, 8, 3), expected (1, 8, T) (T: any length "
+        "at dim 2) for a chunk of shape (1, 8, 5): a state from another layer, batch size or input size; "
         "start a stream with init_state(1, ())"
     )
     with pytest.raises(ValueError, match=re.escape(message)):
