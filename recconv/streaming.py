@@ -68,6 +68,7 @@ _POINTWISE_FUNCTIONS = {
 }
 _POINTWISE_METHODS = {"add", "sub", "mul", "div", "neg", "relu", "sigmoid", "tanh", "contiguous"}
 _REDUCTIONS = {"mean", "sum", "amax"}
+_INPUT, _OUTPUT, _CONSTANT, _FUNCTION, _METHOD, _MODULE, _STREAMING = range(7)  # what a step of a plan does
 
 
 class CausalConv(nn.Module):
@@ -220,6 +221,8 @@ class Streamer(nn.Module):
         self._state_keys: frozenset[str] = frozenset()
         self._own_keys: dict[fx.Node, list[tuple[str, str]]] = {}
         self._no_output: dict[fx.Node, Tensor] = {}
+        self._number = {node: i for i, node in enumerate(self.graph.nodes)}  # a node's place in a plan
+        self._plan: list[tuple[int, fx.Node, Any, list[tuple[bool, Any]] | None]] = []  # see _make_plan
 
     def _find_axis(self) -> int:
         for module in self.model.modules():
@@ -298,7 +301,8 @@ class Streamer(nn.Module):
             (batch_size, in_channels, *size[: self.axis], 1, *size[self.axis :]), device=device, dtype=dtype
         )
         state: dict[str, Tensor] = {}
-        self._run(chunk, None, state, init=(device, dtype))
+        self._run(chunk, state, (device, dtype))
+        self._plan = self._make_plan()
         self._chunk_shape = with_length(chunk.shape, self.axis + 2, -1)
         self._state_keys = frozenset(state)
         return state
@@ -318,18 +322,83 @@ class Streamer(nn.Module):
                 f"step, with keys {sorted(self._state_keys)}"
             )
         new_state: dict[str, Tensor] = {}
-        return self._run(chunk, state, new_state), new_state
+        return self._run_plan(chunk, state, new_state), new_state
 
     step = forward
 
-    def _run(
-        self,
-        chunk: Tensor,
-        state: dict[str, Tensor] | None,
-        new_state: dict[str, Tensor],
-        init: tuple[Any, torch.dtype] | None = None,
-    ) -> Tensor:
+    def _make_plan(self) -> list[tuple[int, fx.Node, Any, list[tuple[bool, Any]] | None]]:
+        """The graph as steps over numbered values, each node's work and arguments looked up once, so
+        that a chunk runs without interpreting the graph: on small chunks the interpretation took a
+        large part of a step."""
+        number = self._number
+        plan = []
+        for node in self.graph.nodes:
+            action: Any
+            if node.op == "placeholder":
+                action = (_INPUT, None)
+            elif node.op == "output":
+                action = (_OUTPUT, None)
+            elif node.op == "get_attr":
+                action = (_CONSTANT, _fetch(self.model, cast(str, node.target)))
+            elif node.op == "call_function":
+                action = (_FUNCTION, node.target)
+            elif node.op == "call_method":
+                action = (_METHOD, node.target)
+            elif node in self._self_streaming:
+                step = cast(Callable[..., tuple[Tensor, dict[str, Tensor]]], self._called[node].step)
+                action = (_STREAMING, (step, self._own_keys[node], self._no_output[node]))
+            else:
+                action = (_MODULE, (self._called[node], self._no_output[node]))
+            # Positional arguments as (is a node, its number or the value); None: looked up as fx does.
+            flat = not node.kwargs and not any(
+                _holds_node(a) for a in node.args if not isinstance(a, fx.Node)
+            )
+            args = (
+                [(True, number[a]) if isinstance(a, fx.Node) else (False, a) for a in node.args]
+                if flat
+                else None
+            )
+            plan.append((number[node], node, action, args))
+        return plan
+
+    def _run_plan(self, chunk: Tensor, state: dict[str, Tensor], new_state: dict[str, Tensor]) -> Tensor:
         dim = self.axis + 2
+        values: list[Any] = [None] * len(self._plan)
+        for index, node, (kind, what), arg_spec in self._plan:
+            if kind == _INPUT:
+                values[index] = chunk
+                continue
+            args: Any
+            kwargs: Any
+            if arg_spec is None:
+                args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: values[self._number[n]])
+            else:
+                args, kwargs = [values[a] if is_node else a for is_node, a in arg_spec], {}
+            if kind == _OUTPUT:
+                return args[0]
+            if kind == _CONSTANT:
+                values[index] = what
+            elif kind == _FUNCTION:
+                values[index] = what(*args, **kwargs)
+            elif kind == _METHOD:
+                values[index] = getattr(args[0], what)(*args[1:], **kwargs)
+            elif kind == _MODULE:
+                module, no_output = what
+                values[index] = module(*args, **kwargs) if args[0].shape[dim] else no_output
+            else:  # a module that streams itself
+                step, keys, no_output = what
+                if not args[0].shape[dim]:  # a strided stage before it gave no new sample: nothing changes
+                    new_state.update((key, state[key]) for key, _ in keys)
+                    values[index] = no_output
+                else:
+                    out, own = step(args[0], {name: state[key] for key, name in keys})
+                    new_state.update((key, own[name]) for key, name in keys)
+                    values[index] = out
+        raise AssertionError("unreachable: an fx graph ends with its output node")
+
+    def _run(self, chunk: Tensor, new_state: dict[str, Tensor], init: tuple[Any, torch.dtype]) -> Tensor:
+        """The first chunk of a new stream, interpreting the graph: learns each module's state keys
+        and its output for a chunk that gives it no new sample."""
         values: dict[fx.Node, Any] = {}
         for node in self.graph.nodes:
             if node.op == "placeholder":
@@ -344,34 +413,10 @@ class Streamer(nn.Module):
                 out = node.target(*args, **kwargs)
             elif node.op == "call_method":
                 out = getattr(args[0], node.target)(*args[1:], **kwargs)
-            elif init is not None:
-                out = self._first_call(node, args, kwargs, new_state, init)
             else:
-                out = self._call(node, args, kwargs, cast(dict[str, Tensor], state), new_state, dim)
+                out = self._first_call(node, args, kwargs, new_state, init)
             values[node] = out
         raise AssertionError("unreachable: an fx graph ends with its output node")
-
-    def _call(
-        self,
-        node: fx.Node,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        state: dict[str, Tensor],
-        new_state: dict[str, Tensor],
-        dim: int,
-    ) -> Tensor:
-        """A module's output for the next chunk; a module that streams itself steps its state."""
-        module, x = self._called[node], args[0]
-        if node not in self._self_streaming:
-            return module(*args, **kwargs) if x.shape[dim] else self._no_output[node]
-        keys = self._own_keys[node]
-        if not x.shape[dim]:  # a strided stage before it gave no new sample: nothing changes
-            new_state.update((key, state[key]) for key, _ in keys)
-            return self._no_output[node]
-        step = cast(Callable[..., tuple[Tensor, dict[str, Tensor]]], module.step)
-        out, own = step(x, {name: state[key] for key, name in keys})
-        new_state.update((key, own[name]) for key, name in keys)
-        return out
 
     def _first_call(
         self,
@@ -381,7 +426,7 @@ class Streamer(nn.Module):
         new_state: dict[str, Tensor],
         init: tuple[Any, torch.dtype],
     ) -> Tensor:
-        """As :meth:`_call`, from a new state, learning the module's state keys and output shape."""
+        """A module's output for the first chunk from a new state, learning its state keys and output shape."""
         module, x = self._called[node], args[0]
         if node in self._self_streaming:
             other = [s for i, s in enumerate(x.shape[2:]) if i != self.axis]
@@ -396,6 +441,12 @@ class Streamer(nn.Module):
             out = module(*args, **kwargs)
         self._no_output[node] = out.new_zeros(with_length(out.shape, self.axis + 2, 0))
         return out
+
+
+def _holds_node(value: Any) -> bool:
+    found: list[fx.Node] = []
+    fx.node.map_arg(value, found.append)
+    return bool(found)
 
 
 def _fetch(model: nn.Module, target: str) -> Any:
