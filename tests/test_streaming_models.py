@@ -82,6 +82,15 @@ def test_causal_presets_have_the_recconvs_of_their_model_table_entry(builder, en
     assert {m.causal_axis for m in model.modules() if isinstance(m, RecConvNd)} == {axis}
 
 
+def test_fused_presets_stream_what_the_unfused_ones_compute():
+    model = randomized(recnext_audio_causal_tiny())
+    x = torch.randn(1, 1, 16, 70, dtype=torch.float64)
+    expected = model(x)
+    fused = model.fuse()
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fused.modules())
+    torch.testing.assert_close(stream(Streamer(fused), x, [1, 5, 64]), expected, rtol=0, atol=1e-12)
+
+
 def test_presets_stream_one_frame_at_a_time_float32():
     model = recnext_audio_causal_tiny().eval()
     x = torch.randn(1, 1, 40, 48)
