@@ -590,14 +590,18 @@ def _causal_resample(x: Tensor, axis: int, size: int, factor: int, linear: bool)
     ``t`` may read coarse ``t // factor`` and earlier: a hold (``linear=False``) or a
     linear ramp from the previous coarse sample to the current one.
     """
+    # Gathers by fine position rather than building whole blocks and cutting them to ``size``:
+    # the cut makes torch.export guard on how ``size`` relates to the coarse length.
     dim = axis + 2
-    blocks = _ramp(x, x.narrow(dim, 0, 1), dim, factor) if linear else _hold(x, dim, factor)
-    return blocks.narrow(dim, 0, size)
-
-
-def _hold(x: Tensor, dim: int, factor: int) -> Tensor:
-    """Each sample of ``x`` along ``dim`` repeated ``factor`` times, in a tensor of its own."""
-    return x.repeat_interleave(factor, dim)
+    fine = torch.arange(size, device=x.device)
+    current = fine // factor
+    if not linear:
+        return x.index_select(dim, current)
+    previous = (current - 1).clamp(min=0)
+    shape = [1] * x.dim()
+    shape[dim] = size
+    weight = ((fine % factor + 1).to(x.dtype) / factor).reshape(shape)
+    return torch.lerp(x.index_select(dim, previous), x.index_select(dim, current), weight)
 
 
 def _ramp(x: Tensor, before: Tensor, dim: int, factor: int) -> Tensor:
@@ -717,7 +721,7 @@ class _InterpolateUp(ResizeOp):
                 new_state["last"] = x.narrow(dim, count - 1, 1)
                 new_state["started"] = torch.ones_like(state["started"])
             else:
-                blocks = _hold(x, dim, factor)
+                blocks = x.repeat_interleave(factor, dim)
             fine = torch.cat((fine, blocks), dim)
         length = size[axis]
         new_state["pending"] = fine.narrow(dim, length, fine.shape[dim] - length)
