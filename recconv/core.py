@@ -280,15 +280,32 @@ class RecConvNd(nn.Module):
             new_state.update({f"{name}.{short}": value for short, value in own.items()})
             return out
 
+        def keep(name: str) -> None:  # an op with no new sample and none due: its step would change nothing
+            new_state.update({f"{name}.{short}": state[key] for key, short in keys[name]})
+
+        # The new samples of each level, down to the first level that has none (a strided down op
+        # gets a sample from a short chunk only every so often): the ops below it are skipped.
+        dim = axis + 2
         features = [x]
-        for i in range(1, self.level + 1):
+        while len(features) <= self.level and features[-1].shape[dim]:
+            i = len(features)
             features.append(run(f"downs.{i - 1}", self.down_op(i), features[-1]))
+        for i in range(len(features), self.level + 1):
+            keep(f"downs.{i - 1}")
         hidden = None
-        for j, (conv, up, coarse, fine) in enumerate(
-            zip(self.convs, self.ups, reversed(features[1:]), reversed(features[:-1]))
-        ):
-            mixed = run(f"convs.{j}", conv, coarse if hidden is None else hidden + coarse)
-            hidden = run(f"ups.{j}", up, mixed, fine.shape[2:])
+        for j, (conv, up) in enumerate(zip(self.convs, self.ups)):
+            level = self.level - j
+            if level >= len(features):  # no new sample at the level above either
+                keep(f"convs.{j}")
+                keep(f"ups.{j}")
+                continue
+            coarse = features[level]
+            if coarse.shape[dim]:
+                mixed = run(f"convs.{j}", conv, coarse if hidden is None else hidden + coarse)
+            else:
+                keep(f"convs.{j}")
+                mixed = coarse
+            hidden = run(f"ups.{j}", up, mixed, features[level - 1].shape[2:])
         out = run(f"convs.{self.level}", self.convs[-1], x if hidden is None else hidden + x)
         return out, {key: new_state[key] for key in state}  # in the caller's order: stable export outputs
 

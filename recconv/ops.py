@@ -43,7 +43,9 @@ Streaming along the causal axis (:meth:`recconv.RecConvNd.step`) asks two more q
   of this step) with ``x`` the op's input samples new since the last step (possibly none along
   the causal axis): returns ``(out, new_state)``, ``out`` the op's output samples that those
   inputs complete, so that concatenating them along the causal axis gives the offline output.
-  The state is never changed in place, and its size does not grow with the stream.
+  The state is never changed in place, and its size does not grow with the stream. A step with
+  no new input sample that owes no output sample (an up op: ``size`` 0 along the causal axis)
+  changes nothing, so :meth:`~recconv.RecConvNd.step` skips such calls.
 
 The three flags are optional (missing means ``False``: slower or more memory, never wrong). A layer with an op
 that lacks a method still runs; asking a theory helper about it raises

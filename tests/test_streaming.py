@@ -90,6 +90,32 @@ def test_state_is_not_changed_and_can_branch():
     torch.testing.assert_close(branch, layer(x)[..., 7:], rtol=0, atol=1e-12)
 
 
+def test_ops_of_levels_without_a_new_sample_are_skipped():
+    """Single samples reach level i every 2**i steps; the steps of its ops run only then."""
+    layer = RecConv1d(2, 3, level=3, causal=True, dtype=torch.float64)
+    calls = {}
+    for name, op in (
+        [("down", layer.down_op(1))]
+        + [(f"convs.{j}", c) for j, c in enumerate(layer.convs)]
+        + [(f"ups.{j}", u) for j, u in enumerate(layer.ups)]
+    ):
+
+        def counted(*args, _step=op.step, _name=name):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _step(*args)
+
+        op.step = counted
+    x = torch.randn(1, 2, 16, dtype=torch.float64)
+    out, _ = stream(layer, x, [1] * 16)
+    torch.testing.assert_close(out, layer(x), rtol=0, atol=1e-12)
+    steps_at = {level: 16 // 2**level for level in range(4)}  # steps in which level gets a sample
+    assert calls == {
+        "down": steps_at[0] + steps_at[1] + steps_at[2],  # one op shared by the levels (the paper's)
+        **{f"convs.{j}": steps_at[3 - j] for j in range(4)},
+        **{f"ups.{j}": steps_at[2 - j] for j in range(3)},
+    }
+
+
 def test_state_is_tensors_only():
     state = RecConv2d(4, 3, level=2, causal=1, upsample="linear").init_state(2, (8,))
     assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
