@@ -6,6 +6,7 @@ grad) and training (forward + backward) time, new over old, per rank:
 
     python benchmarks/compare_commit.py 1aea55e --threads 2
     python benchmarks/compare_commit.py 1aea55e --recompute   # the new layers with recompute=True
+    python benchmarks/compare_commit.py a4e568a --compile [--stored]   # torch.compile of both layers
 """
 
 from __future__ import annotations
@@ -47,19 +48,28 @@ def main() -> None:
     parser.add_argument("commit", help="the earlier commit, e.g. 1aea55e")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=12)
-    parser.add_argument("--recompute", action="store_true", help="build the new layers with recompute=True")
+    storing = parser.add_mutually_exclusive_group()
+    storing.add_argument("--recompute", action="store_true", help="build the new layers with recompute=True")
+    storing.add_argument("--stored", action="store_true", help="build both layers with recompute=False")
+    parser.add_argument("--compile", action="store_true", help="time torch.compile of both layers")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder:
         old_package = earlier_package(args.commit, Path(folder))
-        print(f"recconv at {args.commit} against this checkout, {args.threads} threads, medians of "
+        compiled = ", both compiled" if args.compile else ""
+        print(f"recconv at {args.commit} against this checkout{compiled}, {args.threads} threads, medians of "
               f"{args.repeats - 2} interleaved rounds after 2 warm-up rounds")  # fmt: skip
         for label, (options, shape) in CASES.items():
             layer_class = f"RecConv{label[0]}d"
-            extra = {"recompute": True} if args.recompute else {}
-            new = getattr(recconv, layer_class)(**options, **extra)
-            old = getattr(old_package, layer_class)(**options)
+            stored = {"recompute": False} if args.stored else {}
+            new = getattr(recconv, layer_class)(
+                **options, **({"recompute": True} if args.recompute else stored)
+            )
+            old = getattr(old_package, layer_class)(**options, **stored)
             old.load_state_dict(new.state_dict())
+            if args.compile:
+                torch.compiler.reset()  # Dynamo's recompile limit counts per code object: a fresh start per rank
+                new, old = torch.compile(new), torch.compile(old)
             x = torch.randn(shape, requires_grad=True)
             times: dict[str, list[float]] = {
                 key: [] for key in ("old fwd", "new fwd", "old train", "new train")

@@ -68,6 +68,7 @@ from torch import Tensor, nn
 from ._util import (
     AVG_POOL_FN,
     BATCH_NORM,
+    CHANNELS_LAST,
     CONV,
     CONV_FN,
     CONV_TRANSPOSE_FN,
@@ -873,7 +874,22 @@ def _depthwise_conv(
         x = pad_before(x, causal_axis + lift, weight.shape[2 + causal_axis] - 1)
     conv = per_rank(CONV_FN, x.dim() - 2)
     stride, padding = (1,) * lift + stride, (0,) * lift + padding
+    if torch.compiler.is_compiling() and not lift:
+        weight = _channels_last_hint(weight, x)
     return conv(x, lifted(weight, lift), bias, stride, padding, 1, weight.shape[0])
+
+
+def _channels_last_hint(weight: Tensor, x: Tensor) -> Tensor:
+    """A depthwise ``weight`` with channels-last strides when ``x`` is channels-last: the same memory
+    (its input-channel axis has size 1), but Inductor, which lays out a 3D conv and every conv's
+    backward after the weight, then reads it as channels-last rather than contiguous and keeps the
+    convs on oneDNN's fast channels-last path (see docs/performance.md)."""
+    memory_format = CHANNELS_LAST.get(x.dim())
+    if memory_format is None or x.is_contiguous() or not x.is_contiguous(memory_format=memory_format):
+        return weight
+    kernel = weight.shape[2:]
+    strides = [math.prod(kernel[i + 1 :]) for i in range(len(kernel))]
+    return weight.as_strided(weight.shape, (math.prod(kernel), 1, *strides))
 
 
 def _pool_down(

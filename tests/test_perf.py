@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from recconv import RecConv1d, RecConv2d, RecConv3d
-from recconv.ops import dense_depthwise_conv, depthwise_conv_norm
+from recconv.ops import _channels_last_hint, dense_depthwise_conv, depthwise_conv_norm
 
 from .strategies import build, layer_kwargs, sizes
 
@@ -80,6 +80,19 @@ def compile_and_compare(layer: nn.Module, x: torch.Tensor, **options) -> None:
     compiled = torch.compile(layer, fullgraph=True, **options)
     for got, expected in zip(outputs_and_gradients(compiled, x), outputs_and_gradients(layer, x)):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_compiled_convs_get_the_weight_with_channels_last_strides(d):
+    """The same values, with the strides Inductor reads to lay a conv out channels-last; only for
+    channels-last input."""
+    weight = torch.randn(8, 1, *(3,) * d)
+    memory_format = torch.channels_last if d == 2 else torch.channels_last_3d
+    x = torch.randn(SHAPES[d]).contiguous(memory_format=memory_format)
+    hinted = _channels_last_hint(weight, x)
+    assert torch.equal(hinted, weight) and hinted.data_ptr() == weight.data_ptr()
+    assert hinted.stride() == (3**d, 1, *(3 ** (d - 1 - i) for i in range(d)))
+    assert _channels_last_hint(weight, x.contiguous()) is weight
 
 
 @pytest.mark.slow
