@@ -874,7 +874,7 @@ def _depthwise_conv(
         x = pad_before(x, causal_axis + lift, weight.shape[2 + causal_axis] - 1)
     conv = per_rank(CONV_FN, x.dim() - 2)
     stride, padding = (1,) * lift + stride, (0,) * lift + padding
-    if torch.compiler.is_compiling() and not lift:
+    if torch.compiler.is_compiling() and not lift:  # lifted 1D layers ran slower with it in a trial
         weight = _channels_last_hint(weight, x)
     return conv(x, lifted(weight, lift), bias, stride, padding, 1, weight.shape[0])
 
