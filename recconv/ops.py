@@ -887,9 +887,8 @@ def _channels_last_hint(weight: Tensor, x: Tensor) -> Tensor:
     memory_format = CHANNELS_LAST.get(x.dim())
     if memory_format is None or x.is_contiguous() or not x.is_contiguous(memory_format=memory_format):
         return weight
-    kernel = weight.shape[2:]
-    strides = [math.prod(kernel[i + 1 :]) for i in range(len(kernel))]
-    return weight.as_strided(weight.shape, (math.prod(kernel), 1, *strides))
+    # Only the size-1 axis's stride changes, so any weight layout addresses the same elements.
+    return weight.as_strided(weight.shape, (weight.stride(0), 1, *weight.stride()[2:]))
 
 
 def _pool_down(

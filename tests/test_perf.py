@@ -93,6 +93,8 @@ def test_compiled_convs_get_the_weight_with_channels_last_strides(d):
     assert torch.equal(hinted, weight) and hinted.data_ptr() == weight.data_ptr()
     assert hinted.stride() == (3**d, 1, *(3 ** (d - 1 - i) for i in range(d)))
     assert _channels_last_hint(weight, x.contiguous()) is weight
+    transposed = torch.randn(*(3,) * d, 8, 1).permute(d, d + 1, *range(d))  # not contiguous
+    assert torch.equal(_channels_last_hint(transposed, x), transposed)
 
 
 @pytest.mark.slow
