@@ -1,8 +1,9 @@
 """Per-chunk latency and state bytes of streaming against recomputing a receptive-field window.
 
 Run: ``python benchmarks/bench_streaming.py [--repeats 30] [--threads 1 2] [--best]``, or
-``python benchmarks/bench_streaming.py --against COMMIT`` to time only the audio preset's
-:class:`recconv.Streamer` against that commit's, interleaved in one process on one thread.
+``python benchmarks/bench_streaming.py --against COMMIT`` to time only single-sample steps of the
+layer and the audio preset's :class:`recconv.Streamer` against that commit's, interleaved in one
+process on one thread.
 
 For a causal ``RecConv1d`` (64 channels, kernel 5, factor 2) at several levels and chunks of 1, 16
 and 160 samples:
@@ -132,38 +133,44 @@ def preset_row(repeats: int, best: bool) -> dict:
 
 
 def against(commit: str, repeats: int) -> None:
-    """Per-chunk time of the audio preset's Streamer at ``commit`` and in this checkout, one thread,
-    in interleaved rounds of one 16-chunk cycle each (the same weights, state and frames)."""
+    """Per-chunk time at ``commit`` and in this checkout, one thread, interleaved round by round with
+    the same weights, state and chunks: single samples through the causal ``RecConv1d`` of the table
+    at levels 3 and 5 (rounds of ``2**level`` steps, every phase of its strides), and the audio
+    preset's :class:`recconv.Streamer` (rounds of one 16-chunk cycle)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from compare_commit import earlier_package
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as folder, torch.no_grad():
         old_package = earlier_package(commit, Path(folder))
+        cases: dict[str, tuple[Callable[[], object], Callable[[], object], int]] = {}
+        for level in (3, 5):
+            layer = recconv.RecConv1d(CHANNELS, KERNEL, level, factor=FACTOR, causal=True).eval()
+            old_layer = old_package.RecConv1d(CHANNELS, KERNEL, level, factor=FACTOR, causal=True).eval()
+            old_layer.load_state_dict(layer.state_dict())
+            sample = torch.randn(1, CHANNELS, 1)
+            old, new = (streaming_step(m.step, m.init_state(1), sample) for m in (old_layer, layer))
+            cases[f"RecConv1d level {level}, single samples"] = (old, new, FACTOR**level)
         model = recnext_audio_causal_tiny().eval()
         old_model = old_package.streaming.recnext_audio_causal_tiny().eval()
         old_model.load_state_dict(model.state_dict())
         frame = torch.randn(1, 1, 40, 1)
-        cycles = {}
-        for name, streamer in (
-            (commit, old_package.Streamer(old_model)),
-            ("this checkout", recconv.Streamer(model)),
-        ):
-            step = streaming_step(streamer, streamer.init_state(1, (40,)), frame)
-            cycles[name] = lambda step=step: [step() for _ in range(PRESET_CYCLE)]
-        times: dict[str, list[float]] = {name: [] for name in cycles}
-        for _ in range(repeats + 3):
-            for name, cycle in cycles.items():
-                start = time.perf_counter()
-                cycle()
-                times[name].append((time.perf_counter() - start) / PRESET_CYCLE)
-    median = {name: 1e3 * statistics.median(values[3:]) for name, values in times.items()}
-    print(
-        f"audio preset, one 10 ms frame per chunk, one thread, median of {repeats} interleaved {PRESET_CYCLE}-chunk cycles:"
-    )
-    for name, ms in median.items():
-        print(f"  {name}: {ms:.3f} ms per chunk")
-    print(f"  this checkout / {commit}: {median['this checkout'] / median[commit]:.2f}")
+        old, new = (
+            streaming_step(s, s.init_state(1, (40,)), frame)
+            for s in (old_package.Streamer(old_model), recconv.Streamer(model))
+        )
+        cases["audio preset, one 10 ms frame per chunk"] = (old, new, PRESET_CYCLE)
+        print(f"one thread, medians of {repeats} interleaved rounds after 3 warm-up rounds, per chunk:")
+        for label, (old, new, steps) in cases.items():
+            rounds = {
+                commit: lambda old=old, steps=steps: [old() for _ in range(steps)],
+                "this checkout": lambda new=new, steps=steps: [new() for _ in range(steps)],
+            }
+            ms = {name: t / steps for name, t in time_ms(rounds, repeats, best=False).items()}
+            print(
+                f"  {label}: {commit} {ms[commit]:.3f} ms, this checkout {ms['this checkout']:.3f} ms, "
+                f"ratio {ms['this checkout'] / ms[commit]:.2f}"
+            )
 
 
 def main() -> None:
@@ -172,7 +179,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--best", action="store_true", help="report the fastest repeat instead of the median")
     parser.add_argument(
-        "--against", metavar="COMMIT", help="only time the audio preset's Streamer against COMMIT's"
+        "--against",
+        metavar="COMMIT",
+        help="only time layer steps and the audio preset's Streamer against COMMIT's",
     )
     args = parser.parse_args()
     if args.against:
