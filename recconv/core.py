@@ -276,12 +276,15 @@ class RecConvNd(nn.Module):
         new_state: dict[str, Tensor] = {}
 
         def run(name: str, op: nn.Module, *args: object) -> Tensor:
-            out, own = ask(op, "step", self._label)(*args, {short: state[key] for key, short in keys[name]})
-            new_state.update({f"{name}.{short}": value for short, value in own.items()})
+            own_keys = keys[name]
+            out, own = ask(op, "step", self._label)(*args, {short: state[key] for key, short in own_keys})
+            for key, short in own_keys:
+                new_state[key] = own[short]
             return out
 
         def keep(name: str) -> None:  # an op with no new sample and none due: its step would change nothing
-            new_state.update({f"{name}.{short}": state[key] for key, short in keys[name]})
+            for key, _ in keys[name]:
+                new_state[key] = state[key]
 
         # The new samples of each level, down to the first level that has none (a strided down op
         # gets a sample from a short chunk only every so often): the ops below it are skipped.

@@ -196,13 +196,16 @@ def stream_window(tail: Tensor, x: Tensor, axis: int, kernel: int, stride: int) 
     joined = torch.cat((tail, x), dim)
     length = joined.shape[dim]
     count = max(0, (length - stride + 1 - kernel) // stride + 1)
-    window = joined.narrow(dim, stride - 1, length - stride + 1) if count else joined
-    return window, count, joined.narrow(dim, count * stride, length - count * stride)
+    used = count * stride
+    # A step is a few small ops, each costing a call: skip the views that would change nothing.
+    window = joined.narrow(dim, stride - 1, length - stride + 1) if count and stride > 1 else joined
+    return window, count, joined.narrow(dim, used, length - used)
 
 
 # oneDNN's depthwise conv costs about 0.1 ms a call on the CPU, however small: a streaming step's
 # window of a few samples is cheaper as a sum over its unfolded taps, up to about this many products.
 _DIRECT_CONV_WORK = 1 << 15
+_KERNEL_AXES = {dims: tuple(range(-dims, 0)) for dims in (1, 2, 3)}  # the unfolded taps, last
 
 
 def stream_conv(
@@ -211,14 +214,16 @@ def stream_conv(
     """The depthwise ``F.convNd(x, weight, bias, stride, padding, groups=channels)``, fast on the
     small windows of a streaming step."""
     dims, kernel = x.dim() - 2, weight.shape[2:]
-    if x.device.type != "cpu" or x.numel() * math.prod(kernel) > _DIRECT_CONV_WORK:
+    if not x.is_cpu or x.numel() * math.prod(kernel) > _DIRECT_CONV_WORK:
         return per_rank(CONV_FN, dims)(x, weight, bias, stride, padding, 1, weight.shape[0])
     if any(padding):
         x = F.pad(x, [p for p in reversed(padding) for _ in range(2)])
-    for axis, (k, f) in enumerate(zip(kernel, stride)):
-        x = x.unfold(axis + 2, k, f)  # (N, C, *outputs, *kernel)
-    out = (x * weight.reshape(weight.shape[0], *(1,) * dims, *kernel)).sum(tuple(range(-dims, 0)))
-    return out if bias is None else out + bias.reshape(-1, *(1,) * dims)
+    for axis in range(dims):
+        x = x.unfold(axis + 2, kernel[axis], stride[axis])  # (N, C, *outputs, *kernel)
+    # The weight (C, 1, *kernel) broadcasts as (C, *(1,) * dims, *kernel); in 1D it already does.
+    taps = weight if dims == 1 else weight.view(weight.shape[0], *(1,) * dims, *kernel)
+    out = (x * taps).sum(_KERNEL_AXES[dims])
+    return out if bias is None else out + bias.view(-1, *(1,) * dims)
 
 
 def no_samples(x: Tensor, axis: int, stride: Sequence[int]) -> Tensor:
@@ -610,10 +615,11 @@ def _causal_resample(x: Tensor, axis: int, size: int, factor: int, linear: bool)
 def _ramp(x: Tensor, before: Tensor, dim: int, factor: int) -> Tensor:
     """``factor`` fine samples per sample of ``x`` along ``dim``: a linear ramp from the sample before it
     (``before`` for the first) that reaches it at the block's last fine sample."""
-    previous = torch.cat((before, x.narrow(dim, 0, x.shape[dim] - 1)), dim)
+    count = x.shape[dim]
+    previous = before if count == 1 else torch.cat((before, x.narrow(dim, 0, count - 1)), dim)
     shape = [1] * (x.dim() + 1)
     shape[dim + 1] = factor  # the position in the block, on an axis of its own until the flatten
-    weight = (torch.arange(1, factor + 1, device=x.device).to(x.dtype) / factor).reshape(shape)
+    weight = (torch.arange(1, factor + 1, device=x.device, dtype=x.dtype) / factor).view(shape)
     return torch.lerp(previous.unsqueeze(dim + 1), x.unsqueeze(dim + 1), weight).flatten(dim, dim + 1)
 
 
@@ -719,13 +725,13 @@ class _InterpolateUp(ResizeOp):
                 mode = per_rank(LINEAR_MODE, x.dim() - 2) if self.linear else "nearest"
                 x = F.interpolate(x, size=other, mode=mode, align_corners=False if self.linear else None)
             if self.linear:  # the lagged ramp of _causal_resample, one block per coarse sample
-                before = torch.where(state["started"], state["last"], x.narrow(dim, 0, 1))
-                blocks = _ramp(x, before, dim, factor)
-                new_state["last"] = x.narrow(dim, count - 1, 1)
+                first, latest = (x, x) if count == 1 else (x.narrow(dim, 0, 1), x.narrow(dim, count - 1, 1))
+                blocks = _ramp(x, torch.where(state["started"], state["last"], first), dim, factor)
+                new_state["last"] = latest
                 new_state["started"] = torch.ones_like(state["started"])
             else:
                 blocks = x.repeat_interleave(factor, dim)
-            fine = torch.cat((fine, blocks), dim)
+            fine = torch.cat((fine, blocks), dim) if fine.shape[dim] else blocks
         length = size[axis]
         new_state["pending"] = fine.narrow(dim, length, fine.shape[dim] - length)
         return fine.narrow(dim, 0, length), new_state
