@@ -75,7 +75,6 @@ _POINTWISE_FUNCTIONS = {
 }
 _POINTWISE_METHODS = {"add", "sub", "mul", "div", "neg", "relu", "sigmoid", "tanh", "contiguous"}
 _REDUCTIONS = {"mean", "sum", "amax"}
-_INPUT, _OUTPUT, _CONSTANT, _FUNCTION, _METHOD, _MODULE, _STREAMING = range(7)  # what a step of a plan does
 
 
 class CausalConv(nn.Module):
@@ -214,22 +213,22 @@ class Streamer(nn.Module):
         self.axis = self._find_axis() if axis is None else axis
         for node in self.graph.nodes:
             self._check(node)
-        # Looked up once, not on every step: each module called, and whether it streams itself.
+        # Looked up once, not on every step: each module called, and whether it streams itself. Keyed
+        # by node name, which a copy of the streamer (and of its graph) keeps.
         self._called = {
-            node: self.model.get_submodule(cast(str, node.target))  # a call_module target is a name
+            node.name: self.model.get_submodule(cast(str, node.target))  # a call_module target is a name
             for node in self.graph.nodes
             if node.op == "call_module"
         }
-        self._self_streaming = {node for node, module in self._called.items() if _streams_itself(module)}
+        self._self_streaming = {name for name, module in self._called.items() if _streams_itself(module)}
         # Set by init_state, for the batch and sizes it was given: what a chunk must be, each
         # module's state keys (full key, the module's own key) and its output for a chunk with
         # no new sample along time.
         self._chunk_shape: tuple[int, ...] = ()
         self._state_keys: frozenset[str] = frozenset()
-        self._own_keys: dict[fx.Node, list[tuple[str, str]]] = {}
-        self._no_output: dict[fx.Node, Tensor] = {}
-        self._number = {node: i for i, node in enumerate(self.graph.nodes)}  # a node's place in a plan
-        self._plan: list[tuple[int, fx.Node, Any, list[tuple[bool, Any]] | None]] = []  # see _make_plan
+        self._own_keys: dict[str, list[tuple[str, str]]] = {}
+        self._no_output: dict[str, Tensor] = {}
+        self._program: Callable[[Tensor, dict[str, Tensor], dict[str, Tensor]], Tensor]  # see _make_program
 
     def _find_axis(self) -> int:
         for module in self.model.modules():
@@ -309,7 +308,7 @@ class Streamer(nn.Module):
         )
         state: dict[str, Tensor] = {}
         self._run(chunk, state, (device, dtype))
-        self._plan = self._make_plan()
+        self._program = self._make_program()
         self._chunk_shape = with_length(chunk.shape, self.axis + 2, -1)
         self._state_keys = frozenset(state)
         return state
@@ -329,79 +328,47 @@ class Streamer(nn.Module):
                 f"step, with keys {sorted(self._state_keys)}"
             )
         new_state: dict[str, Tensor] = {}
-        return self._run_plan(chunk, state, new_state), new_state
+        return self._program(chunk, state, new_state), new_state
 
     step = forward
 
-    def _make_plan(self) -> list[tuple[int, fx.Node, Any, list[tuple[bool, Any]] | None]]:
-        """The graph as steps over numbered values, each node's work and arguments looked up once, so
-        that a chunk runs without interpreting the graph: on small chunks the interpretation took a
-        large part of a step."""
-        number = self._number
-        plan = []
-        for node in self.graph.nodes:
-            action: Any
-            if node.op == "placeholder":
-                action = (_INPUT, None)
-            elif node.op == "output":
-                action = (_OUTPUT, None)
-            elif node.op == "get_attr":
-                action = (_CONSTANT, _fetch(self.model, cast(str, node.target)))
-            elif node.op == "call_function":
-                action = (_FUNCTION, node.target)
-            elif node.op == "call_method":
-                action = (_METHOD, node.target)
-            elif node in self._self_streaming:
-                step = cast(Callable[..., tuple[Tensor, dict[str, Tensor]]], self._called[node].step)
-                action = (_STREAMING, (step, self._own_keys[node], self._no_output[node]))
-            else:
-                action = (_MODULE, (self._called[node], self._no_output[node]))
-            # Positional arguments as (is a node, its number or the value); None: looked up as fx does.
-            flat = not node.kwargs and not any(
-                _holds_node(a) for a in node.args if not isinstance(a, fx.Node)
-            )
-            args = (
-                [(True, number[a]) if isinstance(a, fx.Node) else (False, a) for a in node.args]
-                if flat
-                else None
-            )
-            plan.append((number[node], node, action, args))
-        return plan
+    def __getstate__(self) -> dict[str, Any]:
+        # The program's functions hold this streamer's modules: a copy makes its own from its copies.
+        return {key: value for key, value in self.__dict__.items() if key != "_program"}
 
-    def _run_plan(self, chunk: Tensor, state: dict[str, Tensor], new_state: dict[str, Tensor]) -> Tensor:
-        dim = self.axis + 2
-        values: list[Any] = [None] * len(self._plan)
-        for index, node, (kind, what), arg_spec in self._plan:
-            if kind == _INPUT:
-                values[index] = chunk
-                continue
-            args: Any
-            kwargs: Any
-            if arg_spec is None:
-                args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: values[self._number[n]])
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if self._own_keys:  # init_state has run
+            self._program = self._make_program()
+
+    def _make_program(self) -> Callable[[Tensor, dict[str, Tensor], dict[str, Tensor]], Tensor]:
+        """The graph as straight-line Python: ``program(chunk, state, new_state)`` returns the output
+        and fills ``new_state``. Each module call is bound once to its step, state keys and output
+        for no new sample, and ``torch.fx`` writes the code, so that a chunk runs without
+        interpreting the graph: on small chunks the interpretation took a large part of a step."""
+        graph = fx.Graph()
+        chunk, state, new_state = (graph.placeholder(name) for name in ("chunk", "state", "new_state"))
+        values: dict[fx.Node, fx.Node] = {}
+        for node in self.graph.nodes:
+            if node.op == "placeholder":
+                values[node] = chunk
+            elif node.op == "output":
+                graph.output(fx.node.map_arg(node.args[0], values.__getitem__))
+            elif node.op == "get_attr":
+                values[node] = graph.call_function(_constant(_fetch(self.model, cast(str, node.target))))
+            elif node.op in ("call_function", "call_method"):
+                values[node] = graph.node_copy(node, values.__getitem__)
             else:
-                args, kwargs = [values[a] if is_node else a for is_node, a in arg_spec], {}
-            if kind == _OUTPUT:
-                return args[0]
-            if kind == _CONSTANT:
-                values[index] = what
-            elif kind == _FUNCTION:
-                values[index] = what(*args, **kwargs)
-            elif kind == _METHOD:
-                values[index] = getattr(args[0], what)(*args[1:], **kwargs)
-            elif kind == _MODULE:
-                module, no_output = what
-                values[index] = module(*args, **kwargs) if args[0].shape[dim] else no_output
-            else:  # a module that streams itself
-                step, keys, no_output = what
-                if not args[0].shape[dim]:  # a strided stage before it gave no new sample: nothing changes
-                    new_state.update((key, state[key]) for key, _ in keys)
-                    values[index] = no_output
+                args, kwargs = fx.node.map_arg((node.args, node.kwargs), values.__getitem__)
+                module, no_output = self._called[node.name], self._no_output[node.name]
+                if node.name in self._self_streaming:
+                    step = cast(Callable[..., tuple[Tensor, dict[str, Tensor]]], module.step)
+                    work = _streamed(step, self._own_keys[node.name], no_output, self.axis + 2)
+                    args, kwargs = (args[0], state, new_state), {}
                 else:
-                    out, own = step(args[0], {name: state[key] for key, name in keys})
-                    new_state.update((key, own[name]) for key, name in keys)
-                    values[index] = out
-        raise AssertionError("unreachable: an fx graph ends with its output node")
+                    work = _per_step(module, no_output, self.axis + 2)
+                values[node] = graph.create_node("call_function", work, args, kwargs, name=node.name)
+        return fx.GraphModule(nn.Module(), graph, class_name="StreamingStep").forward
 
     def _run(self, chunk: Tensor, new_state: dict[str, Tensor], init: tuple[Any, torch.dtype]) -> Tensor:
         """The first chunk of a new stream, interpreting the graph: learns each module's state keys
@@ -434,31 +401,62 @@ class Streamer(nn.Module):
         init: tuple[Any, torch.dtype],
     ) -> Tensor:
         """A module's output for the first chunk from a new state, learning its state keys and output shape."""
-        module, x = self._called[node], args[0]
-        if node in self._self_streaming:
+        module, x = self._called[node.name], args[0]
+        if node.name in self._self_streaming:
             other = [s for i, s in enumerate(x.shape[2:]) if i != self.axis]
             # nn.Module's stubs type an unknown attribute as Tensor | Module
             init_state = cast(Callable[..., dict[str, Tensor]], module.init_state)
             own = init_state(x.shape[0], other, device=init[0], dtype=init[1])
-            self._own_keys[node] = [(f"{node.target}.{name}", name) for name in own]
+            self._own_keys[node.name] = [(f"{node.target}.{name}", name) for name in own]
             new_state.update({f"{node.target}.{name}": value for name, value in own.items()})
             step = cast(Callable[..., tuple[Tensor, dict[str, Tensor]]], module.step)
             out, _ = step(x, own)
         else:
             out = module(*args, **kwargs)
-        self._no_output[node] = out.new_zeros(with_length(out.shape, self.axis + 2, 0))
+        self._no_output[node.name] = out.new_zeros(with_length(out.shape, self.axis + 2, 0))
         return out
-
-
-def _holds_node(value: Any) -> bool:
-    found: list[fx.Node] = []
-    fx.node.map_arg(value, found.append)
-    return bool(found)
 
 
 def _fetch(model: nn.Module, target: str) -> Any:
     owner, _, name = target.rpartition(".")
     return getattr(model.get_submodule(owner), name)
+
+
+def _constant(value: Any) -> Callable[[], Any]:
+    def constant() -> Any:
+        return value
+
+    return constant
+
+
+def _streamed(
+    step: Callable[[Tensor, dict[str, Tensor]], tuple[Tensor, dict[str, Tensor]]],
+    keys: list[tuple[str, str]],
+    no_output: Tensor,
+    dim: int,
+) -> Callable[[Tensor, dict[str, Tensor], dict[str, Tensor]], Tensor]:
+    """A module that streams itself, as a step of a program: its keys (full, its own) of the state."""
+
+    def streamed(x: Tensor, state: dict[str, Tensor], new_state: dict[str, Tensor]) -> Tensor:
+        if not x.shape[dim]:  # a strided stage before it gave no new sample: nothing changes
+            for key, _ in keys:
+                new_state[key] = state[key]
+            return no_output
+        out, own = step(x, {name: state[key] for key, name in keys})
+        for key, name in keys:
+            new_state[key] = own[name]
+        return out
+
+    return streamed
+
+
+def _per_step(module: nn.Module, no_output: Tensor, dim: int) -> Callable[..., Tensor]:
+    """A module applied to each time step alone, as a step of a program: skipped on no new sample."""
+
+    def per_step(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        return module(x, *args, **kwargs) if x.shape[dim] else no_output
+
+    return per_step
 
 
 class MeanOver(nn.Module):

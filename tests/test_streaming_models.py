@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
@@ -104,6 +105,17 @@ def test_streamer_state_is_not_changed():
     out, _ = streamer(torch.randn(1, 2, 40, dtype=torch.float64), state)
     assert all(torch.equal(value, saved[key]) for key, value in state.items())
     assert out.shape == (1, 10, 2)
+
+
+def test_a_copied_streamer_streams_its_own_model():
+    streamer = Streamer(nn.Sequential(RecConv1d(4, level=2, causal=True), nn.GELU()).double().eval())
+    state = streamer.init_state(1)
+    twin = copy.deepcopy(streamer)  # mid-stream: it keeps the state's layout
+    with torch.no_grad():
+        twin.model[0].convs[0].weight.mul_(2)
+    x = torch.randn(1, 4, 9, dtype=torch.float64)
+    torch.testing.assert_close(twin(x, state)[0], twin.model(x), rtol=0, atol=1e-12)
+    torch.testing.assert_close(streamer(x, state)[0], streamer.model(x), rtol=0, atol=1e-12)
 
 
 def test_causal_conv_matches_nn_conv_on_padded_input():
