@@ -7,9 +7,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
+from torch._dynamo.testing import CompileCounterWithBackend
 
 from recconv import RecConv1d, RecConv2d, RecConv3d
-from recconv.ops import _channels_last_hint, dense_depthwise_conv, depthwise_conv_norm
+from recconv._util import CHANNELS_LAST
+from recconv.ops import _channels_last_hint, _resize, dense_depthwise_conv, depthwise_conv_norm
 
 from .strategies import build, layer_kwargs, sizes
 
@@ -95,6 +97,44 @@ def test_compiled_convs_get_the_weight_with_channels_last_strides(d):
     assert _channels_last_hint(weight, x.contiguous()) is weight
     transposed = torch.randn(*(3,) * d, 8, 1).permute(d, d + 1, *range(d))  # not contiguous
     assert torch.equal(_channels_last_hint(transposed, x), transposed)
+
+
+@pytest.mark.parametrize(
+    "mode, shape, size",
+    [("linear", (2, 3, 7), [13]), ("bilinear", (2, 3, 5, 6), [9, 11]), ("trilinear", (1, 2, 3, 4, 5), [5, 7, 9]),
+     ("nearest", (2, 3, 5, 6), [10, 12])],
+)  # fmt: skip
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
+def test_the_resize_op_passes_torch_library_checks(mode, shape, size, channels_last):
+    x = torch.randn(shape, dtype=torch.float64)
+    if channels_last and x.dim() in CHANNELS_LAST:
+        x = x.contiguous(memory_format=CHANNELS_LAST[x.dim()])
+    torch.library.opcheck(_resize, (x.requires_grad_(), size, mode))
+
+
+@pytest.mark.parametrize(
+    "layer, shape",
+    [(RecConv1d(4, 5, 3), (2, 4, 50)), (RecConv2d(4, 5, 2), (2, 4, 17, 19)), (RecConv3d(4, 3, 1), (1, 4, 6, 7, 8)),
+     (RecConv2d(4, 5, 2, upsample="nearest"), (2, 4, 16, 16))],
+    ids=["1d", "2d", "3d", "2d-nearest"],
+)  # fmt: skip
+def test_compiled_layers_resize_through_the_op_and_exported_ones_through_interpolate(layer, shape):
+    """Inductor calls the op as it is (its decomposition made compiled training slow): outputs and
+    gradients bitwise those of eager mode; an exported graph keeps F.interpolate's ATen op."""
+    torch._dynamo.reset()
+    layer = layer.double()
+    backend = CompileCounterWithBackend("aot_eager")
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    got = torch.compile(layer, backend=backend, fullgraph=True)(x)
+    (got_grad,) = torch.autograd.grad(got.square().sum(), x)
+    expected = layer(x)
+    (expected_grad,) = torch.autograd.grad(expected.square().sum(), x)
+    assert torch.equal(got, expected) and torch.equal(got_grad, expected_grad)
+    # The recomputing layer runs its recursion in a checkpoint's subgraph.
+    graphs = [m for g in backend.graphs for m in g.modules() if isinstance(m, torch.fx.GraphModule)]
+    assert any(str(node.target).endswith(".resize.default") for g in graphs for node in g.graph.nodes)
+    exported = torch.export.export(layer, (x.detach(),))
+    assert not any("resize" in str(node.target) for node in exported.graph.nodes)
 
 
 @pytest.mark.slow
