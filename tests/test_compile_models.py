@@ -1,5 +1,6 @@
 """``torch.compile(model)`` of every preset: one graph (``fullgraph=True``) in training and inference,
-under bfloat16 autocast, outputs and gradients like eager, and few compilations for varying sizes.
+under bfloat16 autocast, outputs and gradients as close to float32 as eager's, and few compilations for
+varying sizes.
 
 One preset per kind (1D, 2D, 3D, RecAttn; CI: the 1D one), one block per stage, compiles with the ``aot_eager``
 backend: Dynamo's capture (where graph breaks and recompilations come from) and AOTAutograd's forward
@@ -43,49 +44,63 @@ def batch(name: str, size: tuple[int, ...] | None = None) -> torch.Tensor:
     return torch.randn(2, PRESETS[name].input_size[0], *(size or SIZES[spatial_dims(name)]))
 
 
-def assert_near(got: torch.Tensor, expected: torch.Tensor, what: str, tolerance: float = 0.05) -> None:
-    """Relative to the largest value: bfloat16 keeps about 3 significant digits per op."""
-    error = (got.float() - expected.float()).abs().max().item()
-    scale = expected.float().abs().max().item()
-    assert error <= tolerance * scale, (
-        f"{what}: max |compiled - eager| = {error:.3g}, max |eager| = {scale:.3g}"
-    )
-
-
 def check_compiled_against_eager(name: str, backend: str, shallow: bool = False) -> None:
-    """Train and eval mode under bfloat16 autocast: compiled equals eager, and backward runs."""
+    """Train and eval mode under bfloat16 autocast: compiled is about as close to the float32 result as
+    eager is, and backward runs.
+
+    Compiled and eager bfloat16 round differently (Inductor fuses ops and keeps float32 between them),
+    and in training mode a BatchNorm over a batch of two magnifies rounding: the two can be further from
+    each other than compiled is from float32 (``recnext_m0`` in training mode, where compiled came closer
+    to float32 than eager). So each is judged against float32: compiled within twice eager's error, plus
+    1 % of the largest value.
+    """
     torch._dynamo.reset()
     model = build(name, shallow)
     compiled = torch.compile(model, fullgraph=True, backend=backend)
     x = batch(name)
     for training in (True, False):
         model.train(training)
+        statistics = {key: value.clone() for key, value in model.state_dict().items()}
         outputs = {}
         gradients = {}
-        for label, net in (("eager", model), ("compiled", compiled)):
+        for label, net, bfloat16 in (
+            ("float32", model, False),
+            ("eager", model, True),
+            ("compiled", compiled, True),
+        ):
+            model.load_state_dict(statistics)  # a training step moves BatchNorm statistics: the same start
             model.zero_grad(set_to_none=True)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
                 out = net(x)
-            assert out.dtype == torch.bfloat16, f"{name} {label}: logits in {out.dtype}"
-            outputs[label] = out
+            if bfloat16:
+                assert out.dtype == torch.bfloat16, f"{name} {label}: logits in {out.dtype}"
+            outputs[label] = out.float()
             if training:
                 out.float().square().sum().backward()
                 gradients[label] = {n: p.grad for n, p in model.named_parameters()}
         mode = "train" if training else "eval"
-        assert_near(outputs["compiled"], outputs["eager"], f"{name} {mode} logits")
+        reference = outputs["float32"]
+        errors = {label: (outputs[label] - reference).abs().max().item() for label in ("eager", "compiled")}
+        allowed = 2 * errors["eager"] + 0.01 * reference.abs().max().item()
+        assert errors["compiled"] <= allowed, (
+            f"{name} {mode} logits: max |compiled - float32| = {errors['compiled']:.3g}, "
+            f"max |eager - float32| = {errors['eager']:.3g} (allowed {allowed:.3g})"
+        )
         if not training:
             continue
         # Per tensor, the error in norm; some gradients are zero in exact arithmetic (a bias before a
         # BatchNorm in training) and only rounding in bfloat16: judge those against the model's largest.
-        largest = max(g.float().norm().item() for g in gradients["eager"].values() if g is not None)
-        for param, expected in gradients["eager"].items():
-            got = gradients["compiled"][param]
+        largest = max(g.norm().item() for g in gradients["float32"].values() if g is not None)
+        for param, expected in gradients["float32"].items():
+            got, eager = gradients["compiled"][param], gradients["eager"][param]
             assert expected is not None and got is not None, f"{name}: no gradient for {param}"
             assert torch.isfinite(got).all(), f"{name}: gradient of {param} not finite"
-            error = (got.float() - expected.float()).norm().item()
-            bound = 0.1 * expected.float().norm().item() + 1e-3 * largest
+            error = (got.float() - expected).norm().item()
+            bound = (
+                2 * (eager.float() - expected).norm().item() + 0.01 * expected.norm().item() + 1e-3 * largest
+            )
             assert error <= bound, (
-                f"{name}: gradient of {param} off by {error:.3g} in norm (bound {bound:.3g})"
+                f"{name}: gradient of {param} off float32's by {error:.3g} in norm (bound {bound:.3g})"
             )
 
 
