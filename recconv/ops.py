@@ -973,9 +973,9 @@ def _interpolate_up(
 
 
 # Under torch.compile the interpolation is an op of its own (torch.library), which Inductor calls as
-# it is instead of decomposing it. Decomposed, its backward became a scatter-add that took about a
-# third of a compiled training step on the CPU, making compiled training 1.2-2.1x slower than eager;
-# ATen's own kernels, in forward and backward, make it about as fast as eager (docs/performance.md).
+# it is instead of decomposing it. Decomposed, its backward became a scatter-add, the costliest of the
+# compiled step's kernels after the convolutions on the CPU, and compiled training took 1.3-2.2x eager
+# training's time; with ATen's kernels in forward and backward it is about as fast (docs/performance.md).
 # Exporting keeps F.interpolate, which ONNX knows. The namespace is the package's name, so that an
 # earlier copy imported beside it (benchmarks/compare_commit.py) registers its own.
 _LIBRARY = __name__.partition(".")[0]
