@@ -908,13 +908,18 @@ def _depthwise_conv(
     return conv(x, lifted(weight, lift), bias, stride, padding, 1, weight.shape[0])
 
 
+def _is_channels_last(x: Tensor) -> bool:
+    """Whether ``x`` is laid out channels-last (and not also contiguous)."""
+    layout = CHANNELS_LAST.get(x.dim())
+    return layout is not None and x.is_contiguous(memory_format=layout) and not x.is_contiguous()
+
+
 def _channels_last_hint(weight: Tensor, x: Tensor) -> Tensor:
     """A depthwise ``weight`` with channels-last strides when ``x`` is channels-last: the same memory
     (its input-channel axis has size 1), but Inductor, which lays out a 3D conv and every conv's
     backward after the weight, then reads it as channels-last rather than contiguous and keeps the
     convs on oneDNN's fast channels-last path (see docs/performance.md)."""
-    memory_format = CHANNELS_LAST.get(x.dim())
-    if memory_format is None or x.is_contiguous() or not x.is_contiguous(memory_format=memory_format):
+    if not _is_channels_last(x):
         return weight
     # Only the size-1 axis's stride changes, so any weight layout addresses the same elements.
     return weight.as_strided(weight.shape, (weight.stride(0), 1, *weight.stride()[2:]))
@@ -993,12 +998,6 @@ _NEAREST_BACKWARD = (
 
 def _resize_layout(channels_last: bool, dims: int) -> torch.memory_format:
     return CHANNELS_LAST[dims + 2] if channels_last else torch.contiguous_format
-
-
-def _is_channels_last(x: Tensor) -> bool:
-    """Whether ``x`` is laid out channels-last (and not also contiguous): the resize's output follows."""
-    layout = CHANNELS_LAST.get(x.dim())
-    return layout is not None and x.is_contiguous(memory_format=layout) and not x.is_contiguous()
 
 
 @torch.library.custom_op(f"{_LIBRARY}::resize", mutates_args=())
