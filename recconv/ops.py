@@ -968,7 +968,7 @@ def _interpolate_up(
     resample = causal_axis is not None and factor[causal_axis] > 1
     if interpolate:
         mode = per_rank(LINEAR_MODE, x.dim() - 2) if linear else "nearest"
-        if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+        if _resize_needs_op(x):
             x = _resize(x, size, mode)
         else:
             x = F.interpolate(x, size=size, mode=mode, align_corners=False if linear else None)
@@ -977,11 +977,13 @@ def _interpolate_up(
     return x if interpolate or resample else x.clone()  # fresh_output: the core sums into it
 
 
-# Under torch.compile the interpolation is an op of its own (torch.library), which Inductor calls as
-# it is instead of decomposing it. Decomposed, its backward became a scatter-add, the costliest of the
-# compiled step's kernels after the convolutions on the CPU, and compiled training took 1.3-2.2x eager
-# training's time; with ATen's kernels in forward and backward it is about as fast (docs/performance.md).
-# Exporting keeps F.interpolate, which ONNX knows. The namespace is the package's name, so that an
+# Under torch.compile, where a backward will run, the interpolation is an op of its own (torch.library),
+# which Inductor calls as it is instead of decomposing it. Decomposed, its backward became a scatter-add,
+# the costliest of the compiled step's kernels after the convolutions on the CPU, and compiled training
+# took 1.3-2.2x eager training's time; with ATen's kernels in forward and backward it is about as fast
+# (docs/performance.md). Without a backward, 1D and 2D keep the decomposed forward, which Inductor fuses
+# with the sum after it (0.82-0.84x the op's time); 3D does not (2.1x; benchmarks/compare_commit.py
+# fb9686e --compile). Exporting keeps F.interpolate, which ONNX knows. The namespace is the package's name, so that an
 # earlier copy imported beside it (benchmarks/compare_commit.py) registers its own.
 _LIBRARY = __name__.partition(".")[0]
 _RESIZE_BACKWARD = {
@@ -994,6 +996,11 @@ _NEAREST_BACKWARD = (
     torch.ops.aten.upsample_nearest2d_backward,
     torch.ops.aten.upsample_nearest3d_backward,
 )
+
+
+def _resize_needs_op(x: Tensor) -> bool:
+    backward = torch.is_grad_enabled() and x.requires_grad
+    return torch.compiler.is_compiling() and not torch.compiler.is_exporting() and (backward or x.dim() == 5)
 
 
 def _resize_layout(channels_last: bool, dims: int) -> torch.memory_format:

@@ -120,7 +120,8 @@ def test_the_resize_op_passes_torch_library_checks(mode, shape, size, channels_l
 )  # fmt: skip
 def test_compiled_layers_resize_through_the_op_and_exported_ones_through_interpolate(layer, shape):
     """Inductor calls the op as it is (its decomposition made compiled training slow): outputs and
-    gradients bitwise those of eager mode; an exported graph keeps F.interpolate's ATen op."""
+    gradients bitwise those of eager mode. Without autograd in 1D and 2D, and in an exported graph,
+    F.interpolate stays (Inductor fuses it, ONNX knows it)."""
     torch._dynamo.reset()
     layer = layer.double()
     backend = CompileCounterWithBackend("aot_eager")
@@ -133,6 +134,12 @@ def test_compiled_layers_resize_through_the_op_and_exported_ones_through_interpo
     # The recomputing layer runs its recursion in a checkpoint's subgraph.
     graphs = [m for g in backend.graphs for m in g.modules() if isinstance(m, torch.fx.GraphModule)]
     assert any(str(node.target).endswith(".resize.default") for g in graphs for node in g.graph.nodes)
+    backend = CompileCounterWithBackend("aot_eager")
+    with torch.no_grad():  # decomposed: equal to rounding
+        torch.testing.assert_close(torch.compile(layer, backend=backend, fullgraph=True)(x), expected)
+    graphs = [m for g in backend.graphs for m in g.modules() if isinstance(m, torch.fx.GraphModule)]
+    resized = any("resize" in str(node.target) for g in graphs for node in g.graph.nodes)
+    assert graphs and resized == (x.dim() == 5)
     exported = torch.export.export(layer, (x.detach(),))
     assert not any("resize" in str(node.target) for node in exported.graph.nodes)
 
