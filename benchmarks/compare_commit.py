@@ -7,6 +7,7 @@ grad) and training (forward + backward) time, new over old, per rank:
     python benchmarks/compare_commit.py 1aea55e --threads 2
     python benchmarks/compare_commit.py 1aea55e --recompute   # the new layers with recompute=True
     python benchmarks/compare_commit.py a4e568a --compile [--stored]   # torch.compile of both layers
+    python benchmarks/compare_commit.py e7c5169 --causal   # both layers causal along their last axis
 """
 
 from __future__ import annotations
@@ -52,16 +53,21 @@ def main() -> None:
     storing.add_argument("--recompute", action="store_true", help="build the new layers with recompute=True")
     storing.add_argument("--stored", action="store_true", help="build both layers with recompute=False")
     parser.add_argument("--compile", action="store_true", help="time torch.compile of both layers")
+    parser.add_argument(
+        "--causal", action="store_true", help="build both layers causal along their last axis"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder:
         old_package = earlier_package(args.commit, Path(folder))
-        compiled = ", both compiled" if args.compile else ""
+        compiled = (", both causal" if args.causal else "") + (", both compiled" if args.compile else "")
         print(f"recconv at {args.commit} against this checkout{compiled}, {args.threads} threads, medians of "
               f"{args.repeats - 2} interleaved rounds after 2 warm-up rounds")  # fmt: skip
         for label, (options, shape) in CASES.items():
             layer_class = f"RecConv{label[0]}d"
             stored = {"recompute": False} if args.stored else {}
+            if args.causal:
+                options = {**options, "causal": len(shape) - 3}
             new = getattr(recconv, layer_class)(
                 **options, **({"recompute": True} if args.recompute else stored)
             )

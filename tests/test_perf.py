@@ -11,7 +11,13 @@ from torch._dynamo.testing import CompileCounterWithBackend
 
 from recconv import RecConv1d, RecConv2d, RecConv3d
 from recconv._util import CHANNELS_LAST
-from recconv.ops import _channels_last_hint, _resize, dense_depthwise_conv, depthwise_conv_norm
+from recconv.ops import (
+    _causal_resample,
+    _channels_last_hint,
+    _resize,
+    dense_depthwise_conv,
+    depthwise_conv_norm,
+)
 
 from .strategies import build, layer_kwargs, sizes
 
@@ -144,6 +150,52 @@ def test_compiled_layers_resize_through_the_op_and_exported_ones_through_interpo
     assert not any("resize" in str(node.target) for node in exported.graph.nodes)
 
 
+@pytest.mark.parametrize("linear", [True, False], ids=["ramp", "hold"])
+@pytest.mark.parametrize("factor, size", [(2, 9), (2, 10), (3, 7), (4, 16)])
+@pytest.mark.parametrize("dim", [2, 3])
+def test_the_causal_resample_in_blocks_is_bitwise_the_gather_by_position(linear, factor, size, dim):
+    """Eager mode repeats whole blocks; exported graphs gather fine position t from coarse t // factor
+    (and the one before it, for the ramp)."""
+    shape = [2, 3, 5, 6]
+    shape[dim] = -(-size // factor)
+    x = torch.randn(shape, dtype=torch.float64)
+    fine = torch.arange(size)
+    current, previous = fine // factor, (fine // factor - 1).clamp(min=0)
+    weight = ((fine % factor + 1).double() / factor).view([size if a == dim else 1 for a in range(4)])
+    gathered = x.index_select(dim, current)
+    if linear:
+        gathered = torch.lerp(x.index_select(dim, previous), gathered, weight)
+    assert torch.equal(_causal_resample(x, dim - 2, size, factor, linear), gathered)
+
+
+@pytest.mark.parametrize(
+    "layer, shape",
+    [(RecConv1d(4, 5, 3, causal=True), (2, 4, 50)), (RecConv2d(4, 3, 2, causal=1, upsample="nearest"), (2, 4, 9, 13)),
+     (RecConv3d(4, 3, 1, causal=2), (1, 4, 5, 6, 7))],
+    ids=["1d", "2d-nearest", "3d"],
+)  # fmt: skip
+def test_compiled_causal_layers_train_and_infer_as_in_eager_mode(layer, shape):
+    """Compiled training of static sizes resamples in blocks, compiled inference gathers (Inductor fuses
+    the gather, and the blocks' backward): both give eager's results."""
+
+    def gathers(backend: CompileCounterWithBackend) -> bool:
+        graphs = [m for g in backend.graphs for m in g.modules() if isinstance(m, torch.fx.GraphModule)]
+        return any("index_select" in str(node.target) for g in graphs for node in g.graph.nodes)
+
+    torch._dynamo.reset()
+    layer = layer.double()
+    x = torch.randn(shape, dtype=torch.float64)
+    backend = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(layer, backend=backend, fullgraph=True)
+    for got, expected in zip(outputs_and_gradients(compiled, x), outputs_and_gradients(layer, x)):
+        torch.testing.assert_close(got, expected)
+    assert backend.graphs and not gathers(backend)
+    backend = CompileCounterWithBackend("aot_eager")
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(layer, backend=backend, fullgraph=True)(x), layer(x))
+    assert gathers(backend)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("d", [1, 2, 3])
 def test_compiled_training_and_inference_have_no_graph_breaks(d):
@@ -169,11 +221,12 @@ def test_compiled_training_under_bfloat16_autocast_has_no_graph_breaks():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("causal", [False, True], ids=["centered", "causal"])
 @pytest.mark.parametrize("d", [1, 2])
-def test_dynamic_sizes_compile_at_most_twice(d):
+def test_dynamic_sizes_compile_at_most_twice(d, causal):
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    layer = LAYERS[d](4, 3, 3)
+    layer = LAYERS[d](4, 3, 3, causal=causal)
     compiled = torch.compile(layer, fullgraph=True, dynamic=True)
     for n in (32, 37, 45, 50, 61):  # 37, 45 and 61 are not divisible by 2**level
         x = torch.randn(2, 4, *(n,) * d)
