@@ -14,6 +14,8 @@ linear attention there.
 
 from __future__ import annotations
 
+import operator
+import weakref
 from collections.abc import Sequence
 from typing import cast
 
@@ -38,6 +40,13 @@ from .ops import (
 
 def _name_of(op: str | Builder) -> str:
     return repr(op) if isinstance(op, str) else getattr(op, "__qualname__", repr(op))
+
+
+# The state each layer's last step returned, with its chunk's shape, keys and tensors: handed back
+# unchanged, it needs no check. Beside the layers, not in them, so that copying a layer copies no state.
+_LAST_STATES: weakref.WeakKeyDictionary[
+    nn.Module, tuple[torch.Size, dict[str, Tensor], tuple[str, ...], tuple[Tensor, ...]]
+] = weakref.WeakKeyDictionary()
 
 
 class RecConvNd(nn.Module):
@@ -310,7 +319,10 @@ class RecConvNd(nn.Module):
                 mixed = coarse
             hidden = run(f"ups.{j}", up, mixed, features[level - 1].shape[2:])
         out = run(f"convs.{self.level}", self.convs[-1], x if hidden is None else hidden + x)
-        return out, {key: new_state[key] for key in state}  # in the caller's order: stable export outputs
+        new_state = {key: new_state[key] for key in state}  # in the caller's order: stable export outputs
+        if not torch.compiler.is_compiling():  # a traced state must not outlive its trace
+            _LAST_STATES[self] = (x.shape, new_state, tuple(new_state), tuple(new_state.values()))
+        return out, new_state
 
     def _streamed_ops(self) -> list[tuple[str, nn.Module, int, int]]:
         """Every op run by :meth:`step`: state name, op, and its input and output level."""
@@ -341,6 +353,8 @@ class RecConvNd(nn.Module):
             raise TypeError(
                 f"{self._label}: the state must be the dict from init_state() or step(), got {type(state).__name__}"
             )
+        if self._is_last_state(x, state, axis):  # checked when it was made: a stream's usual next step
+            return self.__dict__["_op_state_keys"]
         other = tuple(s for i, s in enumerate(x.shape[2:]) if i != axis)
         expected = self._state_shapes(x.shape[0], other, axis)
         if state.keys() != expected.keys():
@@ -364,6 +378,22 @@ class RecConvNd(nn.Module):
                     f"init_state({x.shape[0]}, {tuple(other)})"
                 )
         return self._state_keys(expected)
+
+    def _is_last_state(self, x: Tensor, state: dict[str, Tensor], axis: int) -> bool:
+        """Whether ``state`` is the one the last step returned, unchanged, for a chunk of ``x``'s shape
+        (any length along the causal axis). Its tensors are kept, so their ids cannot be reused."""
+        last = _LAST_STATES.get(self)
+        if last is None or torch.compiler.is_compiling():
+            return False
+        shape, last_state, keys, values = last
+        dim = axis + 2
+        return (
+            state is last_state
+            and shape[:dim] == x.shape[:dim]
+            and shape[dim + 1 :] == x.shape[dim + 1 :]
+            and tuple(state) == keys
+            and all(map(operator.is_, state.values(), values))
+        )
 
     def _state_shapes(self, batch_size: int, other: tuple[int, ...], axis: int) -> dict[str, tuple[int, ...]]:
         """The shape of each state tensor for this batch and these other sizes, ``-1`` along the causal

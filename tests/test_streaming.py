@@ -233,6 +233,27 @@ def test_wrong_batch_size():
         layer.step(torch.randn(1, 8, 5), layer.init_state(2))
 
 
+def test_the_state_a_step_returned_is_checked_again_when_changed_or_used_for_another_chunk_shape():
+    # A step skips checking the state it returned last, if it comes back unchanged for the same shape.
+    layer = RecConv2d(2, kernel_size=3, level=1, causal=1)
+    _, state = layer.step(torch.randn(1, 2, 6, 3), layer.init_state(1, (6,)))
+    layer.step(torch.randn(1, 2, 6, 1), state)
+    with pytest.raises(
+        ValueError, match=re.escape("for a chunk of shape (2, 2, 6, 3): a state from another")
+    ):
+        layer.step(torch.randn(2, 2, 6, 3), state)
+    with pytest.raises(
+        ValueError, match=re.escape("for a chunk of shape (1, 2, 7, 3): a state from another")
+    ):
+        layer.step(torch.randn(1, 2, 7, 3), state)
+    state["downs.0.tail"] = state["downs.0.tail"][:, :1]
+    with pytest.raises(ValueError, match=re.escape("state['downs.0.tail'] has shape (1, 1, ")):
+        layer.step(torch.randn(1, 2, 6, 3), state)
+    del state["downs.0.tail"]
+    with pytest.raises(ValueError, match="this state belongs to another layer"):
+        layer.step(torch.randn(1, 2, 6, 3), state)
+
+
 def test_wrong_other_size():
     layer = RecConv2d(2, kernel_size=3, level=1, causal=1)
     with pytest.raises(
