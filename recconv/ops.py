@@ -622,6 +622,12 @@ def _causal_resample(x: Tensor, axis: int, size: int, factor: int, linear: bool)
     return torch.lerp(x.index_select(dim, previous), x.index_select(dim, current), weight)
 
 
+def _runs_in_bfloat16(x: Tensor) -> bool:
+    """Whether an op on ``x`` computes in bfloat16: ``x`` is, or CPU autocast makes it so."""
+    autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    return x.dtype == torch.bfloat16 or (autocast and x.is_cpu)
+
+
 def _will_backward(x: Tensor) -> bool:
     """Whether autograd records what is done with ``x``."""
     return torch.is_grad_enabled() and x.requires_grad
@@ -895,7 +901,12 @@ def _depthwise_conv(
         x = pad_before(x, causal_axis + lift, weight.shape[2 + causal_axis] - 1)
     conv = per_rank(CONV_FN, x.dim() - 2)
     stride, padding = (1,) * lift + stride, (0,) * lift + padding
-    if torch.compiler.is_compiling() and not lift:  # lifted 1D layers ran slower with it in a trial
+    if x.dim() == 5 and x.is_cpu and _will_backward(weight) and _runs_in_bfloat16(x) and _is_channels_last(x):
+        # oneDNN's bfloat16 depthwise conv3d gets the weight's gradient wrong for some small
+        # channels-last inputs on AVX-512 CPUs, such as a coarse level's (4, 1, 1) map (off by about its
+        # own size: benchmarks/onednn_bf16_conv3d.py); contiguous input is right.
+        x = x.contiguous()
+    elif torch.compiler.is_compiling() and not lift:  # lifted 1D layers ran slower with it in a trial
         weight = _channels_last_hint(weight, x)
     return conv(x, lifted(weight, lift), bias, stride, padding, 1, weight.shape[0])
 
