@@ -639,7 +639,7 @@ def _ramp(x: Tensor, before: Tensor, dim: int, factor: int) -> Tensor:
     count = x.shape[dim]
     previous = before if count == 1 else torch.cat((before, x.narrow(dim, 0, count - 1)), dim)
     # One lerp per position in the block, stacked: its backward needs no sum over a broadcast weight,
-    # which took a third of an eager causal layer's training step, and a streaming step makes no weights.
+    # which took about a quarter of an eager causal layer's training step, and a step makes no weights.
     steps = [torch.lerp(previous, x, (position + 1) / factor) for position in range(factor)]
     return torch.stack(steps, dim + 1).flatten(dim, dim + 1)
 
@@ -985,9 +985,10 @@ def _interpolate_up(
 # the costliest of the compiled step's kernels after the convolutions on the CPU, and compiled training
 # took 1.3-2.2x eager training's time; with ATen's kernels in forward and backward it is about as fast
 # (docs/performance.md). Without a backward, 1D and 2D keep the decomposed forward, which Inductor fuses
-# with the sum after it (0.82-0.84x the op's time); 3D does not (2.1x; benchmarks/compare_commit.py
-# fb9686e --compile). Exporting keeps F.interpolate, which ONNX knows. The namespace is the package's name, so that an
-# earlier copy imported beside it (benchmarks/compare_commit.py) registers its own.
+# with the sum after it (0.82-1.02x the op's time in 1D, 0.84-0.87x in 2D); 3D keeps the op (2.1x without;
+# benchmarks/compare_commit.py fb9686e --compile). Exporting keeps F.interpolate, which ONNX knows. The
+# namespace is the package's name, so that an earlier copy imported beside it (compare_commit.py)
+# registers its own.
 _LIBRARY = __name__.partition(".")[0]
 _RESIZE_BACKWARD = {
     "linear": torch.ops.aten.upsample_linear1d_backward,
