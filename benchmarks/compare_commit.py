@@ -8,6 +8,7 @@ grad) and training (forward + backward) time, new over old, per rank:
     python benchmarks/compare_commit.py 1aea55e --recompute   # the new layers with recompute=True
     python benchmarks/compare_commit.py a4e568a --compile [--stored]   # torch.compile of both layers
     python benchmarks/compare_commit.py e7c5169 --causal   # both layers causal along their last axis
+    python benchmarks/compare_commit.py e7c5169 --bfloat16   # both under CPU autocast to bfloat16
 """
 
 from __future__ import annotations
@@ -56,11 +57,16 @@ def main() -> None:
     parser.add_argument(
         "--causal", action="store_true", help="build both layers causal along their last axis"
     )
+    parser.add_argument("--bfloat16", action="store_true", help="run both under CPU autocast to bfloat16")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder:
         old_package = earlier_package(args.commit, Path(folder))
-        compiled = (", both causal" if args.causal else "") + (", both compiled" if args.compile else "")
+        compiled = (
+            (", both causal" if args.causal else "")
+            + (", both compiled" if args.compile else "")
+            + (", bfloat16 autocast" if args.bfloat16 else "")
+        )
         print(f"recconv at {args.commit} against this checkout{compiled}, {args.threads} threads, medians of "
               f"{args.repeats - 2} interleaved rounds after 2 warm-up rounds")  # fmt: skip
         for label, (options, shape) in CASES.items():
@@ -80,14 +86,17 @@ def main() -> None:
             times: dict[str, list[float]] = {
                 key: [] for key in ("old fwd", "new fwd", "old train", "new train")
             }
+            autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bfloat16)
             for _ in range(args.repeats):
                 for name, layer in (("old", old), ("new", new)):
-                    with torch.no_grad():
+                    with torch.no_grad(), autocast:
                         start = time.perf_counter()
                         layer(x)
                         times[f"{name} fwd"].append(time.perf_counter() - start)
                     start = time.perf_counter()
-                    layer(x).sum().backward()
+                    with autocast:
+                        out = layer(x)
+                    out.float().sum().backward()
                     times[f"{name} train"].append(time.perf_counter() - start)
             median = {key: statistics.median(values[2:]) for key, values in times.items()}
             print(
