@@ -175,8 +175,8 @@ def test_the_causal_resample_in_blocks_is_bitwise_the_gather_by_position(linear,
     ids=["1d", "2d-nearest", "3d"],
 )  # fmt: skip
 def test_compiled_causal_layers_train_and_infer_as_in_eager_mode(layer, shape):
-    """Compiled training of static sizes resamples in blocks, compiled inference gathers (Inductor fuses
-    the gather, and the blocks' backward): both give eager's results."""
+    """Compiled training of static sizes resamples in blocks (whose backward sums, where the gather's
+    scatters), compiled inference gathers (which Inductor fuses): both give eager's results."""
 
     def gathers(backend: CompileCounterWithBackend) -> bool:
         graphs = [m for g in backend.graphs for m in g.modules() if isinstance(m, torch.fx.GraphModule)]
