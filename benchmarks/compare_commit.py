@@ -62,12 +62,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder:
         old_package = earlier_package(args.commit, Path(folder))
-        compiled = (
+        setting = (
             (", both causal" if args.causal else "")
             + (", both compiled" if args.compile else "")
             + (", bfloat16 autocast" if args.bfloat16 else "")
         )
-        print(f"recconv at {args.commit} against this checkout{compiled}, {args.threads} threads, medians of "
+        print(f"recconv at {args.commit} against this checkout{setting}, {args.threads} threads, medians of "
               f"{args.repeats - 2} interleaved rounds after 2 warm-up rounds")  # fmt: skip
         for label, (options, shape) in CASES.items():
             layer_class = f"RecConv{label[0]}d"

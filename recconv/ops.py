@@ -606,9 +606,9 @@ def _causal_resample(x: Tensor, axis: int, size: int, factor: int, linear: bool)
     # sizes (torch.export, dynamic shapes), where whether the cut keeps every block is not known, and
     # asking would add a guard, a graph per answer (benchmarks/compare_commit.py e7c5169 --causal
     # [--compile]).
-    blocks_length = x.shape[dim] * factor
-    known = statically_known_true(size == blocks_length) or statically_known_true(size != blocks_length)
-    if not torch.compiler.is_compiling() or (_will_backward(x) and known):
+    if not torch.compiler.is_compiling() or (
+        _will_backward(x) and _known_equal_or_not(size, x.shape[dim] * factor)
+    ):
         blocks = _ramp(x, x.narrow(dim, 0, 1), dim, factor) if linear else x.repeat_interleave(factor, dim)
         return blocks.narrow(dim, 0, size)
     fine = torch.arange(size, device=x.device)
@@ -620,6 +620,11 @@ def _causal_resample(x: Tensor, axis: int, size: int, factor: int, linear: bool)
     shape[dim] = size
     weight = ((fine % factor + 1).to(x.dtype) / factor).reshape(shape)
     return torch.lerp(x.index_select(dim, previous), x.index_select(dim, current), weight)
+
+
+def _known_equal_or_not(a: int, b: int) -> bool:
+    """Whether ``a == b`` is decided without a guard: always for ints, for symbolic sizes only if provable."""
+    return statically_known_true(a == b) or statically_known_true(a != b)
 
 
 def _runs_in_bfloat16(x: Tensor) -> bool:
