@@ -74,6 +74,9 @@ def test_generated_stream_and_its_training_windows() -> None:
             assert not ((offset > example.AMBIGUOUS[0]) & (offset < example.AMBIGUOUS[1])).any()
         else:
             assert ((offset >= example.POSITIVE[0] - 1e-3) & (offset <= example.POSITIVE[1] + 1e-3)).any()
+    # Windows that end during a keyword, before the vowel that decides its class, teach waiting.
+    during = ((offsets > -1.0) & (offsets <= example.AMBIGUOUS[0])).any(dim=1)
+    assert (during & (windows.labels == none)).any()
     window, _ = windows[0]
     assert window.shape == (example.WINDOW_FRAMES * example.HOP,)
 
