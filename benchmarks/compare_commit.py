@@ -9,6 +9,7 @@ grad) and training (forward + backward) time, new over old, per rank:
     python benchmarks/compare_commit.py a4e568a --compile [--stored]   # torch.compile of both layers
     python benchmarks/compare_commit.py e7c5169 --causal   # both layers causal along their last axis
     python benchmarks/compare_commit.py e7c5169 --bfloat16   # both under CPU autocast to bfloat16
+    python benchmarks/compare_commit.py fbdbd6a --upsample transposed   # another up op in both
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def main() -> None:
         "--causal", action="store_true", help="build both layers causal along their last axis"
     )
     parser.add_argument("--bfloat16", action="store_true", help="run both under CPU autocast to bfloat16")
+    parser.add_argument("--upsample", help="the up op of both layers (default: the layers' default)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder:
@@ -66,6 +68,7 @@ def main() -> None:
             (", both causal" if args.causal else "")
             + (", both compiled" if args.compile else "")
             + (", bfloat16 autocast" if args.bfloat16 else "")
+            + (f", upsample={args.upsample!r}" if args.upsample else "")
         )
         print(f"recconv at {args.commit} against this checkout{setting}, {args.threads} threads, medians of "
               f"{args.repeats - 2} interleaved rounds after 2 warm-up rounds")  # fmt: skip
@@ -74,6 +77,8 @@ def main() -> None:
             stored = {"recompute": False} if args.stored else {}
             if args.causal:
                 options = {**options, "causal": len(shape) - 3}
+            if args.upsample:
+                options = {**options, "upsample": args.upsample}
             new = getattr(recconv, layer_class)(
                 **options, **({"recompute": True} if args.recompute else stored)
             )

@@ -662,7 +662,10 @@ def _checked(
 
 
 def _sum(upsampled: Tensor, features: Tensor, in_place: bool) -> Tensor:
-    if in_place and upsampled.dtype == features.dtype:
+    # Not into a view (a crop) that autograd records: it would copy the whole base in backward
+    # (CopySlices). Compiled graphs are functional, and Dynamo cannot ask.
+    recorded_view = torch.is_grad_enabled() and not torch.compiler.is_compiling() and upsampled._is_view()
+    if in_place and upsampled.dtype == features.dtype and not recorded_view:
         return upsampled.add_(features)
     return features + upsampled
 

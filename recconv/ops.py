@@ -609,7 +609,9 @@ def _causal_resample(x: Tensor, axis: int, size: int, factor: int, linear: bool)
     if not torch.compiler.is_compiling() or (
         _will_backward(x) and _known_equal_or_not(size, x.shape[dim] * factor)
     ):
-        blocks = _ramp(x, x.narrow(dim, 0, 1), dim, factor) if linear else x.repeat_interleave(factor, dim)
+        blocks = _ramp(x, x.narrow(dim, 0, 1), dim, factor) if linear else _interleave([x] * factor, dim)
+        if not torch.compiler.is_compiling() and blocks.shape[dim] == size:
+            return blocks  # not a view, so that the core's sum can go into it in place (see core._sum)
         return blocks.narrow(dim, 0, size)
     fine = torch.arange(size, device=x.device)
     current = fine // factor
@@ -646,7 +648,18 @@ def _ramp(x: Tensor, before: Tensor, dim: int, factor: int) -> Tensor:
     # One lerp per position in the block, stacked: its backward needs no sum over a broadcast weight,
     # which took about a quarter of an eager causal layer's training step, and a step makes no weights.
     steps = [torch.lerp(previous, x, (position + 1) / factor) for position in range(factor)]
-    return torch.stack(steps, dim + 1).flatten(dim, dim + 1)
+    return _interleave(steps, dim)
+
+
+def _interleave(parts: list[Tensor], dim: int) -> Tensor:
+    """Blocks of ``len(parts)`` samples along ``dim``, sample ``p`` of each from ``parts[p]``, in the
+    layout of ``parts``. A plain stack (or ``repeat_interleave``) returns them contiguous, and the convs
+    after a causal up op then ran off oneDNN's channels-last path, at about half its speed
+    (docs/performance.md)."""
+    if _is_channels_last(parts[0]):  # stacked as (N, *spatial, C), where channels-last is contiguous
+        moved = [part.movedim(1, -1) for part in parts]
+        return torch.stack(moved, dim).flatten(dim - 1, dim).movedim(-1, 1)
+    return torch.stack(parts, dim + 1).flatten(dim, dim + 1)
 
 
 class HaarDown(ResizeOp):
@@ -756,7 +769,7 @@ class _InterpolateUp(ResizeOp):
                 new_state["last"] = latest
                 new_state["started"] = torch.ones_like(state["started"])
             else:
-                blocks = x.repeat_interleave(factor, dim)
+                blocks = _interleave([x] * factor, dim)
             fine = torch.cat((fine, blocks), dim) if fine.shape[dim] else blocks
         length = size[axis]
         new_state["pending"] = fine.narrow(dim, length, fine.shape[dim] - length)

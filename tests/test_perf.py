@@ -150,22 +150,62 @@ def test_compiled_layers_resize_through_the_op_and_exported_ones_through_interpo
     assert not any("resize" in str(node.target) for node in exported.graph.nodes)
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
 @pytest.mark.parametrize("linear", [True, False], ids=["ramp", "hold"])
 @pytest.mark.parametrize("factor, size", [(2, 9), (2, 10), (3, 7), (4, 16)])
 @pytest.mark.parametrize("dim", [2, 3])
-def test_the_causal_resample_in_blocks_is_bitwise_the_gather_by_position(linear, factor, size, dim):
-    """Eager mode repeats whole blocks; exported graphs gather fine position t from coarse t // factor
-    (and the one before it, for the ramp)."""
+def test_the_causal_resample_in_blocks_is_bitwise_the_gather_by_position(
+    linear, factor, size, dim, channels_last
+):
+    """Eager mode repeats whole blocks, in the input's layout; exported graphs gather fine position t
+    from coarse t // factor (and the one before it, for the ramp)."""
     shape = [2, 3, 5, 6]
     shape[dim] = -(-size // factor)
     x = torch.randn(shape, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     fine = torch.arange(size)
     current, previous = fine // factor, (fine // factor - 1).clamp(min=0)
     weight = ((fine % factor + 1).double() / factor).view([size if a == dim else 1 for a in range(4)])
     gathered = x.index_select(dim, current)
     if linear:
         gathered = torch.lerp(x.index_select(dim, previous), gathered, weight)
-    assert torch.equal(_causal_resample(x, dim - 2, size, factor, linear), gathered)
+    resampled = _causal_resample(x, dim - 2, size, factor, linear)
+    assert torch.equal(resampled, gathered)
+    assert (resampled.stride(1) == 1) == channels_last  # channels vary fastest in channels-last
+
+
+@pytest.mark.parametrize("upsample", ["linear", "nearest"])
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_every_conv_of_a_causal_layer_runs_channels_last_on_the_cpu(d, upsample):
+    """As in a centered layer: on contiguous tensors oneDNN's depthwise convs take about twice as long."""
+    layer = LAYERS[d](8, 3, 2, causal=d - 1, upsample=upsample)
+    layouts = []
+    for conv in layer.convs:
+        conv.register_forward_pre_hook(lambda _, args: layouts.append(args[0].stride(1) == 1))
+    layer(torch.randn(SHAPES[d], requires_grad=True)).sum().backward()
+    assert layouts == [True] * (layer.level + 1)
+
+
+def autograd_nodes(out: torch.Tensor) -> set[str]:
+    seen, stack, names = set(), [out.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            names.add(type(node).__name__)
+            stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("length", [64, 61], ids=["whole-blocks", "cut"])
+@pytest.mark.parametrize("causal", [False, True], ids=["centered", "causal"])
+@pytest.mark.parametrize("upsample", ["linear", "nearest", "transposed"])
+def test_sums_into_up_outputs_never_make_autograd_copy_a_view_base(upsample, causal, length):
+    """An in-place sum into a crop of a larger tensor makes backward copy all of it (CopySlices)."""
+    layer = RecConv1d(4, 3, 3, causal=causal, upsample=upsample)
+    x = torch.randn(2, 4, length, requires_grad=True)
+    assert "CopySlices" not in autograd_nodes(layer(x))
 
 
 @pytest.mark.parametrize(
