@@ -19,12 +19,13 @@ from recconv.models import PRESETS, create_model, list_models
 
 ONE_PER_KIND = ["recnext_seq_tiny", "recnext_audio_tiny", "recnext_video_tiny", "recnext_a0"]
 SIZES = {1: (96,), 2: (64, 64), 3: (4, 32, 32)}  # small inputs every preset accepts
-# Five sizes per rank for dynamic shapes; most are not divisible by 2**level of any stage. Each keeps
-# every coarse map larger than 1, where Dynamo would specialize (its 0/1 rule).
+# Five sizes per rank for dynamic shapes; most are not divisible by 2**level of any stage. In 3D no
+# map of any level is 1 wide for one size and wider for another: the stride order a convolution's
+# output gets depends on whether a size is 1, so Dynamo compiles a graph for each side (its 0/1 rule).
 DYNAMIC_SIZES = {
     1: [(96,), (111,), (128,), (150,), (173,)],
     2: [(64, 64), (72, 80), (75, 69), (96, 88), (101, 123)],
-    3: [(4, 32, 32), (5, 36, 40), (3, 41, 37), (6, 48, 32), (4, 53, 45)],
+    3: [(4, 34, 34), (5, 36, 40), (3, 41, 37), (6, 48, 35), (4, 53, 45)],
 }
 
 
@@ -147,8 +148,26 @@ def test_every_preset_compiles_with_inductor_and_matches_eager(name):
     check_compiled_against_eager(name, "inductor")
 
 
+# Upstream, not ours: torch 2.14.1's Inductor fixes the sizes when it compiles the backward graph (its
+# convolution_backward lowering turns the input gradient's strides into numbers), so training compiles
+# a graph per size; seen with TORCH_LOGS=recompiles for these presets (docs/performance.md). Strict: a
+# release that fixes it makes these tests fail until the marks go. recnext_a0 has not been run to the end.
+SIZES_FIXED_IN_BACKWARD = pytest.mark.xfail(
+    strict=True, reason="torch's Inductor fixes the sizes when it compiles the backward graph"
+)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-@pytest.mark.parametrize("name", ONE_PER_KIND)
+@pytest.mark.parametrize(
+    "name, training",
+    [
+        *(
+            pytest.param(name, True, marks=SIZES_FIXED_IN_BACKWARD, id=f"{name}-train")
+            for name in ONE_PER_KIND[:3]
+        ),
+        pytest.param(ONE_PER_KIND[3], True, id=f"{ONE_PER_KIND[3]}-train"),
+        *(pytest.param(name, False, id=f"{name}-eval") for name in ONE_PER_KIND),
+    ],
+)
 def test_dynamic_sizes_compile_at_most_twice_with_inductor(name, training):
     assert compilations(name, "inductor", training) <= 2
