@@ -2,9 +2,9 @@
 
     python benchmarks/causal_cost.py [--threads 2] [--repeats 12] [--compile]
 
-Causal along the last axis, the shapes of ``compare_commit.py``. Prints, per rank, the median over the
-rounds of the per-round ratio causal / centered, for the forward (no grad) and a training step
-(forward and backward of ``out.square().mean()``).
+The layers and inputs of ``compare_commit.py``, causal along the last axis. Prints, per rank, the
+median over the rounds of the per-round ratio causal / centered, for the forward (no grad) and a
+training step (forward and backward of ``out.square().mean()``).
 """
 
 from __future__ import annotations
@@ -14,16 +14,9 @@ import statistics
 import time
 
 import torch
+from compare_commit import CASES  # this checkout's recconv on sys.path first
 
 import recconv
-from recconv._util import per_rank
-
-CASES = {  # rank: (channels, level, input shape), as in compare_commit.py
-    1: (64, 5, (8, 64, 4096)),
-    2: (64, 3, (8, 64, 56, 56)),
-    3: (32, 2, (2, 32, 8, 32, 32)),
-}
-LAYERS = (recconv.RecConv1d, recconv.RecConv2d, recconv.RecConv3d)
 
 
 def run(layer: torch.nn.Module, x: torch.Tensor, train: bool) -> None:
@@ -45,13 +38,10 @@ def main() -> None:
         f"causal over centered, {args.threads} threads{', both compiled' if args.compile else ''}, "
         f"medians of {args.repeats - 2} interleaved rounds after 2 warm-up rounds"
     )
-    for rank, (channels, level, shape) in CASES.items():
+    for label, (options, shape) in CASES.items():
         torch.manual_seed(0)
-        layer_class = per_rank(LAYERS, rank)
-        layers = {
-            "centered": layer_class(channels, 5, level),
-            "causal": layer_class(channels, 5, level, causal=rank - 1),
-        }
+        layer_class = getattr(recconv, f"RecConv{label[0]}d")
+        layers = {"centered": layer_class(**options), "causal": layer_class(**options, causal=len(shape) - 3)}
         if args.compile:
             torch.compiler.reset()  # Dynamo's recompile limit counts per code object: a fresh start per rank
             layers = {name: torch.compile(layer) for name, layer in layers.items()}
@@ -66,7 +56,7 @@ def main() -> None:
                     times[name].append(time.perf_counter() - start)
             rounds = list(zip(times["causal"][2:], times["centered"][2:]))
             ratios[train] = statistics.median(causal / centered for causal, centered in rounds)
-        print(f"{rank}D {tuple(shape)}: forward {ratios[False]:.2f}x, training {ratios[True]:.2f}x")
+        print(f"{label} {tuple(shape)}: forward {ratios[False]:.2f}x, training {ratios[True]:.2f}x")
 
 
 if __name__ == "__main__":
