@@ -654,8 +654,7 @@ def _ramp(x: Tensor, before: Tensor, dim: int, factor: int) -> Tensor:
 def _interleave(parts: list[Tensor], dim: int) -> Tensor:
     """Blocks of ``len(parts)`` samples along ``dim``, sample ``p`` of each from ``parts[p]``, in the
     layout of ``parts``. A plain stack (or ``repeat_interleave``) returns them contiguous, and the convs
-    after a causal up op then ran off oneDNN's channels-last path, at about half its speed
-    (docs/performance.md)."""
+    after a causal up op then ran off oneDNN's faster channels-last path (docs/performance.md)."""
     if _is_channels_last(parts[0]):  # stacked as (N, *spatial, C), where channels-last is contiguous
         moved = [part.movedim(1, -1) for part in parts]
         return torch.stack(moved, dim).flatten(dim - 1, dim).movedim(-1, 1)
