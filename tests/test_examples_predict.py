@@ -33,6 +33,11 @@ def test_load_model_rebuilds_and_reports_what_the_example_knew(tmp_path: Path) -
         (None, FileNotFoundError, "load_model: no checkpoint at"),
         (b"", ValueError, r"load_model: .*m.pt is not a readable checkpoint"),
         ({"model": {}}, ValueError, r"holds no 'model_config' .* load_checkpoint\(model, path\)"),
+        (
+            {"model": {}, "example": "audio_streaming"},
+            ValueError,
+            r"holds no 'model_config' .*; examples/audio_streaming.py wrote it and reloads it \(--checkpoint\)",
+        ),
     ],
 )
 def test_load_model_errors_name_the_file(tmp_path: Path, content: object, error: type, message: str) -> None:

@@ -36,9 +36,15 @@ def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
     saved = _read(path)
     config = saved.get("model_config")
     if not isinstance(config, dict) or not isinstance(config.get("preset"), str):
+        example = saved.get("example")
+        # An example's model that is no preset (examples/audio_streaming.py's causal one) has no config.
+        hint = (
+            f"examples/{example}.py wrote it and reloads it (--checkpoint)"
+            if isinstance(example, str) and example.isidentifier()
+            else "build it with create_model(...) and load the weights with load_checkpoint(model, path)"
+        )
         raise ValueError(
-            f"load_model: {path} holds no 'model_config' (preset and options) to rebuild the model from; "
-            "build it with create_model(...) and load the weights with load_checkpoint(model, path)"
+            f"load_model: {path} holds no 'model_config' (preset and options) to rebuild the model from; {hint}"
         )
     return {
         "preset": config["preset"],
