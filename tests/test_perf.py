@@ -178,7 +178,8 @@ def test_the_causal_resample_in_blocks_is_bitwise_the_gather_by_position(
 @pytest.mark.parametrize("upsample", ["linear", "nearest"])
 @pytest.mark.parametrize("d", [1, 2, 3])
 def test_every_conv_of_a_causal_layer_runs_channels_last_on_the_cpu(d, upsample):
-    """As in a centered layer: on contiguous tensors oneDNN's depthwise convs take about twice as long."""
+    """As in a centered layer: on contiguous tensors oneDNN's depthwise convs are slower
+    (``benchmarks/compiled_backward.py`` times the backward in each layout)."""
     layer = LAYERS[d](8, 3, 2, causal=d - 1, upsample=upsample)
     layouts = []
     for conv in layer.convs:
@@ -188,6 +189,7 @@ def test_every_conv_of_a_causal_layer_runs_channels_last_on_the_cpu(d, upsample)
 
 
 def autograd_nodes(out: torch.Tensor) -> set[str]:
+    """The class names of the autograd graph's nodes behind ``out``."""
     seen, stack, names = set(), [out.grad_fn], set()
     while stack:
         node = stack.pop()
