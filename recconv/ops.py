@@ -606,11 +606,10 @@ def _causal_resample(x: Tensor, axis: int, size: int, factor: int, linear: bool)
     # sizes (torch.export, dynamic shapes), where whether the cut keeps every block is not known, and
     # asking would add a guard, a graph per answer (benchmarks/compare_commit.py e7c5169 --causal
     # [--compile]).
-    if not torch.compiler.is_compiling() or (
-        _will_backward(x) and _known_equal_or_not(size, x.shape[dim] * factor)
-    ):
+    compiling = torch.compiler.is_compiling()
+    if not compiling or (_will_backward(x) and _known_equal_or_not(size, x.shape[dim] * factor)):
         blocks = _ramp(x, x.narrow(dim, 0, 1), dim, factor) if linear else _interleave([x] * factor, dim)
-        if not torch.compiler.is_compiling() and blocks.shape[dim] == size:
+        if not compiling and blocks.shape[dim] == size:
             return blocks  # not a view, so that the core's sum can go into it in place (see core._sum)
         return blocks.narrow(dim, 0, size)
     fine = torch.arange(size, device=x.device)
