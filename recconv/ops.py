@@ -959,7 +959,22 @@ def _pool_down(
     padding += [0, 0] * lift  # replicate padding must name every spatial axis
     pool = per_rank(_POOLS[kind], x.dim() - 2)
     ones = (1,) * lift
-    return pool(F.pad(x, padding, mode="replicate"), ones + kernel_size, ones + factor)
+    return pool(_pad_replicate(x, padding), ones + kernel_size, ones + factor)
+
+
+def _pad_replicate(x: Tensor, padding: list[int]) -> Tensor:
+    """``F.pad(x, padding, mode="replicate")``. Under ``torch.compile``, where a backward will run, it
+    is built from the edge samples: Inductor's meta of ATen's replication-pad backward promises a
+    channels-last gradient for channels-last input, the CPU kernel returns it contiguous, and the
+    compiled backward fails its stride check (1D and 2D; torch 2.14)."""
+    if not (torch.compiler.is_compiling() and _will_backward(x)):
+        return F.pad(x, padding, mode="replicate")
+    for i, (before, after) in enumerate(zip(padding[::2], padding[1::2])):
+        dim, size = x.dim() - 1 - i, x.shape[x.dim() - 1 - i]
+        first = x.narrow(dim, 0, 1).expand(with_length(x.shape, dim, before))
+        last = x.narrow(dim, size - 1, 1).expand(with_length(x.shape, dim, after))
+        x = torch.cat([first, x, last], dim)
+    return x
 
 
 def _haar_down(x: Tensor, factor: tuple[int, ...]) -> Tensor:
