@@ -602,12 +602,14 @@ def _causal_resample(x: Tensor, axis: int, size: int, factor: int, linear: bool)
     dim = axis + 2
     # Whole blocks cut to ``size``: in eager mode 2-5x faster than gathering along the last axis
     # (index_select copies sample by sample there), and compiled, their backward sums blocks where the
-    # gather's scattered. Compiled inference gathers, which Inductor fuses; so do graphs of symbolic
-    # sizes (torch.export, dynamic shapes), where whether the cut keeps every block is not known, and
-    # asking would add a guard, a graph per answer (benchmarks/compare_commit.py e7c5169 --causal
-    # [--compile]).
+    # gather's scattered. Compiled inference ramps by gathering, which Inductor fuses; so do graphs of
+    # symbolic sizes (torch.export, dynamic shapes), where whether the cut keeps every block is not
+    # known, and asking would add a guard, a graph per answer (benchmarks/compare_commit.py e7c5169
+    # --causal [--compile]). A hold gathered after a nearest resize of another axis fails Inductor's C++
+    # code generation (torch 2.14: sympy cannot simplify the fused index), so static sizes hold in blocks.
     compiling = torch.compiler.is_compiling()
-    if not compiling or (_will_backward(x) and _known_equal_or_not(size, x.shape[dim] * factor)):
+    static = _known_equal_or_not(size, x.shape[dim] * factor)
+    if not compiling or (static and (_will_backward(x) or not linear)):
         blocks = _ramp(x, x.narrow(dim, 0, 1), dim, factor) if linear else _interleave([x] * factor, dim)
         if not compiling and blocks.shape[dim] == size:
             return blocks  # not a view, so that the core's sum can go into it in place (see core._sum)
