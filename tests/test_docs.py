@@ -21,6 +21,7 @@ import doctest
 import importlib
 import io
 import re
+import string
 import sys
 from pathlib import Path
 
@@ -177,3 +178,14 @@ def test_site_check_without_chromium_fails_unless_told_to_skip(check_site, tmp_p
     assert "no Chromium found" in capsys.readouterr().err
     assert check_site.main([str(tmp_path), "--if-available"]) == 0
     assert "skipped" in capsys.readouterr().out
+
+
+def test_the_performance_page_keeps_the_benchmarks_header_word_for_word():
+    """benchmarks/bench_recconv.py --write-docs rewrites docs/performance.md from its header template:
+    an edit made to the page alone would be lost at the next run."""
+    header = (ROOT / "benchmarks" / "performance_header.md").read_text()
+    pattern = "".join(
+        re.escape(literal) + ("" if field is None else "(.*?)")
+        for literal, field, _, _ in string.Formatter().parse(header)
+    )
+    assert re.fullmatch(pattern + ".*", (ROOT / "docs" / "performance.md").read_text(), flags=re.S)
