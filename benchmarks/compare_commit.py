@@ -10,6 +10,7 @@ grad) and training (forward + backward) time, new over old, per rank:
     python benchmarks/compare_commit.py e7c5169 --causal   # both layers causal along their last axis
     python benchmarks/compare_commit.py e7c5169 --bfloat16   # both under CPU autocast to bfloat16
     python benchmarks/compare_commit.py fbdbd6a --upsample transposed   # another up op in both
+    python benchmarks/compare_commit.py 2ebc501 --compile --retain-freed-memory   # glibc keeps freed memory
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's recconv, also when run from elsewhere
+from bench_recconv import retain_freed_memory  # noqa: E402
+
 import recconv  # noqa: E402
 
 CASES = {  # rank: (layer arguments, input shape)
@@ -60,8 +63,15 @@ def main() -> None:
     )
     parser.add_argument("--bfloat16", action="store_true", help="run both under CPU autocast to bfloat16")
     parser.add_argument("--upsample", help="the up op of both layers (default: the layers' default)")
+    parser.add_argument(
+        "--retain-freed-memory",
+        action="store_true",
+        help="make glibc keep freed memory for reuse (as bench_recconv.py's last table): fewer page faults, less noise",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.retain_freed_memory and not retain_freed_memory():
+        parser.error("--retain-freed-memory needs glibc")
     with tempfile.TemporaryDirectory() as folder:
         old_package = earlier_package(args.commit, Path(folder))
         setting = (
@@ -69,6 +79,7 @@ def main() -> None:
             + (", both compiled" if args.compile else "")
             + (", bfloat16 autocast" if args.bfloat16 else "")
             + (f", upsample={args.upsample!r}" if args.upsample else "")
+            + (", glibc keeping freed memory" if args.retain_freed_memory else "")
         )
         print(f"recconv at {args.commit} against this checkout{setting}, {args.threads} threads, medians of "
               f"{args.repeats - 2} interleaved rounds after 2 warm-up rounds")  # fmt: skip

@@ -33,6 +33,7 @@ from .ops import (
     Window,
     ask,
     build_op,
+    convs_run_as_op,
     resolve_builder,
     with_length,
 )
@@ -74,11 +75,12 @@ class RecConvNd(nn.Module):
         causal: ``False``; ``True`` for causality along the first spatial axis; or the index
             of the spatial axis along which an output never depends on later inputs.
         recompute: In training, keep only the input for backward and run the recursion again
-            there (activation memory of one base conv instead of 2-4x). ``None`` (default): under
-            ``torch.compile``, where it is also faster (the recomputed convs put the backward graph
-            in channels-last), but not in eager mode, where it costs about a tenth of a training
-            step on the CPU; ``True`` or ``False``: always or never. Only layers whose ops are all
-            ``recomputable`` (the built-in ones) recompute.
+            there (activation memory of one base conv instead of 2-4x). ``None`` (default): where
+            it is also the faster, under ``torch.compile`` except for float32 2D and 3D layers on
+            the CPU (their convs run as recconv's own op there, see docs/performance.md), and not
+            in eager mode, where it costs about a tenth of a training step on the CPU; ``True`` or
+            ``False``: always or never. Only layers whose ops are all ``recomputable`` (the
+            built-in ones) recompute.
         device: Where to create the parameters.
         dtype: Parameter dtype.
 
@@ -434,7 +436,7 @@ class RecConvNd(nn.Module):
         """Apply the layer to ``(N, C, *spatial)`` or unbatched ``(C, *spatial)`` input."""
         dtype = next((p.dtype for p in self.parameters()), None)
         work = _working_layout(x, self._label, self.in_channels, self.spatial_dims, self._liftable, dtype)
-        if _recomputes(self):
+        if _recomputes(self, work):
             # Keep only the input for backward and run the recursion again there: see _recurse.
             out = checkpoint(_recurse, self, work, use_reentrant=False, preserve_rng_state=False)
         else:
@@ -480,12 +482,17 @@ class RecConvNd(nn.Module):
 _symbolic_tracing = getattr(_symbolic_trace, "is_fx_symbolic_tracing", None) or _symbolic_trace.is_fx_tracing
 
 
-def _recomputes(layer: RecConvNd) -> bool:
-    """Whether this forward keeps only its input and recomputes in backward (see :func:`_recurse`)."""
+def _recomputes(layer: RecConvNd, work: Tensor) -> bool:
+    """Whether this forward on ``work`` (the input in the layout it runs in) keeps only its input and
+    recomputes in backward (see :func:`_recurse`)."""
     if not (layer._recompute and layer.training and torch.is_grad_enabled()) or _symbolic_tracing():
         return False
     if torch.compiler.is_compiling():
-        return layer.recompute is not False and not torch.compiler.is_exporting()
+        if torch.compiler.is_exporting() or layer.recompute is False:
+            return False
+        # By default, store where the convs run as recconv's op (ops._conv), which keeps their layout.
+        lifted = work.dim() > layer.spatial_dims + 2
+        return layer.recompute is True or lifted or not convs_run_as_op(work)
     # torch.func's transforms (grad, vjp, jacrev) refuse the saved-tensor hooks that checkpointing uses.
     return layer.recompute is True and torch._C._functorch.peek_interpreter_stack() is None
 
@@ -498,8 +505,8 @@ def _recurse(layer: RecConvNd, x: Tensor) -> Tensor:
     to rebuild the sums ``f_i + up(h)`` and the coarse tensors, instead of storing them all (2.65x
     one base conv's saved memory for a 2D layer at level 3). The forward is cheap next to the
     backward, so a training step costs little more. Under ``torch.compile`` the recomputed convs
-    also sit in the backward graph, which makes Inductor choose channels-last there too (see
-    docs/performance.md).
+    also sit in the backward graph, which makes Inductor choose channels-last there too where they
+    do not run as recconv's own op (see docs/performance.md).
     """
     label = layer._label
     features = [x]

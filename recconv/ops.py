@@ -924,9 +924,23 @@ def _depthwise_conv(
         # channels-last inputs on AVX-512 CPUs, such as a coarse level's (4, 1, 1) map (off by about its
         # own size: benchmarks/onednn_bf16_conv3d.py); contiguous input is right.
         x = x.contiguous()
+    elif _conv_needs_op(x, weight, lift):
+        return _with_bias(_conv(x, weight, stride, padding, False), bias)
     elif torch.compiler.is_compiling() and not lift:  # lifted 1D layers ran slower with it in a trial
         weight = _channels_last_hint(weight, x)
     return conv(x, lifted(weight, lift), bias, stride, padding, 1, weight.shape[0])
+
+
+def convs_run_as_op(x: Tensor) -> bool:
+    """Whether depthwise convs (and transposed convs) on ``x``, not lifted, run as
+    ``recconv::depthwise_conv`` where a backward will run: under ``torch.compile`` on the CPU, in
+    float32 (oneDNN's, whose output keeps the input's layout). See :func:`_conv`."""
+    compiling = torch.compiler.is_compiling() and not torch.compiler.is_exporting()
+    return compiling and x.is_cpu and x.dtype == torch.float32 and not _runs_in_bfloat16(x)
+
+
+def _conv_needs_op(x: Tensor, weight: Tensor, lift: int) -> bool:
+    return not lift and (_will_backward(x) or _will_backward(weight)) and convs_run_as_op(x)
 
 
 def _is_channels_last(x: Tensor) -> bool:
@@ -971,12 +985,13 @@ def _pad_replicate(x: Tensor, padding: list[int]) -> Tensor:
     compiled backward fails its stride check (1D and 2D; torch 2.14)."""
     if not (torch.compiler.is_compiling() and _will_backward(x)):
         return F.pad(x, padding, mode="replicate")
+    padded = x
     for i, (before, after) in enumerate(zip(padding[::2], padding[1::2])):
-        dim, size = x.dim() - 1 - i, x.shape[x.dim() - 1 - i]
-        first = x.narrow(dim, 0, 1).expand(with_length(x.shape, dim, before))
-        last = x.narrow(dim, size - 1, 1).expand(with_length(x.shape, dim, after))
-        x = torch.cat([first, x, last], dim)
-    return x
+        dim, size = x.dim() - 1 - i, padded.shape[x.dim() - 1 - i]
+        first = padded.narrow(dim, 0, 1).expand(with_length(padded.shape, dim, before))
+        last = padded.narrow(dim, size - 1, 1).expand(with_length(padded.shape, dim, after))
+        padded = torch.cat([first, padded, last], dim)
+    return _in_layout_of(padded, x)  # the expanded edges would make cat's output contiguous
 
 
 def _haar_down(x: Tensor, factor: tuple[int, ...]) -> Tensor:
@@ -1040,21 +1055,26 @@ def _resize_needs_op(x: Tensor) -> bool:
     return compiling and (_will_backward(x) or x.dim() == 5)
 
 
-def _resize_layout(channels_last: bool, dims: int) -> torch.memory_format:
+def _memory_format(channels_last: bool, dims: int) -> torch.memory_format:
     return CHANNELS_LAST[dims + 2] if channels_last else torch.contiguous_format
+
+
+def _in_layout_of(out: Tensor, x: Tensor) -> Tensor:
+    """``out`` channels-last if ``x`` is, else contiguous: what an op's fake promises Inductor."""
+    return out.contiguous(memory_format=_memory_format(_is_channels_last(x), x.dim() - 2))
 
 
 @torch.library.custom_op(f"{_LIBRARY}::resize", mutates_args=())
 def _resize(x: Tensor, size: Sequence[int], mode: str) -> Tensor:
     """``F.interpolate(x, size, mode)`` (``align_corners=False`` for the linear modes)."""
     out = F.interpolate(x, size=list(size), mode=mode, align_corners=None if mode == "nearest" else False)
-    return out.contiguous(memory_format=_resize_layout(_is_channels_last(x), x.dim() - 2))
+    return _in_layout_of(out, x)
 
 
 @_resize.register_fake
 def _(x: Tensor, size: Sequence[int], mode: str) -> Tensor:
     out = x.new_empty((*x.shape[:2], *size))
-    return out.contiguous(memory_format=_resize_layout(_is_channels_last(x), x.dim() - 2))
+    return _in_layout_of(out, x)
 
 
 @torch.library.custom_op(f"{_LIBRARY}::resize_backward", mutates_args=())
@@ -1066,13 +1086,13 @@ def _resize_backward(grad: Tensor, input_shape: Sequence[int], mode: str, channe
         out = _NEAREST_BACKWARD[dims - 1](grad, *sizes, *(None,) * dims)
     else:
         out = _RESIZE_BACKWARD[mode](grad, *sizes, False, *(None,) * dims)
-    return out.contiguous(memory_format=_resize_layout(channels_last, dims))
+    return out.contiguous(memory_format=_memory_format(channels_last, dims))
 
 
 @_resize_backward.register_fake
 def _(grad: Tensor, input_shape: Sequence[int], mode: str, channels_last: bool) -> Tensor:
     return grad.new_empty(list(input_shape)).contiguous(
-        memory_format=_resize_layout(channels_last, grad.dim() - 2)
+        memory_format=_memory_format(channels_last, grad.dim() - 2)
     )
 
 
@@ -1088,6 +1108,93 @@ def _resize_grad(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
 _resize.register_autograd(_resize_grad, setup_context=_resize_setup)
 
 
+# Under torch.compile on the CPU, where a backward will run in float32, a 2D or 3D depthwise conv is an op
+# of its own too, forward and backward ATen's as in eager mode. Lowered by Inductor, a conv's backward is laid out
+# after the weight's gradient, whose size-1 axis makes the order ambiguous: in a backward graph without
+# convolutions (a layer that stores its intermediates) the 2D convs got (N, H, C, W) tensors, and 3D ones
+# always got copies into (N, D, H, C, W), off oneDNN's fast channels-last path (docs/performance.md).
+# The op keeps the layout eager mode chose. 1D layers run lifted to 2D, where the op was slower in a trial.
+@torch.library.custom_op(f"{_LIBRARY}::depthwise_conv", mutates_args=())
+def _conv(
+    x: Tensor, weight: Tensor, stride: Sequence[int], padding: Sequence[int], transposed: bool
+) -> Tensor:
+    """A depthwise conv (or transposed conv) without bias, its output in ``x``'s layout."""
+    dims = x.dim() - 2
+    out = torch.convolution(
+        x, weight, None, stride, padding, [1] * dims, transposed, [0] * dims, weight.shape[0]
+    )
+    return _in_layout_of(out, x)
+
+
+@_conv.register_fake
+def _(x: Tensor, weight: Tensor, stride: Sequence[int], padding: Sequence[int], transposed: bool) -> Tensor:
+    geometry = zip(x.shape[2:], weight.shape[2:], stride, padding)
+    if transposed:
+        size = [(n - 1) * s - 2 * p + k for n, k, s, p in geometry]
+    else:
+        size = [(n + 2 * p - k) // s + 1 for n, k, s, p in geometry]
+    return _in_layout_of(x.new_empty((x.shape[0], weight.shape[0], *size)), x)
+
+
+@torch.library.custom_op(f"{_LIBRARY}::depthwise_conv_backward", mutates_args=())
+def _conv_backward(
+    grad: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    transposed: bool,
+    needed: Sequence[bool],
+) -> tuple[Tensor, Tensor]:
+    """The gradients of :func:`_conv` for ``x`` (in its layout) and for ``weight`` (contiguous), each
+    empty where ``needed`` says it is not (as autograd skips the input's gradient of a first conv)."""
+    dims = x.dim() - 2
+    grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
+        grad, x, weight, None, list(stride), list(padding), [1] * dims, transposed, [0] * dims,
+        weight.shape[0], [*needed, False],
+    )  # fmt: skip
+    return (
+        _in_layout_of(grad_x, x) if needed[0] else x.new_empty(0),
+        # clone, not contiguous: a size-1 axis may come back with another stride and still be "contiguous"
+        grad_weight.clone(memory_format=torch.contiguous_format) if needed[1] else weight.new_empty(0),
+    )
+
+
+@_conv_backward.register_fake
+def _(
+    grad: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    transposed: bool,
+    needed: Sequence[bool],
+) -> tuple[Tensor, Tensor]:
+    return (
+        _in_layout_of(x.new_empty(x.shape), x) if needed[0] else x.new_empty(0),
+        weight.new_empty(weight.shape) if needed[1] else weight.new_empty(0),
+    )
+
+
+def _conv_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    x, weight, ctx.stride, ctx.padding, ctx.transposed = inputs
+    ctx.save_for_backward(x, weight)
+
+
+def _conv_grad(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
+    x, weight = ctx.saved_tensors
+    needed = list(ctx.needs_input_grad[:2])
+    grad_x, grad_weight = _conv_backward(grad, x, weight, ctx.stride, ctx.padding, ctx.transposed, needed)
+    return grad_x if needed[0] else None, grad_weight if needed[1] else None, None, None, None
+
+
+_conv.register_autograd(_conv_grad, setup_context=_conv_setup)
+
+
+def _with_bias(out: Tensor, bias: Tensor | None) -> Tensor:
+    return out if bias is None else out + bias.view(-1, *(1,) * (out.dim() - 2))
+
+
 def _transposed_up(
     x: Tensor,
     size: Sequence[int],
@@ -1097,9 +1204,12 @@ def _transposed_up(
     padding: tuple[int, ...],
 ) -> Tensor:
     lift = x.dim() - weight.dim()
-    conv_transpose = per_rank(CONV_TRANSPOSE_FN, x.dim() - 2)
     stride, pad = (1,) * lift + factor, (0,) * lift + padding
-    y = conv_transpose(x, lifted(weight, lift), bias, stride, pad, 0, weight.shape[0])
+    if _conv_needs_op(x, weight, lift):
+        y = _with_bias(_conv(x, weight, stride, pad, True), bias)
+    else:
+        conv_transpose = per_rank(CONV_TRANSPOSE_FN, x.dim() - 2)
+        y = conv_transpose(x, lifted(weight, lift), bias, stride, pad, 0, weight.shape[0])
     for have, want in zip(y.shape[2:], size):
         message = (
             f"TransposedUp: cannot reach size {tuple(size)} from {tuple(x.shape[2:])} "

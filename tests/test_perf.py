@@ -14,6 +14,7 @@ from recconv._util import CHANNELS_LAST
 from recconv.ops import (
     _causal_resample,
     _channels_last_hint,
+    _conv,
     _resize,
     dense_depthwise_conv,
     depthwise_conv_norm,
@@ -118,6 +119,20 @@ def test_the_resize_op_passes_torch_library_checks(mode, shape, size, channels_l
     torch.library.opcheck(_resize, (x.requires_grad_(), size, mode))
 
 
+@pytest.mark.parametrize("input_grad", [True, False], ids=["input-grad", "no-input-grad"])
+@pytest.mark.parametrize("transposed", [False, True], ids=["conv", "transposed"])
+@pytest.mark.parametrize("stride, padding", [((1, 1), (2, 1)), ((2, 1), (0, 1))])
+@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
+def test_the_conv_op_passes_torch_library_checks(d, stride, padding, channels_last, transposed, input_grad):
+    x = torch.randn(SHAPES[d], dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=CHANNELS_LAST[x.dim()])
+    weight = torch.randn(8, 1, *(5, 3, 3)[:d], dtype=torch.float64, requires_grad=True)
+    stride, padding = (stride * 2)[:d], (padding * 2)[:d]
+    torch.library.opcheck(_conv, (x.requires_grad_(input_grad), weight, stride, padding, transposed))
+
+
 @pytest.mark.parametrize(
     "layer, shape",
     [(RecConv1d(4, 5, 3), (2, 4, 50)), (RecConv2d(4, 5, 2), (2, 4, 17, 19)), (RecConv3d(4, 3, 1), (1, 4, 6, 7, 8)),
@@ -148,6 +163,44 @@ def test_compiled_layers_resize_through_the_op_and_exported_ones_through_interpo
     assert graphs and resized == (x.dim() == 5)
     exported = torch.export.export(layer, (x.detach(),))
     assert not any("resize" in str(node.target) for node in exported.graph.nodes)
+
+
+@pytest.mark.parametrize("upsample", ["linear", "transposed"])
+@pytest.mark.parametrize("d", [1, 2, 3])
+@pytest.mark.parametrize("recompute", [False, True], ids=["stored", "recomputed"])
+def test_compiled_training_convolves_through_the_op_in_2d_and_3d(d, recompute, upsample):
+    """Inductor calls the op as it is (its layout of the convs' backward made compiled training slow),
+    in float32 training only, not in 1D layers (which run lifted), inference or exported graphs; the
+    results are eager mode's."""
+
+    def convolves(backend: CompileCounterWithBackend) -> bool:
+        graphs = [m for g in backend.graphs for m in g.modules() if isinstance(m, torch.fx.GraphModule)]
+        return any(
+            str(node.target).endswith(".depthwise_conv.default") for g in graphs for node in g.graph.nodes
+        )
+
+    torch._dynamo.reset()
+    layer = LAYERS[d](4, 3, 2, bias=True, recompute=recompute, upsample=upsample)
+    x = torch.randn(SHAPES[d][0], 4, *SHAPES[d][2:])
+    backend = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(layer, backend=backend, fullgraph=True)
+    # To float32 rounding: a bias's gradient sums in another order.
+    for got, expected in zip(outputs_and_gradients(compiled, x), outputs_and_gradients(layer, x)):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert convolves(backend) == (d > 1)
+    params = list(layer.parameters())  # an input without a gradient, as in training: the op skips it too
+    got, expected = (torch.autograd.grad(module(x).square().sum(), params) for module in (compiled, layer))
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    backend = CompileCounterWithBackend("aot_eager")
+    with torch.no_grad():
+        torch.compile(layer, backend=backend, fullgraph=True)(x)
+    assert backend.graphs and not convolves(backend)
+    backend = CompileCounterWithBackend("aot_eager")
+    outputs_and_gradients(torch.compile(layer.double(), backend=backend, fullgraph=True), x.double())
+    assert backend.graphs and not convolves(backend)
+    exported = torch.export.export(layer.float(), (x,))
+    assert not any("depthwise_conv" in str(node.target) for node in exported.graph.nodes)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
@@ -264,7 +317,7 @@ def test_compiled_training_and_inference_have_no_graph_breaks(d):
     torch._dynamo.reset()
     layer = LAYERS[d](4, 5, 2)
     x = torch.randn(SHAPES[d][0], 4, *SHAPES[d][2:])
-    compile_and_compare(layer, x)  # training: the recomputing path
+    compile_and_compare(layer, x)  # training: storing in 2D and 3D, recomputing in 1D
     with torch.no_grad():
         torch.testing.assert_close(torch.compile(layer.eval(), fullgraph=True)(x), layer(x))
 
@@ -323,6 +376,24 @@ def test_cuda_bfloat16_autocast_training():
     assert out.dtype == torch.bfloat16
     out.float().square().sum().backward()
     assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize(
+    "d, dtype, recompute, recomputes",
+    [(1, torch.float32, None, True), (2, torch.float32, None, False), (3, torch.float32, None, False),
+     (2, torch.float64, None, True), (2, torch.float32, True, True), (1, torch.float32, False, False)],
+)  # fmt: skip
+def test_compiled_training_recomputes_by_default_only_where_the_convs_are_inductors(
+    d, dtype, recompute, recomputes
+):
+    """Storing is the faster where the convs run as recconv's op (float32 2D and 3D on the CPU)."""
+    torch._dynamo.reset()
+    layer = LAYERS[d](4, 3, 2, recompute=recompute, dtype=dtype)
+    backend = CompileCounterWithBackend("aot_eager")
+    x = torch.randn(SHAPES[d][0], 4, *SHAPES[d][2:], dtype=dtype)
+    torch.compile(layer, backend=backend, fullgraph=True)(x).sum().backward()
+    checkpointed = any("checkpoint" in str(node.target) for g in backend.graphs for node in g.graph.nodes)
+    assert checkpointed == recomputes
 
 
 def test_recompute_is_an_option_checked_and_shown():

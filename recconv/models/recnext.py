@@ -321,8 +321,8 @@ class RecNeXt(nn.Module):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute every RecConv's recursion in backward instead of storing it (timm's switch):
-        ``recompute=True`` on each layer when enabled, back to the default (``None``: only under
-        ``torch.compile``) when not. See :class:`recconv.RecConv2d`'s ``recompute``."""
+        ``recompute=True`` on each layer when enabled, back to the default (``None``: only where it
+        is also the faster) when not. See :class:`recconv.RecConv2d`'s ``recompute``."""
         if not isinstance(enable, bool):
             raise TypeError(f"RecNeXt.set_grad_checkpointing: enable must be a bool, got {enable!r}")
         for module in self.modules():
