@@ -10,6 +10,7 @@ grad) and training (forward + backward) time, new over old, per rank:
     python benchmarks/compare_commit.py e7c5169 --causal   # both layers causal along their last axis
     python benchmarks/compare_commit.py e7c5169 --bfloat16   # both under CPU autocast to bfloat16
     python benchmarks/compare_commit.py fbdbd6a --upsample transposed   # another up op in both
+    python benchmarks/compare_commit.py d5f9b75 --downsample avgpool   # another down op in both
     python benchmarks/compare_commit.py 2ebc501 --compile --retain-freed-memory   # glibc keeps freed memory
 """
 
@@ -63,6 +64,7 @@ def main() -> None:
     )
     parser.add_argument("--bfloat16", action="store_true", help="run both under CPU autocast to bfloat16")
     parser.add_argument("--upsample", help="the up op of both layers (default: the layers' default)")
+    parser.add_argument("--downsample", help="the down op of both layers (default: the layers' default)")
     parser.add_argument(
         "--retain-freed-memory",
         action="store_true",
@@ -79,6 +81,7 @@ def main() -> None:
             + (", both compiled" if args.compile else "")
             + (", bfloat16 autocast" if args.bfloat16 else "")
             + (f", upsample={args.upsample!r}" if args.upsample else "")
+            + (f", downsample={args.downsample!r}" if args.downsample else "")
             + (", glibc keeping freed memory" if args.retain_freed_memory else "")
         )
         print(f"recconv at {args.commit} against this checkout{setting}, {args.threads} threads, medians of "
@@ -90,6 +93,8 @@ def main() -> None:
                 options = {**options, "causal": len(shape) - 3}
             if args.upsample:
                 options = {**options, "upsample": args.upsample}
+            if args.downsample:
+                options = {**options, "downsample": args.downsample}
             new = getattr(recconv, layer_class)(
                 **options, **({"recompute": True} if args.recompute else stored)
             )

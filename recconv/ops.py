@@ -973,18 +973,45 @@ def _pool_down(
         padding += [k - 1, 0] if axis == causal_axis else [k // 2, k // 2]
     lift = x.dim() - 2 - len(kernel_size)
     padding += [0, 0] * lift  # replicate padding must name every spatial axis
-    pool = per_rank(_POOLS[kind], x.dim() - 2)
     ones = (1,) * lift
-    return pool(_pad_replicate(x, padding), ones + kernel_size, ones + factor)
+    return _padded_pool(x, kind, ones + kernel_size, ones + factor, padding, "replicate", bool(lift))
 
 
-def _pad_replicate(x: Tensor, padding: list[int]) -> Tensor:
-    """``F.pad(x, padding, mode="replicate")``. Under ``torch.compile``, where a backward will run, it
-    is built from the edge samples: Inductor's meta of ATen's replication-pad backward promises a
-    channels-last gradient for channels-last input, the CPU kernel returns it contiguous, and the
-    compiled backward fails its stride check (1D and 2D; torch 2.14)."""
-    if not (torch.compiler.is_compiling() and _will_backward(x)):
-        return F.pad(x, padding, mode="replicate")
+def _haar_down(x: Tensor, factor: tuple[int, ...]) -> Tensor:
+    padding: list[int] = []  # F.pad order: last axis first
+    for size, f in zip(reversed(x.shape[2:]), reversed(factor)):
+        padding += [0, -size % f]
+    lift = x.dim() - 2 - len(factor)
+    ones = (1,) * lift
+    pooled = _padded_pool(x, "avg", ones + factor, ones + factor, padding, "constant", bool(lift))
+    return pooled * math.prod(factor) ** 0.5
+
+
+def _padded_pool(
+    x: Tensor,
+    kind: str,
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: list[int],
+    mode: str,
+    lifted: bool,
+) -> Tensor:
+    """``F.pad(x, padding, mode)`` pooled. Under ``torch.compile`` on the CPU, where a backward will run,
+    as ``recconv::padded_pool`` (see :func:`_pool_op`) in 3D, and in 2D for overlapping windows. Inductor's
+    own pool was the faster in 1D layers, which run lifted to 2D, and for the Haar block's windows in 2D
+    (``benchmarks/compare_commit.py d5f9b75 --compile --downsample avgpool`` or ``haar``: the op took
+    1.16-1.28x and 1.12x its time); there a replication pad is built from the edge samples, whose
+    backward Inductor gets right."""
+    if torch.compiler.is_compiling() and not torch.compiler.is_exporting() and _will_backward(x) and x.is_cpu:
+        if not lifted and (x.dim() == 5 or (x.dim() == 4 and list(kernel) != list(stride))):
+            return _pool_op(x, kind, kernel, stride, padding, mode)
+        if mode == "replicate":
+            x, padding, mode = _pad_edges(x, padding), [0] * len(padding), "constant"
+    return _pad_and_pool(x, kind, kernel, stride, padding, mode)
+
+
+def _pad_edges(x: Tensor, padding: list[int]) -> Tensor:
+    """``F.pad(x, padding, mode="replicate")`` from the edge samples, in ``x``'s layout."""
     padded = x
     for i, (before, after) in enumerate(zip(padding[::2], padding[1::2])):
         dim, size = x.dim() - 1 - i, padded.shape[x.dim() - 1 - i]
@@ -994,13 +1021,10 @@ def _pad_replicate(x: Tensor, padding: list[int]) -> Tensor:
     return _in_layout_of(padded, x)  # the expanded edges would make cat's output contiguous
 
 
-def _haar_down(x: Tensor, factor: tuple[int, ...]) -> Tensor:
-    padding: list[int] = []  # F.pad order: last axis first
-    for size, f in zip(reversed(x.shape[2:]), reversed(factor)):
-        padding += [0, -size % f]
-    ones = (1,) * (x.dim() - 2 - len(factor))
-    pool = per_rank(AVG_POOL_FN, x.dim() - 2)
-    return pool(F.pad(x, padding), ones + factor, ones + factor) * math.prod(factor) ** 0.5
+def _pad_and_pool(
+    x: Tensor, kind: str, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int], mode: str
+) -> Tensor:
+    return per_rank(_POOLS[kind], x.dim() - 2)(F.pad(x, list(padding), mode=mode), list(kernel), list(stride))
 
 
 def _interpolate_up(
@@ -1189,6 +1213,95 @@ def _conv_grad(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, No
 
 
 _conv.register_autograd(_conv_grad, setup_context=_conv_setup)
+
+
+# Under torch.compile on the CPU, where a backward will run, the pooling of the pool and Haar down ops of 2D
+# and 3D layers (with its edge padding) is an op of its own too, run by ATen's kernels in forward and
+# backward. Inductor decomposed the pool's backward into a slow loop (compiled training with the op:
+# 0.54x in 2D, 0.36x in 3D with avgpool; benchmarks/compare_commit.py d5f9b75 --compile --downsample
+# avgpool), and its fallback for the replication pad's backward failed its own stride check (ATen's meta
+# promises a channels-last gradient for channels-last input, the CPU kernel returns it contiguous).
+@torch.library.custom_op(f"{_LIBRARY}::padded_pool", mutates_args=())
+def _pool_op(
+    x: Tensor, kind: str, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int], mode: str
+) -> Tensor:
+    """``F.pad(x, padding, mode)`` pooled (``kind``: ``"avg"`` or ``"max"``; 2D or 3D), in ``x``'s layout."""
+    return _in_layout_of(_pad_and_pool(x, kind, kernel, stride, padding, mode), x)
+
+
+@_pool_op.register_fake
+def _(
+    x: Tensor, kind: str, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int], mode: str
+) -> Tensor:
+    padded = [n + padding[2 * i] + padding[2 * i + 1] for i, n in enumerate(reversed(x.shape[2:]))][::-1]
+    size = [(n - k) // s + 1 for n, k, s in zip(padded, kernel, stride)]
+    return _in_layout_of(x.new_empty((*x.shape[:2], *size)), x)
+
+
+@torch.library.custom_op(f"{_LIBRARY}::padded_pool_backward", mutates_args=())
+def _pool_op_backward(
+    grad: Tensor,
+    x: Tensor,
+    kind: str,
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    mode: str,
+) -> Tensor:
+    """The gradient of :func:`_pool_op` for ``x``, by ATen's backward kernels of the pool and the pad (a
+    max pool's indices are found again: cheap next to a conv, and nothing more to keep)."""
+    dims = x.dim() - 2
+    padded = F.pad(x, list(padding), mode=mode)
+    no_padding, ones = [0] * dims, [1] * dims
+    if kind == "avg":
+        grad = _AVG_POOL_BACKWARD[dims - 2](grad, padded, kernel, stride, no_padding, False, True, None)
+    else:
+        _, indices = _MAX_POOL_WITH_INDICES[dims - 2](padded, kernel, stride, no_padding, ones)
+        grad = _MAX_POOL_BACKWARD[dims - 2](grad, padded, kernel, stride, no_padding, ones, False, indices)
+    if mode == "replicate":
+        grad = _REPLICATION_PAD_BACKWARD[dims - 2](grad, x, padding)
+    else:
+        for i, size in enumerate(reversed(x.shape[2:])):
+            grad = grad.narrow(x.dim() - 1 - i, padding[2 * i], size)
+    return _in_layout_of(grad, x)
+
+
+_AVG_POOL_BACKWARD = (torch.ops.aten.avg_pool2d_backward, torch.ops.aten.avg_pool3d_backward)
+_MAX_POOL_WITH_INDICES = (torch.ops.aten.max_pool2d_with_indices, torch.ops.aten.max_pool3d_with_indices)
+_MAX_POOL_BACKWARD = (
+    torch.ops.aten.max_pool2d_with_indices_backward,
+    torch.ops.aten.max_pool3d_with_indices_backward,
+)
+_REPLICATION_PAD_BACKWARD = (
+    torch.ops.aten.replication_pad2d_backward,
+    torch.ops.aten.replication_pad3d_backward,
+)
+
+
+@_pool_op_backward.register_fake
+def _(
+    grad: Tensor,
+    x: Tensor,
+    kind: str,
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    mode: str,
+) -> Tensor:
+    return _in_layout_of(x.new_empty(x.shape), x)
+
+
+def _pool_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    x, *ctx.arguments = inputs
+    ctx.save_for_backward(x)
+
+
+def _pool_grad(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None, None]:
+    (x,) = ctx.saved_tensors
+    return _pool_op_backward(grad, x, *ctx.arguments), None, None, None, None, None
+
+
+_pool_op.register_autograd(_pool_grad, setup_context=_pool_setup)
 
 
 def _with_bias(out: Tensor, bias: Tensor | None) -> Tensor:

@@ -15,6 +15,7 @@ from recconv.ops import (
     _causal_resample,
     _channels_last_hint,
     _conv,
+    _pool_op,
     _resize,
     dense_depthwise_conv,
     depthwise_conv_norm,
@@ -295,11 +296,63 @@ def test_compiled_causal_layers_train_and_infer_as_in_eager_mode(layer, shape):
 @pytest.mark.parametrize("d, downsample", [(1, "maxpool"), (2, "avgpool")])
 def test_compiled_training_of_pool_down_ops_runs_with_inductor(d, downsample):
     """ATen's replication-pad backward and its meta disagree on the gradient's strides for channels-last
-    input, which Inductor's compiled backward checks: it failed in 1D and 2D before the pool's padding
-    was built from edge samples under compile."""
+    input, which Inductor's compiled backward checks: it failed in 1D and 2D before the pool became an
+    op of its own under compile."""
     torch._dynamo.reset()
     layer = LAYERS[d](4, 3, 2, downsample=downsample)
     compile_and_compare(layer, torch.randn(SHAPES[d][0], 4, *SHAPES[d][2:]))
+
+
+@pytest.mark.parametrize(
+    "kind, kernel, stride, padding, mode",
+    [("avg", [3, 3], [2, 2], [1, 1, 2, 0], "replicate"), ("max", [1, 5], [1, 2], [4, 0, 0, 0], "replicate"),
+     ("avg", [2, 2], [2, 2], [0, 1, 0, 1], "constant")],
+)  # fmt: skip
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
+def test_the_pool_op_passes_torch_library_checks(kind, kernel, stride, padding, mode, channels_last):
+    x = torch.randn(2, 3, 7, 9, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    torch.library.opcheck(_pool_op, (x.requires_grad_(), kind, kernel, stride, padding, mode))
+
+
+@pytest.mark.parametrize(
+    "d, downsample, through_op",
+    [
+        (2, "avgpool", True),
+        (2, "maxpool", True),
+        (2, "haar", False),
+        (3, "haar", True),
+        (1, "avgpool", False),
+    ],
+)
+def test_compiled_training_pools_through_the_op_and_inference_and_export_through_aten(
+    d, downsample, through_op
+):
+    """In training, the op in 3D and for overlapping windows in 2D (Inductor pooled the Haar block's
+    and the lifted 1D layers' faster itself); eager mode's results either way (bitwise through the op)."""
+
+    def pools(graphs: list) -> bool:
+        return any("padded_pool" in str(node.target) for g in graphs for node in g.graph.nodes)
+
+    torch._dynamo.reset()
+    layer = LAYERS[d](4, 3, 2, downsample=downsample).double()
+    x = torch.randn(SHAPES[d][0], 4, *SHAPES[d][2:], dtype=torch.float64)
+    backend = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(layer, backend=backend, fullgraph=True)
+    for got, expected in zip(outputs_and_gradients(compiled, x), outputs_and_gradients(layer, x)):
+        assert (
+            torch.equal(got, expected)
+            if through_op
+            else torch.allclose(got, expected, rtol=1e-12, atol=1e-12)
+        )
+    graphs = [m for g in backend.graphs for m in g.modules() if isinstance(m, torch.fx.GraphModule)]
+    assert pools(graphs) == through_op
+    backend = CompileCounterWithBackend("aot_eager")
+    with torch.no_grad():
+        torch.compile(layer, backend=backend, fullgraph=True)(x)
+    assert backend.graphs and not pools(backend.graphs)
+    assert not pools([torch.export.export(layer, (x,)).graph_module])
 
 
 def test_compiled_inference_of_a_causal_hold_after_a_nearest_resize_runs_with_inductor():
