@@ -1132,12 +1132,13 @@ def _resize_grad(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
 _resize.register_autograd(_resize_grad, setup_context=_resize_setup)
 
 
-# Under torch.compile on the CPU, where a backward will run in float32, a 2D or 3D depthwise conv is an op
-# of its own too, forward and backward ATen's as in eager mode. Lowered by Inductor, a conv's backward is laid out
-# after the weight's gradient, whose size-1 axis makes the order ambiguous: in a backward graph without
-# convolutions (a layer that stores its intermediates) the 2D convs got (N, H, C, W) tensors, and 3D ones
-# always got copies into (N, D, H, C, W), off oneDNN's fast channels-last path (docs/performance.md).
-# The op keeps the layout eager mode chose. 1D layers run lifted to 2D, where the op was slower in a trial.
+# Under torch.compile on the CPU, where a backward will run in float32, a 2D or 3D depthwise conv (or
+# transposed conv) is an op of its own too, forward and backward ATen's as in eager mode. Lowered by
+# Inductor, a conv's backward is laid out after the weight's gradient, whose size-1 axis makes the order
+# ambiguous: in a backward graph without convolutions (a layer that stores its intermediates) the 2D convs
+# got (N, H, C, W) tensors, and 3D ones always got copies into (N, D, H, C, W), off oneDNN's fast
+# channels-last path (docs/performance.md). The op keeps the layout eager mode chose. 1D layers run
+# lifted to 2D, where the op was slower in a trial.
 @torch.library.custom_op(f"{_LIBRARY}::depthwise_conv", mutates_args=())
 def _conv(
     x: Tensor, weight: Tensor, stride: Sequence[int], padding: Sequence[int], transposed: bool
