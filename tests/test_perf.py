@@ -12,6 +12,8 @@ from torch._dynamo.testing import CompileCounterWithBackend
 from recconv import RecConv1d, RecConv2d, RecConv3d
 from recconv._util import CHANNELS_LAST
 from recconv.ops import (
+    DOWNSAMPLE_OPS,
+    UPSAMPLE_OPS,
     _causal_resample,
     _channels_last_hint,
     _conv,
@@ -373,6 +375,26 @@ def test_compiled_training_and_inference_have_no_graph_breaks(d):
     compile_and_compare(layer, x)  # training: storing in 2D and 3D, recomputing in 1D
     with torch.no_grad():
         torch.testing.assert_close(torch.compile(layer.eval(), fullgraph=True)(x), layer(x))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "downsample, upsample, causal",
+    [(down, up, causal) for down in sorted(DOWNSAMPLE_OPS) for up in sorted(UPSAMPLE_OPS) for causal in (False, True)
+     if not (causal and down == "haar")],  # a Haar block reads its own future samples: no causal axis
+)  # fmt: skip
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_every_built_in_op_compiles_with_inductor_in_training_and_inference(d, downsample, upsample, causal):
+    """Inductor, not aot_eager: its own lowerings and stride checks failed for pool down ops in training
+    and a causal hold after a nearest resize in inference (found with this sweep, about 30 minutes)."""
+    torch._dynamo.reset()
+    layer = LAYERS[d](4, 3, 2, downsample=downsample, upsample=upsample, causal=causal)
+    x = torch.randn(SHAPES[d][0], 4, *SHAPES[d][2:])
+    compile_and_compare(layer, x)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            torch.compile(layer.eval(), fullgraph=True)(x), layer(x), rtol=1e-4, atol=1e-4
+        )
 
 
 @pytest.mark.slow
