@@ -386,7 +386,7 @@ def test_compiled_training_and_inference_have_no_graph_breaks(d):
 @pytest.mark.parametrize("d", [1, 2, 3])
 def test_every_built_in_op_compiles_with_inductor_in_training_and_inference(d, downsample, upsample, causal):
     """Inductor, not aot_eager: its own lowerings and stride checks failed for pool down ops in training
-    and a causal hold after a nearest resize in inference (found with this sweep, about 30 minutes)."""
+    and a causal hold after a nearest resize in inference (found with this sweep)."""
     torch._dynamo.reset()
     layer = LAYERS[d](4, 3, 2, downsample=downsample, upsample=upsample, causal=causal)
     x = torch.randn(SHAPES[d][0], 4, *SHAPES[d][2:])
