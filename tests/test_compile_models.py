@@ -36,6 +36,9 @@ def spatial_dims(name: str) -> int:
 def build(name: str, shallow: bool = False) -> torch.nn.Module:
     """The preset, or with ``shallow`` its blocks one per stage (the time to compile grows with depth)."""
     depths = {"depths": (1,) * len(PRESETS[name].config["depths"])} if shallow else {}
+    # Seeded: the bfloat16 checks' margins depend on the weights (unseeded, recnext_audio_tiny's training
+    # check failed in some runs).
+    torch.manual_seed(0)
     # No stochastic depth: compiled code draws its own random numbers, so masks would differ from eager.
     return create_model(name, num_classes=5, drop_path_rate=0.0, **depths)
 
