@@ -7,6 +7,7 @@ import torch
 
 from recconv import RecAttn1d, RecAttn2d, RecAttn3d, RecConv1d, RecConv2d, RecConv3d
 
+from .helpers import built_in_op_combinations
 from .onnx_check import assert_onnx_matches
 
 # name: (layer, example input of the export, further input shapes). Every case runs in onnxruntime on
@@ -59,3 +60,23 @@ def test_onnx_export_with_dynamic_sizes_runs_in_onnxruntime(name, tmp_path):
     layer = make().eval()
     sizes = [example, *more]
     assert_onnx_matches(layer, torch.randn(example), tmp_path / f"{name}.onnx", sizes, rtol=1e-5, atol=1e-5)
+
+
+SWEEP_SHAPES = {  # rank: the export's example, then further input shapes (as in CASES)
+    1: [(2, 4, 37), (3, 4, 50), (1, 4, 6)],
+    2: [(2, 4, 21, 23), (1, 4, 32, 16), (3, 4, 17, 40)],
+    3: [(2, 4, 9, 13, 11), (1, 4, 8, 16, 16), (3, 4, 7, 9, 21)],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("downsample, upsample, causal", built_in_op_combinations())
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_every_built_in_op_exports_to_onnx_with_dynamic_sizes(d, downsample, upsample, causal, tmp_path):
+    layer = (RecConv1d, RecConv2d, RecConv3d)[d - 1](
+        4, 3, 2, downsample=downsample, upsample=upsample, causal=causal
+    )
+    example, *more = SWEEP_SHAPES[d]
+    assert_onnx_matches(
+        layer.eval(), torch.randn(example), tmp_path / "layer.onnx", [example, *more], rtol=1e-5, atol=1e-5
+    )

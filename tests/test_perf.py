@@ -12,8 +12,6 @@ from torch._dynamo.testing import CompileCounterWithBackend
 from recconv import RecConv1d, RecConv2d, RecConv3d
 from recconv._util import CHANNELS_LAST
 from recconv.ops import (
-    DOWNSAMPLE_OPS,
-    UPSAMPLE_OPS,
     _causal_resample,
     _channels_last_hint,
     _conv,
@@ -23,6 +21,7 @@ from recconv.ops import (
     depthwise_conv_norm,
 )
 
+from .helpers import built_in_op_combinations
 from .strategies import build, layer_kwargs, sizes
 
 LAYERS = {1: RecConv1d, 2: RecConv2d, 3: RecConv3d}
@@ -378,11 +377,7 @@ def test_compiled_training_and_inference_have_no_graph_breaks(d):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "downsample, upsample, causal",
-    [(down, up, causal) for down in sorted(DOWNSAMPLE_OPS) for up in sorted(UPSAMPLE_OPS) for causal in (False, True)
-     if not (causal and down == "haar")],  # a Haar block reads its own future samples: no causal axis
-)  # fmt: skip
+@pytest.mark.parametrize("downsample, upsample, causal", built_in_op_combinations())
 @pytest.mark.parametrize("d", [1, 2, 3])
 def test_every_built_in_op_compiles_with_inductor_in_training_and_inference(d, downsample, upsample, causal):
     """Inductor, not aot_eager: its own lowerings and stride checks failed for pool down ops in training
