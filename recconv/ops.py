@@ -980,7 +980,8 @@ def _pool_down(
 def _haar_down(x: Tensor, factor: tuple[int, ...]) -> Tensor:
     padding: list[int] = []  # F.pad order: last axis first
     for size, f in zip(reversed(x.shape[2:]), reversed(factor)):
-        padding += [0, -size % f]
+        # Up to a whole block; not -size % f, which Inductor fails on for a symbolic size (torch 2.14).
+        padding += [0, -(-size // f) * f - size]
     lift = x.dim() - 2 - len(factor)
     ones = (1,) * lift
     pooled = _padded_pool(x, "avg", ones + factor, ones + factor, padding, "constant", bool(lift))

@@ -356,6 +356,18 @@ def test_compiled_training_pools_through_the_op_and_inference_and_export_through
     assert not pools([torch.export.export(layer, (x,)).graph_module])
 
 
+def test_dynamic_compiled_inference_of_a_haar_down_op_runs_with_inductor():
+    """The Haar block's padding to a whole block was ``-size % f``: on a symbolic size Inductor failed
+    (``TensorReferenceAnalysis`` has no ``python_mod``, torch 2.14)."""
+    torch._dynamo.reset()
+    layer = RecConv2d(4, 3, 2, downsample="haar").eval()
+    compiled = torch.compile(layer, dynamic=True)
+    with torch.no_grad():
+        for size in [(13, 15), (17, 20)]:
+            x = torch.randn(2, 4, *size)
+            torch.testing.assert_close(compiled(x), layer(x))
+
+
 def test_compiled_inference_of_a_causal_hold_after_a_nearest_resize_runs_with_inductor():
     """Gathered, Inductor's C++ code generation failed on the fused index (a sympy error, torch 2.14)."""
     torch._dynamo.reset()
