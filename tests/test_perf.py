@@ -48,6 +48,12 @@ def outputs_and_gradients(layer: nn.Module, x: torch.Tensor) -> list[torch.Tenso
     return [out, *grads]
 
 
+def node_targets(graphs: list[torch.fx.GraphModule]) -> set[str]:
+    """The target of every node of ``graphs`` and of their subgraphs (a checkpoint's recursion runs in one)."""
+    modules = [m for g in graphs for m in g.modules() if isinstance(m, torch.fx.GraphModule)]
+    return {str(node.target) for m in modules for node in m.graph.nodes}
+
+
 @pytest.mark.parametrize("d", [1, 2, 3])
 def test_training_with_recompute_saves_about_what_one_base_conv_saves(d):
     layer = LAYERS[d](8, 5, 3 if d < 3 else 2, recompute=True)
@@ -154,17 +160,14 @@ def test_compiled_layers_resize_through_the_op_and_exported_ones_through_interpo
     expected = layer(x)
     (expected_grad,) = torch.autograd.grad(expected.square().sum(), x)
     assert torch.equal(got, expected) and torch.equal(got_grad, expected_grad)
-    # The recomputing layer runs its recursion in a checkpoint's subgraph.
-    graphs = [m for g in backend.graphs for m in g.modules() if isinstance(m, torch.fx.GraphModule)]
-    assert any(str(node.target).endswith(".resize.default") for g in graphs for node in g.graph.nodes)
+    assert any(target.endswith(".resize.default") for target in node_targets(backend.graphs))
     backend = CompileCounterWithBackend("aot_eager")
     with torch.no_grad():  # decomposed: equal to rounding
         torch.testing.assert_close(torch.compile(layer, backend=backend, fullgraph=True)(x), expected)
-    graphs = [m for g in backend.graphs for m in g.modules() if isinstance(m, torch.fx.GraphModule)]
-    resized = any("resize" in str(node.target) for g in graphs for node in g.graph.nodes)
-    assert graphs and resized == (x.dim() == 5)
+    resized = any("resize" in target for target in node_targets(backend.graphs))
+    assert backend.graphs and resized == (x.dim() == 5)
     exported = torch.export.export(layer, (x.detach(),))
-    assert not any("resize" in str(node.target) for node in exported.graph.nodes)
+    assert not any("resize" in target for target in node_targets([exported.graph_module]))
 
 
 @pytest.mark.parametrize("upsample", ["linear", "transposed"])
@@ -176,10 +179,7 @@ def test_compiled_training_convolves_through_the_op_in_2d_and_3d(d, recompute, u
     results are eager mode's."""
 
     def convolves(backend: CompileCounterWithBackend) -> bool:
-        graphs = [m for g in backend.graphs for m in g.modules() if isinstance(m, torch.fx.GraphModule)]
-        return any(
-            str(node.target).endswith(".depthwise_conv.default") for g in graphs for node in g.graph.nodes
-        )
+        return any(target.endswith(".depthwise_conv.default") for target in node_targets(backend.graphs))
 
     torch._dynamo.reset()
     layer = LAYERS[d](4, 3, 2, bias=True, recompute=recompute, upsample=upsample)
@@ -202,7 +202,7 @@ def test_compiled_training_convolves_through_the_op_in_2d_and_3d(d, recompute, u
     outputs_and_gradients(torch.compile(layer.double(), backend=backend, fullgraph=True), x.double())
     assert backend.graphs and not convolves(backend)
     exported = torch.export.export(layer.float(), (x,))
-    assert not any("depthwise_conv" in str(node.target) for node in exported.graph.nodes)
+    assert not any("depthwise_conv" in target for target in node_targets([exported.graph_module]))
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
@@ -277,8 +277,7 @@ def test_compiled_causal_layers_train_and_infer_as_in_eager_mode(layer, shape):
     eager's results."""
 
     def gathers(backend: CompileCounterWithBackend) -> bool:
-        graphs = [m for g in backend.graphs for m in g.modules() if isinstance(m, torch.fx.GraphModule)]
-        return any("index_select" in str(node.target) for g in graphs for node in g.graph.nodes)
+        return any("index_select" in target for target in node_targets(backend.graphs))
 
     torch._dynamo.reset()
     layer = layer.double()
@@ -333,8 +332,8 @@ def test_compiled_training_pools_through_the_op_and_inference_and_export_through
     """In training, the op in 3D and for overlapping windows in 2D (Inductor pooled the Haar block's
     and the lifted 1D layers' faster itself); eager mode's results either way (bitwise through the op)."""
 
-    def pools(graphs: list) -> bool:
-        return any("padded_pool" in str(node.target) for g in graphs for node in g.graph.nodes)
+    def pools(graphs: list[torch.fx.GraphModule]) -> bool:
+        return any("padded_pool" in target for target in node_targets(graphs))
 
     torch._dynamo.reset()
     layer = LAYERS[d](4, 3, 2, downsample=downsample).double()
@@ -347,8 +346,7 @@ def test_compiled_training_pools_through_the_op_and_inference_and_export_through
             if through_op
             else torch.allclose(got, expected, rtol=1e-12, atol=1e-12)
         )
-    graphs = [m for g in backend.graphs for m in g.modules() if isinstance(m, torch.fx.GraphModule)]
-    assert pools(graphs) == through_op
+    assert pools(backend.graphs) == through_op
     backend = CompileCounterWithBackend("aot_eager")
     with torch.no_grad():
         torch.compile(layer, backend=backend, fullgraph=True)(x)
@@ -518,7 +516,7 @@ def test_compiled_training_recomputes_by_default_only_where_the_convs_are_induct
     backend = CompileCounterWithBackend("aot_eager")
     x = torch.randn(SHAPES[d][0], 4, *SHAPES[d][2:], dtype=dtype)
     torch.compile(layer, backend=backend, fullgraph=True)(x).sum().backward()
-    checkpointed = any("checkpoint" in str(node.target) for g in backend.graphs for node in g.graph.nodes)
+    checkpointed = any("checkpoint" in target for target in node_targets(backend.graphs))
     assert checkpointed == recomputes
 
 
