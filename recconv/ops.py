@@ -924,10 +924,11 @@ def _depthwise_conv(
         # channels-last inputs on AVX-512 CPUs, such as a coarse level's (4, 1, 1) map (off by about its
         # own size: benchmarks/onednn_bf16_conv3d.py); contiguous input is right.
         x = x.contiguous()
-    elif _conv_needs_op(x, weight, lift):
-        return _with_bias(_conv(x, weight, stride, padding, False), bias)
-    elif torch.compiler.is_compiling() and not lift:  # lifted 1D layers ran slower with it in a trial
-        weight = _channels_last_hint(weight, x)
+    elif torch.compiler.is_compiling():  # one question per eager conv; the rest only while tracing
+        if _conv_needs_op(x, weight, lift):
+            return _with_bias(_conv(x, weight, stride, padding, False), bias)
+        if not lift:  # lifted 1D layers ran slower with it in a trial
+            weight = _channels_last_hint(weight, x)
     return conv(x, lifted(weight, lift), bias, stride, padding, 1, weight.shape[0])
 
 
