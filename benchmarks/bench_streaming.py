@@ -10,7 +10,11 @@ and 160 samples:
 
 * ``stream``: ``layer.step(chunk, state)``, the state carried from chunk to chunk;
 * ``recompute``: ``layer(window)`` on the last ``receptive_field + chunk - 1`` samples, the least
-  an offline layer must rerun to produce the same ``chunk`` outputs.
+  an offline layer must rerun to produce the same ``chunk`` outputs;
+* each also compiled (``torch.compile(..., fullgraph=True)``): the step on a state whose shapes
+  repeat, so that one graph serves every step (the default state where the chunk is a multiple of
+  ``factor**level``, else ``init_state(..., fixed_shape=True)``), and the layer on the window. The
+  speedup compares the faster way to stream with the faster way to recompute.
 
 Then the time-causal audio preset (``recconv.streaming.recnext_audio_causal_tiny``, 40 mels) fed
 one 10 ms log-mel frame per chunk through :class:`recconv.Streamer`, against rerunning the model
@@ -76,8 +80,22 @@ def streaming_step(step, state: dict[str, torch.Tensor], chunk: torch.Tensor):
     return run
 
 
-def layer_rows(repeats: int, best: bool) -> list[dict]:
-    rows = []
+def compiled_streaming_step(layer: recconv.RecConvNd, chunk: torch.Tensor) -> Callable[[], None]:
+    """``torch.compile(layer.step)`` streaming ``chunk`` on a state whose shapes repeat from step to
+    step (the default state if the chunk is a multiple of ``factor**level``, else a fixed-shape
+    one), compiled and run over every phase of the strides before it is timed."""
+    cycle = FACTOR**layer.level
+    step = torch.compile(layer.step, fullgraph=True)
+    state = layer.init_state(1, fixed_shape=chunk.shape[-1] % cycle != 0)
+    for _ in range(cycle + 1):
+        _, state = step(chunk, state)
+    return streaming_step(step, state, chunk)
+
+
+def layer_rows(repeats: int, best: bool, threads: list[int]) -> dict[int, list[dict]]:
+    """The table's rows for each thread count; each row's compiled functions made once, then timed
+    on every thread count."""
+    rows: dict[int, list[dict]] = {count: [] for count in threads}
     for level in LEVELS:
         layer = recconv.RecConv1d(CHANNELS, KERNEL, level, factor=FACTOR, causal=True).eval()
         field = recconv.receptive_field(layer)[0]
@@ -89,22 +107,28 @@ def layer_rows(repeats: int, best: bool) -> list[dict]:
             for _ in range(2 * FACTOR**level):  # visit every phase: the state's largest size
                 _, state = layer.step(torch.randn(1, CHANNELS, 1), state)
                 most = max(most, state_bytes(state))
-            times = time_ms(
-                {"stream": streaming_step(layer.step, state, chunk), "recompute": lambda: layer(window)},
-                repeats,
-                best,
-            )
-            rows.append(
-                {
-                    "level": level,
-                    "field": field,
-                    "chunk": chunk_size,
-                    "stream_ms": times["stream"],
-                    "recompute_ms": times["recompute"],
-                    "state_bytes": most,
-                    "window_bytes": window.numel() * window.element_size(),
-                }
-            )
+            torch._dynamo.reset()  # the rows' layers share step's code: a fresh cache each, below its limit
+            compiled_layer = torch.compile(layer, fullgraph=True)
+            compiled_layer(window)
+            runs = {
+                "stream": streaming_step(layer.step, state, chunk),
+                "stream_compiled": compiled_streaming_step(layer, chunk),
+                "recompute": lambda: layer(window),
+                "recompute_compiled": lambda: compiled_layer(window),
+            }
+            for count in threads:
+                torch.set_num_threads(count)
+                times = time_ms(runs, repeats, best)
+                rows[count].append(
+                    {
+                        "level": level,
+                        "field": field,
+                        "chunk": chunk_size,
+                        **{f"{name}_ms": value for name, value in times.items()},
+                        "state_bytes": most,
+                        "window_bytes": window.numel() * window.element_size(),
+                    }
+                )
     return rows
 
 
@@ -191,23 +215,27 @@ def main() -> None:
         f"{'fastest' if args.best else 'median'} of {args.repeats} chunks; timings are noisy on a busy CPU"
     )
     goals = []
+    with torch.no_grad():
+        rows = layer_rows(args.repeats, args.best, args.threads)
     for threads in args.threads:
         torch.set_num_threads(threads)
         with torch.no_grad():
-            rows = layer_rows(args.repeats, args.best)
             preset = preset_row(args.repeats, args.best)
         print(
             f"\n## RecConv1d({CHANNELS}, kernel_size={KERNEL}, factor={FACTOR}, causal=True), {threads} thread(s)\n"
         )
         print(
-            "| level | receptive field | chunk | stream ms | recompute ms | speedup | state bytes | window bytes |"
+            "| level | receptive field | chunk | stream ms | compiled | recompute ms | compiled | speedup "
+            "| state bytes | window bytes |"
         )
-        print("|---|---|---|---|---|---|---|---|")
-        for r in rows:
-            speedup = r["recompute_ms"] / r["stream_ms"]
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for r in rows[threads]:
+            stream = min(r["stream_ms"], r["stream_compiled_ms"])
+            speedup = min(r["recompute_ms"], r["recompute_compiled_ms"]) / stream
             print(
-                f"| {r['level']} | {r['field']} | {r['chunk']} | {r['stream_ms']:.3f} | {r['recompute_ms']:.3f} | "
-                f"{speedup:.1f}x | {r['state_bytes']:,} | {r['window_bytes']:,} |"
+                f"| {r['level']} | {r['field']} | {r['chunk']} | {r['stream_ms']:.3f} | {r['stream_compiled_ms']:.3f} "
+                f"| {r['recompute_ms']:.3f} | {r['recompute_compiled_ms']:.3f} | {speedup:.1f}x "
+                f"| {r['state_bytes']:,} | {r['window_bytes']:,} |"
             )
             if r["level"] >= 3:
                 goals.append(

@@ -43,10 +43,14 @@ def _name_of(op: str | Builder) -> str:
     return repr(op) if isinstance(op, str) else getattr(op, "__qualname__", repr(op))
 
 
-# The state each layer's last step returned, with its chunk's shape, keys and tensors: handed back
-# unchanged, it needs no check. Beside the layers, not in them, so that copying a layer copies no state.
+OpStateKeys = dict[str, list[tuple[str, str]]]
+"""For each op that :meth:`RecConvNd.step` runs, its keys in the layer's state and in its own."""
+
+# The state each layer's last step returned, with its chunk's shape, keys, tensors and the ops' keys:
+# handed back unchanged, it needs no check. Beside the layers, not in them, so that copying a layer
+# copies no state.
 _LAST_STATES: weakref.WeakKeyDictionary[
-    nn.Module, tuple[torch.Size, dict[str, Tensor], tuple[str, ...], tuple[Tensor, ...]]
+    nn.Module, tuple[torch.Size, dict[str, Tensor], tuple[str, ...], tuple[Tensor, ...], OpStateKeys]
 ] = weakref.WeakKeyDictionary()
 
 
@@ -220,6 +224,7 @@ class RecConvNd(nn.Module):
         batch_size: int,
         size: Sequence[int] = (),
         *,
+        fixed_shape: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> dict[str, Tensor]:
@@ -230,6 +235,12 @@ class RecConvNd(nn.Module):
         Args:
             batch_size: Streams run side by side.
             size: Sizes of the spatial axes other than the causal one, in order (``()`` in 1D).
+            fixed_shape: Make a state whose tensors keep their shapes from step to step, plus a
+                ``"clock"`` (the stream's position in the cycle of its strides): :meth:`step` then
+                runs every level on every sample and keeps what each level's phase allows, so a
+                compiled or exported step is one graph for every step of a chunk length (even a
+                single sample). Eager steps of such a state are slower; the default state keeps
+                only what the stream needs and skips the levels that get no sample.
             device: Where the state lives (default: the parameters').
             dtype: State dtype (default: the parameters').
 
@@ -247,13 +258,14 @@ class RecConvNd(nn.Module):
         device = device if device is not None or reference is None else reference.device
         dtype = dtype if dtype is not None or reference is None else reference.dtype
         sizes = self.level_sizes((*size[:axis], 0, *size[axis:]))  # no samples yet
-        state = {}
+        state = {"clock": torch.zeros((), dtype=torch.int64, device=device)} if fixed_shape else {}
         for name, op, source, target in self._streamed_ops():
             shapes = (
                 (batch_size, self.in_channels, *sizes[source]),
                 (batch_size, self.in_channels, *sizes[target]),
             )
-            own = ask(op, "init_state", self._label)(*shapes, device=device, dtype=dtype)
+            init = ask(op, "init_fixed_state" if fixed_shape else "init_state", self._label)
+            own = init(*shapes, device=device, dtype=dtype)
             state.update({f"{name}.{key}": value for key, value in own.items()})
         return state
 
@@ -263,7 +275,9 @@ class RecConvNd(nn.Module):
         Returns the output for exactly these samples and the next state; concatenating the
         outputs of any chunking along the causal axis gives ``forward`` of the whole stream. No
         output waits for later input, so there is nothing to flush: the stream may end after any
-        step. ``state`` is not changed, so it can be reused to branch or retry.
+        step. ``state`` is not changed, so it can be reused to branch or retry. A state from
+        ``init_state(..., fixed_shape=True)`` is streamed one sample at a time into tensors of
+        fixed shapes (see :meth:`init_state`).
 
         Example:
             >>> import torch
@@ -284,6 +298,19 @@ class RecConvNd(nn.Module):
         """
         axis = self._streaming_axis("step")
         keys = self._check_step(x, state, axis)
+        if "clock" in state:
+            out, new_state = self._fixed_step(x, state, keys, axis)
+        else:
+            out, new_state = self._chunk_step(x, state, keys, axis)
+        new_state = {key: new_state[key] for key in state}  # in the caller's order: stable export outputs
+        if not torch.compiler.is_compiling():  # a traced state must not outlive its trace
+            _LAST_STATES[self] = (x.shape, new_state, tuple(new_state), tuple(new_state.values()), keys)
+        return out, new_state
+
+    def _chunk_step(
+        self, x: Tensor, state: dict[str, Tensor], keys: OpStateKeys, axis: int
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """:meth:`step` of a default state: each op gets the samples new at its level, if any."""
         new_state: dict[str, Tensor] = {}
 
         def run(name: str, op: nn.Module, *args: object) -> Tensor:
@@ -321,10 +348,46 @@ class RecConvNd(nn.Module):
                 mixed = coarse
             hidden = run(f"ups.{j}", up, mixed, features[level - 1].shape[2:])
         out = run(f"convs.{self.level}", self.convs[-1], x if hidden is None else hidden + x)
-        new_state = {key: new_state[key] for key in state}  # in the caller's order: stable export outputs
-        if not torch.compiler.is_compiling():  # a traced state must not outlive its trace
-            _LAST_STATES[self] = (x.shape, new_state, tuple(new_state), tuple(new_state.values()))
         return out, new_state
+
+    def _fixed_step(
+        self, x: Tensor, state: dict[str, Tensor], keys: OpStateKeys, axis: int
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """:meth:`step` of a fixed-shape state: sample by sample, every op runs; those of a level
+        that gets no sample leave their state as it was, and their outputs are not used."""
+        new_state = dict(state)
+
+        def run(name: str, op: nn.Module, *args: object) -> Tensor:
+            own_keys = keys[name]
+            out, own = ask(op, "fixed_step", self._label)(
+                *args, {short: new_state[key] for key, short in own_keys}
+            )
+            for key, short in own_keys:
+                new_state[key] = own[short]
+            return out
+
+        dim, factor = axis + 2, self.factor[axis]
+        clock = state["clock"]  # samples streamed, modulo factor**level
+        outs = []
+        for t in range(x.shape[dim]):
+            sample = x.narrow(dim, t, 1)
+            # Level i gets a sample at every factor**i-th (its down op's window ends there).
+            arrived = [clock % factor**i == 0 for i in range(self.level + 1)]
+            features = [sample]
+            for i in range(1, self.level + 1):
+                features.append(run(f"downs.{i - 1}", self.down_op(i), features[-1], arrived[i - 1]))
+            hidden = None
+            for j, (conv, up) in enumerate(zip(self.convs, self.ups)):
+                level = self.level - j
+                coarse = features[level]
+                mixed = run(f"convs.{j}", conv, coarse if hidden is None else hidden + coarse, arrived[level])
+                position = clock // factor ** (level - 1) % factor  # of the fine sample in its block
+                hidden = run(f"ups.{j}", up, mixed, features[level - 1].shape[2:], arrived[level], position)
+            mixed = sample if hidden is None else hidden + sample
+            outs.append(run(f"convs.{self.level}", self.convs[-1], mixed, arrived[0]))
+            clock = (clock + 1) % factor**self.level
+        new_state["clock"] = clock
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim), new_state
 
     def _streamed_ops(self) -> list[tuple[str, nn.Module, int, int]]:
         """Every op run by :meth:`step`: state name, op, and its input and output level."""
@@ -341,7 +404,7 @@ class RecConvNd(nn.Module):
             )
         return self.causal_axis
 
-    def _check_step(self, x: Tensor, state: dict[str, Tensor], axis: int) -> dict[str, list[tuple[str, str]]]:
+    def _check_step(self, x: Tensor, state: dict[str, Tensor], axis: int) -> OpStateKeys:
         """Refuse a chunk or state that does not fit; return each op's state keys, full and its own."""
         dims = self.spatial_dims
         if not isinstance(x, Tensor) or not x.is_floating_point():
@@ -355,10 +418,12 @@ class RecConvNd(nn.Module):
             raise TypeError(
                 f"{self._label}: the state must be the dict from init_state() or step(), got {type(state).__name__}"
             )
-        if self._is_last_state(x, state, axis):  # checked when it was made: a stream's usual next step
-            return self.__dict__["_op_state_keys"]
+        keys = self._last_state_keys(x, state, axis)
+        if keys is not None:  # checked when it was made: a stream's usual next step
+            return keys
         other = tuple(s for i, s in enumerate(x.shape[2:]) if i != axis)
-        expected = self._state_shapes(x.shape[0], other, axis)
+        fixed = "clock" in state
+        expected = self._state_shapes(x.shape[0], other, axis, fixed)
         if state.keys() != expected.keys():
             raise ValueError(
                 f"{self._label}: this state belongs to another layer: expected keys {sorted(expected)}, "
@@ -369,56 +434,64 @@ class RecConvNd(nn.Module):
             if not isinstance(have, Tensor):
                 raise TypeError(f"{self._label}: state[{key!r}] must be a tensor, got {type(have).__name__}")
             shape = tuple(have.shape)
-            if len(shape) >= 3:
+            if len(shape) >= 3 and not fixed:
                 shape = with_length(shape, axis + 2, -1)
             if shape != want:
                 shown = ", ".join("T" if size == -1 else str(size) for size in want)
+                anywhere = "" if fixed else f" (T: any length at dim {axis + 2})"
                 raise ValueError(
-                    f"{self._label}: state[{key!r}] has shape {tuple(have.shape)}, expected ({shown}) "
-                    f"(T: any length at dim {axis + 2}) for a chunk of shape {tuple(x.shape)}: a state from "
-                    f"another layer, batch size or input size; start a stream with "
-                    f"init_state({x.shape[0]}, {tuple(other)})"
+                    f"{self._label}: state[{key!r}] has shape {tuple(have.shape)}, expected ({shown}){anywhere} "
+                    f"for a chunk of shape {tuple(x.shape)}: a state from another layer, batch size or input "
+                    f"size; start a stream with init_state({x.shape[0]}, {tuple(other)}"
+                    f"{', fixed_shape=True' if fixed else ''})"
                 )
-        return self._state_keys(expected)
+        return self._state_keys(expected, fixed)
 
-    def _is_last_state(self, x: Tensor, state: dict[str, Tensor], axis: int) -> bool:
-        """Whether ``state`` is the one the last step returned, unchanged, for a chunk of ``x``'s shape
-        (any length along the causal axis). Its tensors are kept, so their ids cannot be reused."""
+    def _last_state_keys(self, x: Tensor, state: dict[str, Tensor], axis: int) -> OpStateKeys | None:
+        """The ops' keys if ``state`` is the one the last step returned, unchanged, for a chunk of
+        ``x``'s shape (any length along the causal axis), else ``None``. Its tensors are kept, so their
+        ids cannot be reused."""
         last = _LAST_STATES.get(self)
         if last is None or torch.compiler.is_compiling():
-            return False
-        shape, last_state, keys, values = last
+            return None
+        shape, last_state, keys, values, op_keys = last
         dim = axis + 2
-        return (
+        unchanged = (
             state is last_state
             and shape[:dim] == x.shape[:dim]
             and shape[dim + 1 :] == x.shape[dim + 1 :]
             and tuple(state) == keys
             and all(map(operator.is_, state.values(), values))
         )
+        return op_keys if unchanged else None
 
-    def _state_shapes(self, batch_size: int, other: tuple[int, ...], axis: int) -> dict[str, tuple[int, ...]]:
-        """The shape of each state tensor for this batch and these other sizes, ``-1`` along the causal
-        axis (its length depends on where the stream is); worked out once per batch and sizes."""
+    def _state_shapes(
+        self, batch_size: int, other: tuple[int, ...], axis: int, fixed: bool
+    ) -> dict[str, tuple[int, ...]]:
+        """The shape of each state tensor for this batch and these other sizes, in a default state
+        ``-1`` along the causal axis (its length depends on where the stream is); worked out once per
+        batch, sizes and kind of state."""
         known = self.__dict__.setdefault("_known_state_shapes", {})
-        if (batch_size, other) not in known:
-            state = self.init_state(batch_size, other, device="meta")
-            known[batch_size, other] = {
-                key: with_length(value.shape, axis + 2, -1) if value.dim() >= 3 else tuple(value.shape)
+        if (batch_size, other, fixed) not in known:
+            state = self.init_state(batch_size, other, fixed_shape=fixed, device="meta")
+            known[batch_size, other, fixed] = {
+                key: with_length(value.shape, axis + 2, -1)
+                if value.dim() >= 3 and not fixed
+                else tuple(value.shape)
                 for key, value in state.items()
             }
-        return known[batch_size, other]
+        return known[batch_size, other, fixed]
 
-    def _state_keys(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, list[tuple[str, str]]]:
-        """For each op of :meth:`step`, its keys in the layer's state and in its own: worked out once."""
-        keys = self.__dict__.get("_op_state_keys")
-        if keys is None:
-            keys = {
+    def _state_keys(self, shapes: dict[str, tuple[int, ...]], fixed: bool) -> OpStateKeys:
+        """For each op of :meth:`step`, its keys in the layer's state and in its own: worked out once
+        per kind of state."""
+        known = self.__dict__.setdefault("_op_state_keys", {})
+        if fixed not in known:
+            known[fixed] = {
                 name: [(key, key[len(name) + 1 :]) for key in shapes if key.startswith(f"{name}.")]
                 for name, *_ in self._streamed_ops()
             }
-            self.__dict__["_op_state_keys"] = keys
-        return keys
+        return known[fixed]
 
     def _causal_axis(self, causal: bool | int, owner: str) -> int | None:
         if isinstance(causal, bool):

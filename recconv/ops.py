@@ -37,8 +37,9 @@ The rest of the library asks the built op about itself instead of branching on i
 
 Streaming along the causal axis (:meth:`recconv.RecConvNd.step`) asks two more questions:
 
-* ``op.init_state(batch_size, input_size, output_size, *, device, dtype)``: the state before
-  the first sample, a dict of tensors; the sizes are spatial, with ``0`` along the causal axis.
+* ``op.init_state(input_shape, output_shape, *, device, dtype)``: the state before the first
+  sample, a dict of tensors; the shapes are the op's input and output ``(N, C, *spatial)``, with
+  ``0`` along the causal axis.
 * ``op.step(x, state)`` (up ops: ``op.step(x, size, state)``, ``size`` the fine spatial size
   of this step) with ``x`` the op's input samples new since the last step (possibly none along
   the causal axis): returns ``(out, new_state)``, ``out`` the op's output samples that those
@@ -46,6 +47,17 @@ Streaming along the causal axis (:meth:`recconv.RecConvNd.step`) asks two more q
   The state is never changed in place, and its size does not grow with the stream. A step with
   no new input sample that owes no output sample (an up op: ``size`` 0 along the causal axis)
   changes nothing, so :meth:`~recconv.RecConvNd.step` skips such calls.
+
+and, for a state from ``init_state(..., fixed_shape=True)`` (one traced graph for every step), two
+more, called once per input sample at the finest level, whose state tensors never change shape:
+
+* ``op.init_fixed_state(input_shape, output_shape, *, device, dtype)``: as ``init_state``.
+* ``op.fixed_step(x, arrived, state)`` with ``x`` one input sample along the causal axis and
+  ``arrived`` a boolean tensor, whether ``x`` is a new sample of the op's level (if not, the
+  state must come back unchanged): returns the output sample whose window ends at ``x``, which
+  the layer keeps only when its level's phase is due. Up ops: ``op.fixed_step(x, size, arrived,
+  position, state)``, returning the fine sample at ``position`` (an integer tensor, ``0`` when
+  ``x`` arrives) in the block of the latest coarse sample.
 
 The three flags are optional (missing means ``False``: slower or more memory, never wrong). A layer with an op
 that lacks a method still runs; asking a theory helper about it raises
@@ -203,6 +215,15 @@ def stream_window(tail: Tensor, x: Tensor, axis: int, kernel: int, stride: int) 
     return window, count, joined.narrow(dim, used, length - used)
 
 
+def shift_in(kept: Tensor, x: Tensor, arrived: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """A fixed-length shift register along ``dim`` (see ``fixed_step`` in the op protocol): ``kept``
+    followed by the one sample ``x``, and the next ``kept``, its last samples then if ``x``
+    ``arrived`` (a boolean tensor), else ``kept`` unchanged. Shapes never change, so one traced graph
+    serves every step."""
+    joined = torch.cat((kept, x), dim)
+    return joined, torch.where(arrived, joined.narrow(dim, 1, kept.shape[dim]), kept)
+
+
 # oneDNN's depthwise conv costs about 0.1 ms a call on the CPU, however small: a streaming step's
 # window of a few samples is cheaper as a sum over its unfolded taps, up to about this many products.
 _DIRECT_CONV_WORK = 1 << 15
@@ -350,6 +371,26 @@ class DepthwiseConv(nn.Module):
         # self.padding is 0 along the causal axis
         out = stream_conv(window, self.weight, self.bias, self.stride, self.padding)
         return out, {"tail": tail}
+
+    def init_fixed_state(
+        self,
+        input_shape: Sequence[int],
+        output_shape: Sequence[int],
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> dict[str, Tensor]:
+        """The last ``kernel - 1`` input samples along the causal axis, zeros before the stream."""
+        axis = streamed_axis(self)
+        kept = self.kernel_size[axis] - 1
+        return {"tail": torch.zeros(with_length(input_shape, axis + 2, kept), device=device, dtype=dtype)}
+
+    def fixed_step(
+        self, x: Tensor, arrived: Tensor, state: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The output of the window that ends at the one input sample ``x``."""
+        window, tail = shift_in(state["tail"], x, arrived, streamed_axis(self) + 2)
+        return stream_conv(window, self.weight, self.bias, self.stride, self.padding), {"tail": tail}
 
     def extra_repr(self) -> str:
         causal = f", causal_axis={self.causal_axis}" if self.causal_axis is not None else ""
@@ -572,12 +613,41 @@ class _PoolDown(ResizeOp):
         new_state = {"tail": tail, "started": torch.ones_like(state["started"])}
         if not count:
             return no_samples(x, axis, self.factor), new_state
-        padding: list[int] = []  # edge padding of the other axes, as in forward
+        return self._pool_window(window, axis), new_state
+
+    def init_fixed_state(
+        self,
+        input_shape: Sequence[int],
+        output_shape: Sequence[int],
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> dict[str, Tensor]:
+        """The last ``kernel - 1`` input samples, the first one repeated before it comes."""
+        axis = streamed_axis(self)
+        kept = self.kernel_size[axis] - 1
+        return {
+            "tail": torch.zeros(with_length(input_shape, axis + 2, kept), device=device, dtype=dtype),
+            "started": torch.zeros((), dtype=torch.bool, device=device),
+        }
+
+    def fixed_step(
+        self, x: Tensor, arrived: Tensor, state: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The output of the window that ends at the one input sample ``x``."""
+        axis = streamed_axis(self)
+        tail = torch.where(state["started"], state["tail"], x.expand_as(state["tail"]))
+        window, tail = shift_in(tail, x, arrived, axis + 2)
+        return self._pool_window(window, axis), {"tail": tail, "started": state["started"] | arrived}
+
+    def _pool_window(self, window: Tensor, axis: int) -> Tensor:
+        """Pool ``window`` (unpadded along the causal axis), edge-padding the other axes as ``forward`` does."""
+        padding: list[int] = []
         for other in reversed(range(len(self.kernel_size))):
             k = self.kernel_size[other]
             padding += [0, 0] if other == axis else [k // 2, k // 2]
-        pool = per_rank(_POOLS[self.pool], x.dim() - 2)
-        return pool(F.pad(window, padding, mode="replicate"), self.kernel_size, self.factor), new_state
+        pool = per_rank(_POOLS[self.pool], window.dim() - 2)
+        return pool(F.pad(window, padding, mode="replicate"), self.kernel_size, self.factor)
 
 
 class AvgPoolDown(_PoolDown):
@@ -759,10 +829,7 @@ class _InterpolateUp(ResizeOp):
         new_state = dict(state)
         fine = state["pending"]
         if count:
-            other = with_length(size, axis, count)
-            if tuple(x.shape[2:]) != other:
-                mode = per_rank(LINEAR_MODE, x.dim() - 2) if self.linear else "nearest"
-                x = F.interpolate(x, size=other, mode=mode, align_corners=False if self.linear else None)
+            x = self._resize_others(x, size, axis)
             if self.linear:  # the lagged ramp of _causal_resample, one block per coarse sample
                 first, latest = (x, x) if count == 1 else (x.narrow(dim, 0, 1), x.narrow(dim, count - 1, 1))
                 blocks = _ramp(x, torch.where(state["started"], state["last"], first), dim, factor)
@@ -774,6 +841,50 @@ class _InterpolateUp(ResizeOp):
         length = size[axis]
         new_state["pending"] = fine.narrow(dim, length, fine.shape[dim] - length)
         return fine.narrow(dim, 0, length), new_state
+
+    def init_fixed_state(
+        self,
+        input_shape: Sequence[int],
+        output_shape: Sequence[int],
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> dict[str, Tensor]:
+        """The latest coarse sample, resized along the other axes; the linear ramp also keeps the one
+        before it (the first one itself at the start) and whether one came yet."""
+        axis = streamed_axis(self)
+        if self.factor[axis] == 1:
+            return {}
+        sample = with_length(output_shape, axis + 2, 1)
+        state = {"current": torch.zeros(sample, device=device, dtype=dtype)}
+        if self.linear:
+            state["previous"] = torch.zeros(sample, device=device, dtype=dtype)
+            state["started"] = torch.zeros((), dtype=torch.bool, device=device)
+        return state
+
+    def fixed_step(
+        self, x: Tensor, size: Sequence[int], arrived: Tensor, position: Tensor, state: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The fine sample at ``position`` in the block of the latest coarse sample (``x`` if it ``arrived``)."""
+        axis = streamed_axis(self)
+        factor = self.factor[axis]
+        if factor == 1:
+            return _interpolate_up(x, size, self.factor, self.causal_axis, self.linear), state
+        x = self._resize_others(x, size, axis)
+        current = torch.where(arrived, x, state["current"])
+        if not self.linear:
+            return current, {"current": current}
+        previous = torch.where(arrived, torch.where(state["started"], state["current"], x), state["previous"])
+        out = torch.lerp(previous, current, (position + 1).to(x.dtype) / factor)  # as _ramp's block
+        return out, {"current": current, "previous": previous, "started": state["started"] | arrived}
+
+    def _resize_others(self, x: Tensor, size: Sequence[int], axis: int) -> Tensor:
+        """``x`` resized to ``size`` along the axes other than the causal one."""
+        other = with_length(size, axis, x.shape[axis + 2])
+        if tuple(x.shape[2:]) == other:
+            return x
+        mode = per_rank(LINEAR_MODE, x.dim() - 2) if self.linear else "nearest"
+        return F.interpolate(x, size=other, mode=mode, align_corners=False if self.linear else None)
 
 
 class LinearUp(_InterpolateUp):
@@ -802,6 +913,12 @@ class HaarUp(NearestUp):
         self, x: Tensor, size: Sequence[int], state: dict[str, Tensor]
     ) -> tuple[Tensor, dict[str, Tensor]]:
         out, state = super().step(x, size, state)
+        return out / math.prod(self.factor) ** 0.5, state
+
+    def fixed_step(
+        self, x: Tensor, size: Sequence[int], arrived: Tensor, position: Tensor, state: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        out, state = super().fixed_step(x, size, arrived, position, state)
         return out / math.prod(self.factor) ** 0.5, state
 
 
@@ -893,6 +1010,39 @@ class TransposedUp(ResizeOp):
         if self.bias is not None:  # once per fine sample, not per overlapping contribution
             out = out + self.bias.reshape(-1, *(1,) * (x.dim() - 2))
         return out, {"overlap": overlap.narrow(dim, length, overlap.shape[dim] - length)}
+
+    def init_fixed_state(
+        self,
+        input_shape: Sequence[int],
+        output_shape: Sequence[int],
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> dict[str, Tensor]:
+        """The coarse samples that reach the latest one's block: the last ``ceil((kernel + factor - 1)
+        / factor)``, zeros before the stream."""
+        axis = streamed_axis(self)
+        kept = -(-self.weight.shape[2 + axis] // self.factor[axis])
+        return {"coarse": torch.zeros(with_length(input_shape, axis + 2, kept), device=device, dtype=dtype)}
+
+    def fixed_step(
+        self, x: Tensor, size: Sequence[int], arrived: Tensor, position: Tensor, state: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The fine sample at ``position`` in the block of the latest coarse sample (``x`` if it ``arrived``)."""
+        axis = streamed_axis(self)
+        dim, factor = axis + 2, self.factor[axis]
+        _, coarse = shift_in(state["coarse"], x, arrived, dim)
+        conv_transpose = per_rank(CONV_TRANSPOSE_FN, x.dim() - 2)
+        spread = conv_transpose(
+            coarse, self.weight, self.bias, self.factor, self.padding, 0, self.weight.shape[0]
+        )
+        crop: tuple[EllipsisType | slice, ...] = (
+            ...,
+            *(slice(None) if a == axis else slice(0, s) for a, s in enumerate(size)),
+        )
+        # The latest coarse sample's block starts ``factor`` fine samples per earlier coarse sample in.
+        first = (coarse.shape[dim] - 1) * factor
+        return spread[crop].index_select(dim, (first + position).reshape(1)), {"coarse": coarse}
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, bias={self.bias is not None}"

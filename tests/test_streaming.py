@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
+from torch._dynamo.testing import CompileCounter
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from recconv import RecConv1d, RecConv2d, RecConv3d
@@ -18,11 +19,11 @@ from recconv.ops import DepthwiseConv, OpProtocolError, stream_conv
 from .strategies import build, chunkings, layer_kwargs, sizes
 
 
-def stream(layer, x, chunks, state=None):
+def stream(layer, x, chunks, state=None, fixed_shape=False):
     """Concatenated step outputs of ``x`` cut into ``chunks`` along the causal axis, and the last state."""
     axis = layer.causal_axis
     other = [s for i, s in enumerate(x.shape[2:]) if i != axis]
-    state = layer.init_state(x.shape[0], other) if state is None else state
+    state = layer.init_state(x.shape[0], other, fixed_shape=fixed_shape) if state is None else state
     outs = []
     for chunk in x.split(chunks, dim=axis + 2):
         out, state = layer.step(chunk, state)
@@ -38,23 +39,30 @@ def streamed_cases(draw):
     return kwargs, size, chunks
 
 
-@given(streamed_cases(), st.integers(1, 2))
-def test_any_chunking_equals_offline_float64(case, batch):
+STATE_KINDS = pytest.mark.parametrize(
+    "fixed_shape", [False, True], ids=["default-state", "fixed-shape-state"]
+)
+
+
+@STATE_KINDS
+@given(case=streamed_cases(), batch=st.integers(1, 2))
+def test_any_chunking_equals_offline_float64(case, batch, fixed_shape):
     kwargs, size, chunks = case
     torch.manual_seed(0)
     layer = build(kwargs, dtype=torch.float64).eval()
     x = torch.randn(batch, kwargs["in_channels"], *size, dtype=torch.float64)
-    got, _ = stream(layer, x, chunks)
+    got, _ = stream(layer, x, chunks, fixed_shape=fixed_shape)
     torch.testing.assert_close(got, layer(x), rtol=0, atol=1e-12)
 
 
-@given(streamed_cases())
-def test_any_chunking_equals_offline_float32(case):
+@STATE_KINDS
+@given(case=streamed_cases())
+def test_any_chunking_equals_offline_float32(case, fixed_shape):
     kwargs, size, chunks = case
     torch.manual_seed(0)
     layer = build(kwargs).eval()
     x = torch.randn(2, kwargs["in_channels"], *size)
-    got, _ = stream(layer, x, chunks)
+    got, _ = stream(layer, x, chunks, fixed_shape=fixed_shape)
     torch.testing.assert_close(got, layer(x), rtol=0, atol=1e-5)
 
 
@@ -67,20 +75,22 @@ def test_any_chunking_equals_offline_float32(case):
     ],
     ids=["1d", "2d-freq-time", "3d-video"],
 )  # fmt: skip
-def test_named_ranks_single_samples_and_one_chunk(layer, shape):
+@STATE_KINDS
+def test_named_ranks_single_samples_and_one_chunk(layer, shape, fixed_shape):
     x = torch.randn(shape, dtype=torch.float64)
     length = shape[2 + layer.causal_axis]
     for chunks in ([1] * length, [length], [2, 5, 1, length - 8]):
-        got, _ = stream(layer, x, chunks)
+        got, _ = stream(layer, x, chunks, fixed_shape=fixed_shape)
         torch.testing.assert_close(got, layer(x), rtol=0, atol=1e-12)
 
 
-def test_state_is_not_changed_and_can_branch():
+@STATE_KINDS
+def test_state_is_not_changed_and_can_branch(fixed_shape):
     layer = RecConv1d(
         2, 3, level=2, causal=True, upsample="linear", downsample="avgpool", dtype=torch.float64
     )
     x = torch.randn(1, 2, 20, dtype=torch.float64)
-    _, state = stream(layer, x[..., :7], [3, 4])
+    _, state = stream(layer, x[..., :7], [3, 4], fixed_shape=fixed_shape)
     saved = {key: value.clone() for key, value in state.items()}
     first, _ = layer.step(x[..., 7:12], state)
     for key, value in state.items():
@@ -148,6 +158,33 @@ def test_state_size_is_bounded_by_the_documented_formula(up, down, k, f):
     count = {"convs": level + 1, "downs": level, "ups": level}
     bound = {op: count[op] * n for op, n in max_samples(k, f, up).items()}
     assert worst == bound
+
+
+@pytest.mark.parametrize(
+    "layer, size",
+    [
+        (RecConv1d(2, 3, level=3, causal=True, downsample="maxpool", upsample="transposed"), ()),
+        (RecConv2d(2, 3, level=2, factor=3, causal=1, upsample="linear"), (5,)),
+        (RecConv3d(2, 3, level=2, factor=(2, 2, 1), causal=0, upsample="haar", downsample="avgpool"), (4, 3)),
+    ],
+    ids=["1d", "2d", "3d"],
+)
+def test_a_fixed_shape_state_keeps_its_shapes_and_compiles_once_for_every_phase(layer, size):
+    """Single samples through every phase of the strides (and the stream's start): one graph."""
+    counter = CompileCounter()
+    step = torch.compile(layer.step, backend=counter, fullgraph=True)
+    state = layer.init_state(2, size, fixed_shape=True)
+    shapes = {key: value.shape for key, value in state.items()}
+    axis = layer.causal_axis
+    x = torch.randn(2, 2, *size[:axis], 3 * layer.factor[axis] ** layer.level, *size[axis:])
+    outs = []
+    with torch.no_grad():
+        for sample in x.split(1, dim=axis + 2):
+            out, state = step(sample, state)
+            assert {key: value.shape for key, value in state.items()} == shapes
+            outs.append(out)
+        torch.testing.assert_close(torch.cat(outs, axis + 2), layer(x), rtol=0, atol=1e-5)
+    assert counter.frame_count == 1
 
 
 def test_state_size_does_not_grow_with_the_stream():
@@ -233,6 +270,19 @@ def test_wrong_batch_size():
         layer.step(torch.randn(1, 8, 5), layer.init_state(2))
 
 
+def test_a_fixed_shape_state_must_keep_its_shapes():
+    layer = RecConv1d(8, kernel_size=3, level=1, causal=True)
+    state = layer.init_state(1, fixed_shape=True)
+    state["convs.1.tail"] = torch.zeros(1, 8, 3)
+    message = (
+        "RecConv1d(8, level=1): state['convs.1.tail'] has shape (1, 8, 3), expected (1, 8, 2) for a chunk of "
+        "shape (1, 8, 5): a state from another layer, batch size or input size; start a stream with "
+        "init_state(1, (), fixed_shape=True)"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        layer.step(torch.randn(1, 8, 5), state)
+
+
 def test_the_state_a_step_returned_is_checked_again_when_changed_or_used_for_another_chunk_shape():
     # A step skips checking the state it returned last, if it comes back unchanged for the same shape.
     layer = RecConv2d(2, kernel_size=3, level=1, causal=1)
@@ -297,6 +347,11 @@ class NoStreaming(DepthwiseConv):
     step = None
 
 
+class NoFixedShapeStreaming(DepthwiseConv):
+    init_fixed_state = None
+    fixed_step = None
+
+
 def test_user_op_without_streaming_methods():
     layer = RecConv1d(4, level=1, conv=NoStreaming, causal=True)
     message = (
@@ -306,6 +361,17 @@ def test_user_op_without_streaming_methods():
     with pytest.raises(OpProtocolError, match=re.escape(message)):
         layer.init_state(1)
     assert math.isfinite(layer(torch.randn(1, 4, 9)).sum().item())  # it still runs offline
+
+
+def test_user_op_without_fixed_shape_streaming_methods():
+    layer = RecConv1d(4, level=1, conv=NoFixedShapeStreaming, causal=True)
+    message = (
+        "RecConv1d(4, level=1): the op NoFixedShapeStreaming does not answer init_fixed_state(); give it that "
+        "method of the op protocol (see recconv.ops)"
+    )
+    with pytest.raises(OpProtocolError, match=re.escape(message)):
+        layer.init_state(1, fixed_shape=True)
+    layer.step(torch.randn(1, 4, 9), layer.init_state(1))  # the default state still streams
 
 
 @pytest.mark.parametrize("dims", [1, 2, 3])

@@ -68,6 +68,29 @@ def test_layer_step_onnx_streams_like_offline(layer, tmp_path):
         torch.testing.assert_close(got, layer(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_fixed_shape_step_exports_for_any_chunk_length(layer, chunk):
+    x = torch.randn(1, 4, 6, 4 * chunk)
+    chunks = list(x.split(chunk, dim=3))
+    state = layer.init_state(1, (6,), fixed_shape=True)
+    exported = torch.export.export(LayerStep(layer).eval(), (chunks[0], state)).module()
+    outs = []
+    with torch.no_grad():
+        for piece in chunks:  # one graph for every phase of the strides
+            out, state = exported(piece, state)
+            outs.append(out)
+        torch.testing.assert_close(torch.cat(outs, 3), layer(x), rtol=1e-5, atol=1e-5)
+
+
+def test_fixed_shape_step_onnx_streams_single_samples(layer, tmp_path):
+    x = torch.randn(1, 4, 6, 10)
+    chunks = list(x.split(1, dim=3))
+    state = layer.init_state(1, (6,), fixed_shape=True)
+    got = onnx_steps(LayerStep(layer).eval(), chunks, state, tmp_path / "fixed_step.onnx")
+    with torch.no_grad():
+        torch.testing.assert_close(got, layer(x), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.slow
 def test_streaming_preset_exports(tmp_path):
     torch.manual_seed(0)
