@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import operator
 import weakref
-from collections.abc import Sequence
-from typing import cast
+from collections.abc import Callable, Sequence
+from typing import TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +43,7 @@ def _name_of(op: str | Builder) -> str:
     return repr(op) if isinstance(op, str) else getattr(op, "__qualname__", repr(op))
 
 
+_T = TypeVar("_T")
 OpStateKeys = dict[str, list[tuple[str, str]]]
 """For each op that :meth:`RecConvNd.step` runs, its keys in the layer's state and in its own."""
 
@@ -451,8 +452,10 @@ class RecConvNd(nn.Module):
         """The ops' keys if ``state`` is the one the last step returned, unchanged, for a chunk of
         ``x``'s shape (any length along the causal axis), else ``None``. Its tensors are kept, so their
         ids cannot be reused."""
+        if torch.compiler.is_compiling():  # first: a traced read of the dict would guard on its contents
+            return None
         last = _LAST_STATES.get(self)
-        if last is None or torch.compiler.is_compiling():
+        if last is None:
             return None
         shape, last_state, keys, values, op_keys = last
         dim = axis + 2
@@ -469,29 +472,39 @@ class RecConvNd(nn.Module):
         self, batch_size: int, other: tuple[int, ...], axis: int, fixed: bool
     ) -> dict[str, tuple[int, ...]]:
         """The shape of each state tensor for this batch and these other sizes, in a default state
-        ``-1`` along the causal axis (its length depends on where the stream is); worked out once per
-        batch, sizes and kind of state."""
-        known = self.__dict__.setdefault("_known_state_shapes", {})
-        if (batch_size, other, fixed) not in known:
+        ``-1`` along the causal axis (its length depends on where the stream is)."""
+
+        def work_out() -> dict[str, tuple[int, ...]]:
             state = self.init_state(batch_size, other, fixed_shape=fixed, device="meta")
-            known[batch_size, other, fixed] = {
+            return {
                 key: with_length(value.shape, axis + 2, -1)
                 if value.dim() >= 3 and not fixed
                 else tuple(value.shape)
                 for key, value in state.items()
             }
-        return known[batch_size, other, fixed]
+
+        return self._remembered("_known_state_shapes", (batch_size, other, fixed), work_out)
 
     def _state_keys(self, shapes: dict[str, tuple[int, ...]], fixed: bool) -> OpStateKeys:
-        """For each op of :meth:`step`, its keys in the layer's state and in its own: worked out once
-        per kind of state."""
-        known = self.__dict__.setdefault("_op_state_keys", {})
-        if fixed not in known:
-            known[fixed] = {
+        """For each op of :meth:`step`, its keys in the layer's state and in its own."""
+
+        def work_out() -> OpStateKeys:
+            return {
                 name: [(key, key[len(name) + 1 :]) for key in shapes if key.startswith(f"{name}.")]
                 for name, *_ in self._streamed_ops()
             }
-        return known[fixed]
+
+        return self._remembered("_op_state_keys", fixed, work_out)
+
+    def _remembered(self, cache: str, key: object, work_out: Callable[[], _T]) -> _T:
+        """``work_out()``, remembered per ``key`` in eager mode. Traced code works it out afresh: a
+        traced read of the cache would guard on its contents, and each new entry would recompile."""
+        if torch.compiler.is_compiling():
+            return work_out()
+        known = self.__dict__.setdefault(cache, {})
+        if key not in known:
+            known[key] = work_out()
+        return known[key]
 
     def _causal_axis(self, causal: bool | int, owner: str) -> int | None:
         if isinstance(causal, bool):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import re
 
@@ -185,6 +186,27 @@ def test_a_fixed_shape_state_keeps_its_shapes_and_compiles_once_for_every_phase(
             outs.append(out)
         torch.testing.assert_close(torch.cat(outs, axis + 2), layer(x), rtol=0, atol=1e-5)
     assert counter.frame_count == 1
+
+
+def test_a_compiled_step_does_not_recompile_when_other_layers_stream_or_go():
+    # Eager steps remember states and shapes (per layer and beside the layers); a traced step must not
+    # read what they remember, or its guards would change with every new entry (failed before:
+    # one graph per entry, and an IndexError in dynamo's guards once a layer was gone).
+    layers = [RecConv1d(2, 3, level=2, causal=True) for _ in range(3)]
+    counter = CompileCounter()
+    with torch.no_grad():
+        for layer in layers:
+            layer.step(torch.randn(1, 2, 4), layer.init_state(1))
+        step = torch.compile(layers[0].step, backend=counter, fullgraph=True)
+        state = layers[0].init_state(1, fixed_shape=True)
+        _, state = step(torch.randn(1, 2, 1), state)
+        del layers[1:]
+        gc.collect()
+        for length in (1, 2, 1):  # another chunk length needs a graph of its own, once
+            _, state = step(torch.randn(1, 2, length), state)
+            other = RecConv1d(2, 3, level=1, causal=True)  # a new layer streams eagerly
+            other.step(torch.randn(1, 2, 4), other.init_state(1))
+    assert counter.frame_count == 2
 
 
 def test_state_size_does_not_grow_with_the_stream():
