@@ -22,8 +22,9 @@ and 160 samples:
 
 Then the time-causal audio preset (``recconv.streaming.recnext_audio_causal_tiny``, 40 mels) fed
 one 10 ms log-mel frame per chunk through :class:`recconv.Streamer`, against rerunning the model
-on the last second (100 frames), as trained (BatchNorms in eval mode) and fused for inference
-(``model.fuse()``: each BatchNorm folded into the conv before it). Its stages run every 2nd to 16th
+on the last second (100 frames), as trained (BatchNorms in eval mode), fused for inference
+(``model.fuse()``: each BatchNorm folded into the conv before it) and, as trained, compiled on a
+fixed-shape state (one graph for every frame, every stage running on every frame). Its stages run every 2nd to 16th
 frame, so it is timed over whole cycles of 16 chunks (every phase of its strides) and reported per
 chunk. All under
 ``torch.no_grad``, medians (or with ``--best`` minima) of ``--repeats`` chunks (or cycles) after a
@@ -139,28 +140,39 @@ def layer_rows(repeats: int, best: bool, threads: list[int], channels: int) -> d
     return rows
 
 
-def preset_row(repeats: int, best: bool) -> dict:
-    """The audio preset as trained (BatchNorms in eval mode) and fused for inference (folded),
-    interleaved with rerunning it on the last second."""
+def preset_rows(repeats: int, best: bool, threads: list[int]) -> dict[int, dict]:
+    """The audio preset as trained (BatchNorms in eval mode), fused for inference (folded) and, as
+    trained, compiled on a fixed-shape state, interleaved with rerunning it on the last second; made
+    once, then timed on every thread count."""
     model = recnext_audio_causal_tiny().eval()
     frame = torch.randn(1, 1, 40, 1)
     runs: dict[str, Callable[[], object]] = {}
-    for name, network in (("stream_ms", model), ("fused_ms", copy.deepcopy(model).fuse())):
-        streamer = recconv.Streamer(network)
-        state = streamer.init_state(1, (40,))
+    streamers = (
+        ("stream_ms", recconv.Streamer(model), False),
+        ("fused_ms", recconv.Streamer(copy.deepcopy(model).fuse()), False),
+        ("fixed_compiled_ms", recconv.Streamer(model), True),
+    )
+    for name, streamer, fixed in streamers:
+        state = streamer.init_state(1, (40,), fixed_shape=fixed)
+        stream = torch.compile(streamer, fullgraph=True) if fixed else streamer
         for _ in range(32):  # past the stem and every stride: all stages get samples
-            _, state = streamer(frame, state)
-        step = streaming_step(streamer, state, frame)
+            _, state = stream(frame, state)
+        step = streaming_step(stream, state, frame)
         # One 160 ms cycle: the deepest stage runs once.
         runs[name] = lambda step=step: [step() for _ in range(PRESET_CYCLE)]
+        if name == "stream_ms":
+            kept_bytes = state_bytes(state)
     second = torch.randn(1, 1, 40, 100)
-    times = time_ms({**runs, "recompute_ms": lambda: model(second)}, repeats, best)
-    return {
-        "stream_ms": times["stream_ms"] / PRESET_CYCLE,
-        "fused_ms": times["fused_ms"] / PRESET_CYCLE,
-        "recompute_ms": times["recompute_ms"],
-        "state_bytes": state_bytes(state),
-    }
+    rows = {}
+    for count in threads:
+        torch.set_num_threads(count)
+        times = time_ms({**runs, "recompute_ms": lambda: model(second)}, repeats, best)
+        rows[count] = {
+            **{name: times[name] / PRESET_CYCLE for name, *_ in streamers},
+            "recompute_ms": times["recompute_ms"],
+            "state_bytes": kept_bytes,
+        }
+    return rows
 
 
 def against(commit: str, repeats: int) -> None:
@@ -225,10 +237,9 @@ def main() -> None:
     goals = []
     with torch.no_grad():
         rows = layer_rows(args.repeats, args.best, args.threads, args.channels)
+        presets = preset_rows(args.repeats, args.best, args.threads)
     for threads in args.threads:
-        torch.set_num_threads(threads)
-        with torch.no_grad():
-            preset = preset_row(args.repeats, args.best)
+        preset = presets[threads]
         print(
             f"\n## RecConv1d({args.channels}, kernel_size={KERNEL}, factor={FACTOR}, causal=True), "
             f"{threads} thread(s)\n"
@@ -254,8 +265,9 @@ def main() -> None:
         print(f"\n## Audio preset, one 10 ms frame (40 mels) per chunk, {threads} thread(s)\n")
         print(
             f"stream {preset['stream_ms']:.3f} ms per chunk (mean of a {PRESET_CYCLE}-chunk cycle; fused for "
-            f"inference, `model.fuse()`: {preset['fused_ms']:.3f} ms), recompute 1 s (100 frames) "
-            f"{preset['recompute_ms']:.3f} ms, state {preset['state_bytes']:,} bytes"
+            f"inference, `model.fuse()`: {preset['fused_ms']:.3f} ms; compiled on a fixed-shape state: "
+            f"{preset['fixed_compiled_ms']:.3f} ms), recompute 1 s (100 frames) {preset['recompute_ms']:.3f} ms, "
+            f"state {preset['state_bytes']:,} bytes"
         )
         if threads == 1:
             for name, label in (("stream_ms", "as trained"), ("fused_ms", "fused")):

@@ -303,10 +303,39 @@ class RecConvNd(nn.Module):
             out, new_state = self._fixed_step(x, state, keys, axis)
         else:
             out, new_state = self._chunk_step(x, state, keys, axis)
-        new_state = {key: new_state[key] for key in state}  # in the caller's order: stable export outputs
+        return out, self._kept(x, state, new_state, keys)
+
+    def step_sample(
+        self, x: Tensor, arrived: Tensor, state: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Stream one sample ``x`` with a fixed-shape state (see :meth:`init_state`), taken only if
+        ``arrived`` (a boolean tensor). Returns the output sample (meaningful only if ``x`` arrived),
+        ``arrived`` (the layer keeps its input's rate) and the next state, which equals ``state`` if
+        nothing arrived. :class:`~recconv.Streamer` runs a layer behind a strided stage this way on
+        every sample, so that one graph serves every step.
+
+        Raises:
+            ValueError: As :meth:`step`, and if ``x`` is not one sample long or ``state`` not fixed-shape.
+        """
+        axis = self._streaming_axis("step_sample")
+        keys = self._check_step(x, state, axis)
+        if "clock" not in state or x.shape[axis + 2] != 1:
+            raise ValueError(
+                f"{self._label}: step_sample() takes one sample along the causal axis {axis} and a state from "
+                f"init_state(..., fixed_shape=True), got a chunk of shape {tuple(x.shape)} and "
+                f"{'a fixed-shape' if 'clock' in state else 'a default'} state"
+            )
+        out, new_state = self._sample(x, arrived, state, keys, axis)
+        return out, arrived, self._kept(x, state, new_state, keys)
+
+    def _kept(
+        self, x: Tensor, state: dict[str, Tensor], new_state: dict[str, Tensor], keys: OpStateKeys
+    ) -> dict[str, Tensor]:
+        """``new_state`` in the caller's order (stable export outputs), remembered as the layer's last."""
+        new_state = {key: new_state[key] for key in state}
         if not torch.compiler.is_compiling():  # a traced state must not outlive its trace
             _LAST_STATES[self] = (x.shape, new_state, tuple(new_state), tuple(new_state.values()), keys)
-        return out, new_state
+        return new_state
 
     def _chunk_step(
         self, x: Tensor, state: dict[str, Tensor], keys: OpStateKeys, axis: int
@@ -354,8 +383,20 @@ class RecConvNd(nn.Module):
     def _fixed_step(
         self, x: Tensor, state: dict[str, Tensor], keys: OpStateKeys, axis: int
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """:meth:`step` of a fixed-shape state: sample by sample, every op runs; those of a level
-        that gets no sample leave their state as it was, and their outputs are not used."""
+        """:meth:`step` of a fixed-shape state: sample by sample."""
+        dim = axis + 2
+        outs = []
+        for t in range(x.shape[dim]):
+            out, state = self._sample(x.narrow(dim, t, 1), None, state, keys, axis)
+            outs.append(out)
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim), state
+
+    def _sample(
+        self, sample: Tensor, arrived: Tensor | None, state: dict[str, Tensor], keys: OpStateKeys, axis: int
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """One sample through a fixed-shape state, taken only if ``arrived`` (``None``: surely). Every
+        op runs; those of a level that gets no sample leave their state as it was, and their outputs
+        are not used."""
         new_state = dict(state)
 
         def run(name: str, op: nn.Module, *args: object) -> Tensor:
@@ -367,28 +408,26 @@ class RecConvNd(nn.Module):
                 new_state[key] = own[short]
             return out
 
-        dim, factor = axis + 2, self.factor[axis]
-        clock = state["clock"]  # samples streamed, modulo factor**level
-        outs = []
-        for t in range(x.shape[dim]):
-            sample = x.narrow(dim, t, 1)
-            # Level i gets a sample at every factor**i-th (its down op's window ends there).
-            arrived = [clock % factor**i == 0 for i in range(self.level + 1)]
-            features = [sample]
-            for i in range(1, self.level + 1):
-                features.append(run(f"downs.{i - 1}", self.down_op(i), features[-1], arrived[i - 1]))
-            hidden = None
-            for j, (conv, up) in enumerate(zip(self.convs, self.ups)):
-                level = self.level - j
-                coarse = features[level]
-                mixed = run(f"convs.{j}", conv, coarse if hidden is None else hidden + coarse, arrived[level])
-                position = clock // factor ** (level - 1) % factor  # of the fine sample in its block
-                hidden = run(f"ups.{j}", up, mixed, features[level - 1].shape[2:], arrived[level], position)
-            mixed = sample if hidden is None else hidden + sample
-            outs.append(run(f"convs.{self.level}", self.convs[-1], mixed, arrived[0]))
-            clock = (clock + 1) % factor**self.level
-        new_state["clock"] = clock
-        return outs[0] if len(outs) == 1 else torch.cat(outs, dim), new_state
+        factor = self.factor[axis]
+        clock = state["clock"]  # samples taken, modulo factor**level
+        # Level i gets a sample at every factor**i-th (its down op's window ends there).
+        due = [clock % factor**i == 0 for i in range(self.level + 1)]
+        if arrived is not None:
+            due = [arrived & level_due for level_due in due]
+        features = [sample]
+        for i in range(1, self.level + 1):
+            features.append(run(f"downs.{i - 1}", self.down_op(i), features[-1], due[i - 1]))
+        hidden = None
+        for j, (conv, up) in enumerate(zip(self.convs, self.ups)):
+            level = self.level - j
+            coarse = features[level]
+            mixed = run(f"convs.{j}", conv, coarse if hidden is None else hidden + coarse, due[level])
+            position = clock // factor ** (level - 1) % factor  # of the fine sample in its block
+            hidden = run(f"ups.{j}", up, mixed, features[level - 1].shape[2:], due[level], position)
+        mixed = sample if hidden is None else hidden + sample
+        out = run(f"convs.{self.level}", self.convs[-1], mixed, due[0])
+        new_state["clock"] = (clock + (1 if arrived is None else arrived)) % factor**self.level
+        return out, new_state
 
     def _streamed_ops(self) -> list[tuple[str, nn.Module, int, int]]:
         """Every op run by :meth:`step`: state name, op, and its input and output level."""

@@ -31,7 +31,7 @@ from .core import RecConvNd
 from .models.blocks import RecNeXtBlock
 from .models.recnext import RecNeXtStage, _fuse_children
 from .models.registry import create_model
-from .ops import ConvNorm, fold_batch_norm, no_samples, pad_before, stream_window, with_length
+from .ops import ConvNorm, fold_batch_norm, no_samples, pad_before, shift_in, stream_window, with_length
 
 __all__ = [
     "CausalConv",
@@ -142,17 +142,27 @@ class CausalConv(nn.Module):
         batch_size: int,
         size: Sequence[int] = (),
         *,
+        fixed_shape: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> dict[str, Tensor]:
-        """The zero padding before the stream; ``size``: the input's other spatial sizes."""
+        """The zero padding before the stream; ``size``: the input's other spatial sizes. A fixed-shape
+        state (for :meth:`step_sample`) keeps the last ``kernel - 1`` inputs and a clock of the stride."""
         axis, weight = self.causal_axis, self.conv.weight
-        kept = self.conv.kernel_size[axis] + self.conv.stride[axis] - 2
+        kernel, stride = self.conv.kernel_size[axis], self.conv.stride[axis]
+        kept = kernel - 1 if fixed_shape else kernel + stride - 2
         shape = (batch_size, self.conv.in_channels, *size[:axis], kept, *size[axis:])
-        return {"tail": torch.zeros(shape, device=device or weight.device, dtype=dtype or weight.dtype)}
+        state = {"tail": torch.zeros(shape, device=device or weight.device, dtype=dtype or weight.dtype)}
+        if fixed_shape:
+            state["clock"] = torch.zeros((), dtype=torch.int64, device=device or weight.device)
+        return state
 
     def step(self, x: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """The outputs that the new samples ``x`` complete, and the next state."""
+        if "clock" in state:
+            raise ValueError(
+                "CausalConv: a fixed-shape state streams with step_sample(), one sample at a time"
+            )
         axis, conv = self.causal_axis, self.conv
         window, count, tail = stream_window(state["tail"], x, axis, conv.kernel_size[axis], conv.stride[axis])
         if not count:
@@ -160,8 +170,23 @@ class CausalConv(nn.Module):
             return empty.new_zeros(empty.shape[0], conv.out_channels, *empty.shape[2:]), {"tail": tail}
         return conv(window), {"tail": tail}
 
+    def step_sample(
+        self, x: Tensor, arrived: Tensor, state: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """One input sample ``x``, taken only if ``arrived``: the output of the window ending at it,
+        whether that output is due (a new one every ``stride`` inputs taken), and the next state."""
+        axis, stride = self.causal_axis, self.conv.stride[self.causal_axis]
+        window, tail = shift_in(state["tail"], x, arrived, axis + 2)
+        clock = state["clock"]  # inputs taken, modulo the stride
+        due = arrived & (clock % stride == 0)  # output j's window ends at input j * stride
+        return self.conv(window), due, {"tail": tail, "clock": (clock + arrived) % stride}
+
     def extra_repr(self) -> str:
         return f"causal_axis={self.causal_axis}"
+
+
+StepSample = Callable[[Tensor, Tensor, dict[str, Tensor]], tuple[Tensor, Tensor, dict[str, Tensor]]]
+"""``module.step_sample(x, arrived, state)``: one sample of a fixed-shape stream (see :class:`Streamer`)."""
 
 
 class _Tracer(fx.Tracer):
@@ -228,6 +253,7 @@ class Streamer(nn.Module):
         self._state_keys: frozenset[str] = frozenset()
         self._own_keys: dict[str, list[tuple[str, str]]] = {}
         self._no_output: dict[str, Tensor] = {}
+        self._fixed = False  # whether the state is fixed-shape (see init_state)
         self._program: Callable[[Tensor, dict[str, Tensor], dict[str, Tensor]], Tensor]  # see _make_program
 
     def _find_axis(self) -> int:
@@ -287,12 +313,20 @@ class Streamer(nn.Module):
         size: Sequence[int] = (),
         *,
         in_channels: int | None = None,
+        fixed_shape: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> dict[str, Tensor]:
         """The state of a new stream of ``batch_size`` inputs whose other spatial sizes are ``size``.
 
-        ``in_channels`` defaults to that of the model's first layer with an ``in_channels``.
+        ``in_channels`` defaults to that of the model's first layer with an ``in_channels``. With
+        ``fixed_shape``, every module that streams itself gets a fixed-shape state and runs on every
+        input sample through ``step_sample(x, arrived, state)`` (strided stages say whether their
+        output is new, and the modules after them take it only then), so one compiled or exported
+        graph serves every step of a chunk length. The output then has one sample per input sample:
+        the model's latest output, held in the state (key ``"output"``) between new ones; a new one
+        comes at every input sample ``t`` with ``t % stride == 0`` (``stride``: the product of the
+        strides along the axis, counting ``t`` from the stream's start).
         """
         if in_channels is None:
             # nn.Module's stubs type an unknown attribute as Tensor | Module
@@ -307,7 +341,15 @@ class Streamer(nn.Module):
             (batch_size, in_channels, *size[: self.axis], 1, *size[self.axis :]), device=device, dtype=dtype
         )
         state: dict[str, Tensor] = {}
-        self._run(chunk, state, (device, dtype))
+        self._fixed = fixed_shape
+        out = self._run(chunk, state, (device, dtype))
+        if fixed_shape:
+            if not isinstance(out, Tensor):
+                raise ValueError(
+                    f"Streamer: a fixed-shape state holds the model's output, which must be one tensor, "
+                    f"got {type(out).__name__}"
+                )
+            state["output"] = torch.zeros_like(out)  # nothing came out yet
         self._program = self._make_program()
         self._chunk_shape = with_length(chunk.shape, self.axis + 2, -1)
         self._state_keys = frozenset(state)
@@ -327,8 +369,15 @@ class Streamer(nn.Module):
                 "Streamer: this state belongs to another model: expected the dict from init_state() or a "
                 f"step, with keys {sorted(self._state_keys)}"
             )
-        new_state: dict[str, Tensor] = {}
-        return self._program(chunk, state, new_state), new_state
+        if not self._fixed:
+            new_state: dict[str, Tensor] = {}
+            return self._program(chunk, state, new_state), new_state
+        dim, outs = self.axis + 2, []
+        for t in range(chunk.shape[dim]):  # the program takes one sample (see init_state)
+            new_state = {}
+            outs.append(self._program(chunk.narrow(dim, t, 1), state, new_state))
+            state = new_state
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim), state
 
     step = forward
 
@@ -349,15 +398,35 @@ class Streamer(nn.Module):
         graph = fx.Graph()
         chunk, state, new_state = (graph.placeholder(name) for name in ("chunk", "state", "new_state"))
         values: dict[fx.Node, fx.Node] = {}
+        # With a fixed-shape state: whether each value is a new sample, from the strided stages before it.
+        arrived: dict[fx.Node, fx.Node] = {}
         for node in self.graph.nodes:
             if node.op == "placeholder":
                 values[node] = chunk
+                if self._fixed:
+                    arrived[node] = graph.call_function(_true_like, (chunk,))
             elif node.op == "output":
-                graph.output(fx.node.map_arg(node.args[0], values.__getitem__))
+                out = fx.node.map_arg(node.args[0], values.__getitem__)
+                if self._fixed:  # a Tensor, checked by init_state
+                    out = graph.call_function(
+                        _hold, (out, arrived[cast(fx.Node, node.args[0])], state, new_state)
+                    )
+                graph.output(out)
             elif node.op == "get_attr":
                 values[node] = graph.call_function(_constant(_fetch(self.model, cast(str, node.target))))
             elif node.op in ("call_function", "call_method"):
                 values[node] = graph.node_copy(node, values.__getitem__)
+            elif node.name in self._self_streaming and self._fixed:
+                module, keys = self._called[node.name], self._own_keys[node.name]
+                source = cast(fx.Node, node.args[0])
+                sampled = graph.create_node(
+                    "call_function",
+                    _sampled(cast(StepSample, module.step_sample), keys),
+                    (values[source], arrived[source], state, new_state),
+                    name=node.name,
+                )
+                values[node] = graph.call_function(operator.getitem, (sampled, 0))
+                arrived[node] = graph.call_function(operator.getitem, (sampled, 1))
             else:
                 args, kwargs = fx.node.map_arg((node.args, node.kwargs), values.__getitem__)
                 module, no_output = self._called[node.name], self._no_output[node.name]
@@ -368,6 +437,9 @@ class Streamer(nn.Module):
                 else:
                     work = _per_step(module, no_output, self.axis + 2)
                 values[node] = graph.create_node("call_function", work, args, kwargs, name=node.name)
+            flags = [arrived[source] for source in node.all_input_nodes if source in arrived]
+            if flags and node not in arrived:  # an op on samples: new where its first streamed input is
+                arrived[node] = flags[0]
         return fx.GraphModule(nn.Module(), graph, class_name="StreamingStep").forward
 
     def _run(self, chunk: Tensor, new_state: dict[str, Tensor], init: tuple[Any, torch.dtype]) -> Tensor:
@@ -406,11 +478,21 @@ class Streamer(nn.Module):
             other = [s for i, s in enumerate(x.shape[2:]) if i != self.axis]
             # nn.Module's stubs type an unknown attribute as Tensor | Module
             init_state = cast(Callable[..., dict[str, Tensor]], module.init_state)
-            own = init_state(x.shape[0], other, device=init[0], dtype=init[1])
+            if self._fixed and not callable(getattr(module, "step_sample", None)):
+                raise self._refuse(
+                    node,
+                    type(module).__name__,
+                    "it has no step_sample(x, arrived, state) for a fixed-shape state",
+                )
+            fixed = {"fixed_shape": True} if self._fixed else {}
+            own = init_state(x.shape[0], other, **fixed, device=init[0], dtype=init[1])
             self._own_keys[node.name] = [(f"{node.target}.{name}", name) for name in own]
             new_state.update({f"{node.target}.{name}": value for name, value in own.items()})
-            step = cast(Callable[..., tuple[Tensor, dict[str, Tensor]]], module.step)
-            out, _ = step(x, own)
+            if self._fixed:
+                out, _, _ = cast(StepSample, module.step_sample)(x, _true_like(x), own)
+            else:
+                step = cast(Callable[..., tuple[Tensor, dict[str, Tensor]]], module.step)
+                out, _ = step(x, own)
         else:
             out = module(*args, **kwargs)
         self._no_output[node.name] = out.new_zeros(with_length(out.shape, self.axis + 2, 0))
@@ -448,6 +530,35 @@ def _streamed(
         return out
 
     return streamed
+
+
+def _sampled(
+    step_sample: StepSample, keys: list[tuple[str, str]]
+) -> Callable[[Tensor, Tensor, dict[str, Tensor], dict[str, Tensor]], tuple[Tensor, Tensor]]:
+    """A module that streams itself, as a step of a program on a fixed-shape state: one sample, taken
+    only if it ``arrived``; returns the output and whether it is new."""
+
+    def sampled(
+        x: Tensor, arrived: Tensor, state: dict[str, Tensor], new_state: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        out, new, own = step_sample(x, arrived, {name: state[key] for key, name in keys})
+        for key, name in keys:
+            new_state[key] = own[name]
+        return out, new
+
+    return sampled
+
+
+def _true_like(x: Tensor) -> Tensor:
+    """A boolean ``True`` on ``x``'s device: the input's samples are all new."""
+    return torch.ones((), dtype=torch.bool, device=x.device)
+
+
+def _hold(out: Tensor, arrived: Tensor, state: dict[str, Tensor], new_state: dict[str, Tensor]) -> Tensor:
+    """The model's latest output: ``out`` if it is new, else the one held in the state."""
+    held = torch.where(arrived, out, state["output"])
+    new_state["output"] = held
+    return held
 
 
 def _per_step(module: nn.Module, no_output: Tensor, dim: int) -> Callable[..., Tensor]:

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from recconv import RecConv2d, Streamer
-from recconv.streaming import recnext_seq_causal_tiny
+from recconv import CausalConv, RecConv1d, RecConv2d, Streamer
+from recconv.streaming import recnext_audio_causal_tiny, recnext_seq_causal_tiny
 
 
 class LayerStep(nn.Module):
@@ -91,6 +91,27 @@ def test_fixed_shape_step_onnx_streams_single_samples(layer, tmp_path):
         torch.testing.assert_close(got, layer(x), rtol=1e-5, atol=1e-5)
 
 
+def test_fixed_shape_streamer_exports_one_graph_for_single_samples(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        CausalConv(2, 4, 3, 2, causal_axis=0), nn.GELU(), RecConv1d(4, level=2, causal=True)
+    )
+    streamer = Streamer(model.eval())
+    x = torch.randn(1, 2, 20)
+    samples = list(x.split(1, dim=2))
+    state = streamer.init_state(1, in_channels=2, fixed_shape=True)
+    with torch.no_grad():
+        held = model(x).repeat_interleave(2, 2)  # a new output every second sample, held in between
+        exported = torch.export.export(streamer, (samples[0], state)).module()
+        outs, exported_state = [], state
+        for sample in samples:
+            out, exported_state = exported(sample, exported_state)
+            outs.append(out)
+        torch.testing.assert_close(torch.cat(outs, 2), held, rtol=1e-5, atol=1e-5)
+        got = onnx_steps(streamer, samples, state, tmp_path / "fixed_streamer.onnx")
+        torch.testing.assert_close(got, held, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.slow
 def test_streaming_preset_exports(tmp_path):
     torch.manual_seed(0)
@@ -105,3 +126,16 @@ def test_streaming_preset_exports(tmp_path):
         torch.testing.assert_close(out, streamer(chunks[0], state)[0])
         got = onnx_steps(streamer, chunks, state, tmp_path / "preset_step.onnx")
         torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_audio_preset_exports_for_single_frames(tmp_path):
+    """The keyword spotter on device: one 10 ms log-mel frame per ONNX call, one graph for every phase."""
+    torch.manual_seed(0)
+    model = recnext_audio_causal_tiny().eval()
+    streamer = Streamer(model)
+    frames = torch.randn(1, 1, 40, 40)
+    state = streamer.init_state(1, (40,), fixed_shape=True)
+    with torch.no_grad():
+        got = onnx_steps(streamer, list(frames.split(1, dim=3)), state, tmp_path / "audio_frame.onnx")
+        held = model(frames).repeat_interleave(16, 3).narrow(3, 0, 40)
+        torch.testing.assert_close(got, held, rtol=1e-4, atol=1e-4)

@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torch._dynamo.testing import CompileCounter
 
 from recconv import RecConv1d, RecConv2d, RecConvNd
 from recconv.models import create_model
@@ -37,10 +38,10 @@ def randomized(model: nn.Module) -> nn.Module:
     return model
 
 
-def stream(streamer: Streamer, x: torch.Tensor, chunks: list[int]) -> torch.Tensor:
+def stream(streamer: Streamer, x: torch.Tensor, chunks: list[int], fixed_shape: bool = False) -> torch.Tensor:
     dim = streamer.axis + 2
     other = [s for i, s in enumerate(x.shape[2:]) if i != streamer.axis]
-    state = streamer.init_state(x.shape[0], other, in_channels=x.shape[1])
+    state = streamer.init_state(x.shape[0], other, in_channels=x.shape[1], fixed_shape=fixed_shape)
     outs = []
     for chunk in x.split(chunks, dim=dim):
         out, state = streamer(chunk, state)
@@ -67,6 +68,39 @@ def test_seq_preset_streams_exactly(data):
     x = torch.randn(2, 2, 150, dtype=torch.float64)
     chunks = data.draw(chunkings(150))
     torch.testing.assert_close(stream(SEQ_STREAMER, x, chunks), SEQ(x), rtol=0, atol=1e-12)
+
+
+@settings(max_examples=3)
+@given(st.data())
+def test_fixed_shape_states_hold_each_output_until_the_next(data):
+    """With a fixed-shape state the output has one sample per input sample: the latest output, new at
+    every stride-th input sample (16 for the audio preset, 32 for the sequence one)."""
+    for streamer, x, stride in (
+        (AUDIO_STREAMER, torch.randn(1, 1, 16, 70, dtype=torch.float64), 16),
+        (SEQ_STREAMER, torch.randn(2, 2, 100, dtype=torch.float64), 32),
+    ):
+        dim = streamer.axis + 2
+        got = stream(streamer, x, data.draw(chunkings(x.shape[dim])), fixed_shape=True)
+        expected = streamer.model(x)
+        assert got.shape[dim] == x.shape[dim]
+        held = expected.repeat_interleave(stride, dim).narrow(dim, 0, x.shape[dim])
+        torch.testing.assert_close(got, held, rtol=0, atol=1e-12)
+
+
+def test_a_fixed_shape_streamer_compiles_once_for_every_phase():
+    model = recnext_seq_causal_tiny(in_chans=2).eval()
+    streamer = Streamer(model)
+    counter = CompileCounter()
+    step = torch.compile(streamer, backend=counter, fullgraph=True)
+    state = streamer.init_state(1, in_channels=2, fixed_shape=True)
+    x = torch.randn(1, 2, 70)
+    with torch.no_grad():
+        outs = []
+        for sample in x.split(1, dim=2):
+            out, state = step(sample, state)
+            outs.append(out)
+        torch.testing.assert_close(torch.cat(outs, 2)[..., ::32], model(x), rtol=1e-5, atol=1e-5)
+    assert counter.frame_count == 1
 
 
 @pytest.mark.parametrize(
@@ -197,3 +231,57 @@ def test_state_of_another_model():
         ValueError, match=re.escape("Streamer: this state belongs to another model: expected")
     ):
         streamer(torch.randn(1, 2, 5, dtype=torch.float64), other)
+
+
+class StreamsWithoutSamples(nn.Module):
+    """A module that streams itself with default states only."""
+
+    def forward(self, x):
+        return x
+
+    def init_state(self, batch_size, size=(), *, device=None, dtype=None):
+        return {}
+
+    def step(self, x, state):
+        return x, state
+
+
+def test_fixed_shape_state_needs_step_sample():
+    streamer = Streamer(nn.Sequential(RecConv1d(4, causal=True), StreamsWithoutSamples()).eval())
+    streamer.init_state(1)  # default states stream
+    message = (
+        "Streamer: cannot stream '1' (StreamsWithoutSamples): it has no step_sample(x, arrived, state) for a "
+        "fixed-shape state"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        streamer.init_state(1, fixed_shape=True)
+
+
+def test_fixed_shape_state_needs_one_output_tensor():
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = RecConv1d(4, causal=True)
+
+        def forward(self, x):
+            return self.layer(x), x
+
+    message = "Streamer: a fixed-shape state holds the model's output, which must be one tensor, got tuple"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Streamer(Pair().eval()).init_state(1, fixed_shape=True)
+
+
+def test_step_sample_and_step_need_their_kind_of_state():
+    layer = RecConv1d(4, level=1, causal=True)
+    message = (
+        "RecConv1d(4, level=1): step_sample() takes one sample along the causal axis 0 and a state from "
+        "init_state(..., fixed_shape=True), got a chunk of shape (1, 4, 1) and a default state"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        layer.step_sample(torch.randn(1, 4, 1), torch.tensor(True), layer.init_state(1))
+    conv = CausalConv(4, 4, 3, 2, causal_axis=0)
+    with pytest.raises(
+        ValueError,
+        match=re.escape("CausalConv: a fixed-shape state streams with step_sample(), one sample at a time"),
+    ):
+        conv.step(torch.randn(1, 4, 3), conv.init_state(1, fixed_shape=True))
