@@ -303,7 +303,7 @@ class RecConvNd(nn.Module):
             out, new_state = self._fixed_step(x, state, keys, axis)
         else:
             out, new_state = self._chunk_step(x, state, keys, axis)
-        return out, self._kept(x, state, new_state, keys)
+        return out, self._as_last_state(x, state, new_state, keys)
 
     def step_sample(
         self, x: Tensor, arrived: Tensor, state: dict[str, Tensor]
@@ -326,9 +326,9 @@ class RecConvNd(nn.Module):
                 f"{'a fixed-shape' if 'clock' in state else 'a default'} state"
             )
         out, new_state = self._sample(x, arrived, state, keys, axis)
-        return out, arrived, self._kept(x, state, new_state, keys)
+        return out, arrived, self._as_last_state(x, state, new_state, keys)
 
-    def _kept(
+    def _as_last_state(
         self, x: Tensor, state: dict[str, Tensor], new_state: dict[str, Tensor], keys: OpStateKeys
     ) -> dict[str, Tensor]:
         """``new_state`` in the caller's order (stable export outputs), remembered as the layer's last."""

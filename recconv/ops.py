@@ -216,10 +216,10 @@ def stream_window(tail: Tensor, x: Tensor, axis: int, kernel: int, stride: int) 
 
 
 def shift_in(kept: Tensor, x: Tensor, arrived: Tensor, dim: int) -> tuple[Tensor, Tensor]:
-    """A fixed-length shift register along ``dim`` (see ``fixed_step`` in the op protocol): ``kept``
-    followed by the one sample ``x``, and the next ``kept``, its last samples then if ``x``
-    ``arrived`` (a boolean tensor), else ``kept`` unchanged. Shapes never change, so one traced graph
-    serves every step."""
+    """A fixed-length shift register along ``dim`` (see ``fixed_step`` in the op protocol). Returns
+    ``kept`` followed by the one sample ``x``, and the next ``kept``: the last ``kept.shape[dim]``
+    samples of that if ``x`` ``arrived`` (a boolean tensor), else ``kept`` unchanged. Shapes never
+    change, so one traced graph serves every step."""
     joined = torch.cat((kept, x), dim)
     return joined, torch.where(arrived, joined.narrow(dim, 1, kept.shape[dim]), kept)
 
@@ -996,11 +996,7 @@ class TransposedUp(ResizeOp):
         if x.shape[dim]:
             conv_transpose = per_rank(CONV_TRANSPOSE_FN, x.dim() - 2)
             spread = conv_transpose(x, self.weight, None, self.factor, self.padding, 0, self.weight.shape[0])
-            crop: tuple[EllipsisType | slice, ...] = (
-                ...,
-                *(slice(None) if a == axis else slice(0, s) for a, s in enumerate(size)),
-            )
-            spread = spread[crop]
+            spread = _crop_other_axes(spread, size, axis)
             # The first new coarse sample starts ``due`` fine samples after the overlap does.
             due = overlap.shape[dim] - (self.kernel_size[axis] - 1)
             spread = pad_before(spread, axis, due)
@@ -1036,16 +1032,22 @@ class TransposedUp(ResizeOp):
         spread = conv_transpose(
             coarse, self.weight, self.bias, self.factor, self.padding, 0, self.weight.shape[0]
         )
-        crop: tuple[EllipsisType | slice, ...] = (
-            ...,
-            *(slice(None) if a == axis else slice(0, s) for a, s in enumerate(size)),
-        )
         # The latest coarse sample's block starts ``factor`` fine samples per earlier coarse sample in.
         first = (coarse.shape[dim] - 1) * factor
-        return spread[crop].index_select(dim, (first + position).reshape(1)), {"coarse": coarse}
+        out = _crop_other_axes(spread, size, axis).index_select(dim, (first + position).reshape(1))
+        return out, {"coarse": coarse}
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, bias={self.bias is not None}"
+
+
+def _crop_other_axes(x: Tensor, size: Sequence[int], axis: int) -> Tensor:
+    """``x`` cut to ``size`` along every spatial axis but the causal ``axis``."""
+    crop: tuple[EllipsisType | slice, ...] = (
+        ...,
+        *(slice(None) if a == axis else slice(0, s) for a, s in enumerate(size)),
+    )
+    return x[crop]
 
 
 # The ops' shape arithmetic lives in these functions, which torch.fx records as single calls

@@ -394,7 +394,9 @@ class Streamer(nn.Module):
         """The graph as straight-line Python: ``program(chunk, state, new_state)`` returns the output
         and fills ``new_state``. Each module call is bound once to its step, state keys and output
         for no new sample, and ``torch.fx`` writes the code, so that a chunk runs without
-        interpreting the graph: on small chunks the interpretation took a large part of a step."""
+        interpreting the graph: on small chunks the interpretation took a large part of a step. With
+        a fixed-shape state the program takes one sample, and next to each value it carries whether
+        that value is a new sample, from the ``step_sample`` of the strided stages before it."""
         graph = fx.Graph()
         chunk, state, new_state = (graph.placeholder(name) for name in ("chunk", "state", "new_state"))
         values: dict[fx.Node, fx.Node] = {}
