@@ -209,6 +209,19 @@ def test_a_compiled_step_does_not_recompile_when_other_layers_stream_or_go():
     assert counter.frame_count == 2
 
 
+@pytest.mark.parametrize("up, kept", [("linear", 2), ("nearest", 1), ("transposed", None)])
+@pytest.mark.parametrize("k, f", [(3, 2), (5, 3), (1, 4)])
+def test_fixed_shape_state_size_is_the_documented_formula(up, kept, k, f):
+    level = 3
+    layer = RecConv1d(1, k, level=level, factor=f, upsample=up, causal=True)
+    state = layer.init_state(1, fixed_shape=True)
+    samples = {op: sum(v.shape[-1] for key, v in state.items() if key.startswith(op) and v.dim() == 3)
+               for op in ("convs", "downs", "ups")}  # fmt: skip
+    ups = -(-(k + f - 1) // f) if kept is None else kept
+    assert samples == {"convs": (level + 1) * (k - 1), "downs": level * (k - 1), "ups": level * ups}
+    assert state["clock"].shape == ()
+
+
 def test_state_size_does_not_grow_with_the_stream():
     layer = RecConv2d(3, 5, level=3, causal=1)
     state = layer.init_state(1, (6,))
