@@ -234,6 +234,7 @@ class Streamer(nn.Module):
     def __init__(self, model: nn.Module, axis: int | None = None) -> None:
         super().__init__()
         self.model = model
+        self.training = model.training  # so that exporting a streamer of a model in eval mode does not warn
         self.graph = _Tracer().trace(model)
         self.axis = self._find_axis() if axis is None else axis
         for node in self.graph.nodes:

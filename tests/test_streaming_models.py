@@ -285,3 +285,9 @@ def test_step_sample_and_step_need_their_kind_of_state():
         match=re.escape("CausalConv: a fixed-shape state streams with step_sample(), one sample at a time"),
     ):
         conv.step(torch.randn(1, 4, 3), conv.init_state(1, fixed_shape=True))
+
+
+def test_a_streamer_is_in_its_models_mode():
+    # torch.onnx.export warns about a module in training mode: a streamer of an eval model is not one.
+    assert not Streamer(nn.Sequential(RecConv1d(4, causal=True)).eval()).training
+    assert Streamer(nn.Sequential(RecConv1d(4, causal=True))).training
