@@ -12,7 +12,9 @@ streaming does at every 16th frame (160 ms). With --data-dir, the WAV files of t
 (16 kHz) are streamed one by one instead of the generated stream.
 
 Writes results.json, training_curves.png, confusion_matrix.png and streaming.pt (training), then
-stream.json and stream.png (streaming) to --out; with --checkpoint, only the last two.
+stream.json and stream.png (streaming) to --out; with --checkpoint, only the last two. With
+--export-onnx, also frame.onnx: the network for one log-mel frame per call (its state as inputs and
+outputs), checked against PyTorch on the first streamed frames.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import math
 import os
 import sys
 import time
+import warnings
 import wave
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ from typing import Any
 import torch
 import torchaudio
 from torch import Tensor, nn
+from torch.utils._pytree import tree_flatten
 from torch.utils.data import Dataset
 
 if __package__:  # python -m examples.audio_streaming, or imported as examples.audio_streaming
@@ -95,6 +99,7 @@ DEFAULTS = Defaults(
 )
 EVAL_PER_CLASS = {"full": 40, "smoke": 2}  # validation and test keywords per class
 STREAM_SECONDS = {"full": 120.0, "smoke": 6.0}
+EXPORT_CHECK_FRAMES = 3 * OUTPUT_STRIDE  # frames that --export-onnx runs through onnxruntime: 3 outputs
 
 
 # ------------------------------------------------------------------------------------- front end
@@ -391,6 +396,53 @@ def stream(
     }
 
 
+def onnx_runtime() -> Any:
+    """The ``onnxruntime`` module, after checking that the ONNX exporter's packages are there too.
+
+    Raises:
+        UsageError: If one is missing.
+    """
+    try:
+        import onnx  # noqa: F401  (the exporter needs them; imported here to fail before training)
+        import onnxruntime
+        import onnxscript  # noqa: F401
+    except ImportError as err:
+        raise UsageError(
+            f"--export-onnx needs onnx, onnxscript and onnxruntime ({err.name} is missing): "
+            "pip install 'recconv[onnx]'"
+        ) from err
+    return onnxruntime
+
+
+def export_frame_model(model: LastFrame, mels: Tensor, path: Path) -> dict[str, Any]:
+    """Export the network for one log-mel frame per call to ``path`` (ONNX; the fixed-shape state of a
+    :class:`~recconv.Streamer` as inputs and outputs), then run the log-mel frames ``mels`` ``(n_mels,
+    frames)`` through it in onnxruntime, feeding its state back, against PyTorch's streamer.
+
+    Returns:
+        The file's name, the frames checked and the largest difference of their logits.
+    """
+    runtime = onnx_runtime()
+    streamer = Streamer(model.net.eval())
+    state = streamer.init_state(1, (mels.shape[0],), fixed_shape=True)
+    frames = mels[None, None].split(1, dim=3) if mels.shape[1] else ()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and version chatter
+        example = torch.zeros(1, 1, mels.shape[0], 1)
+        torch.onnx.export(streamer, (example,), path, kwargs={"state": state}, dynamo=True)
+    session = runtime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names, keys = [node.name for node in session.get_inputs()], list(state)
+    onnx_state, largest = state, 0.0
+    with torch.inference_mode():
+        for frame in frames:
+            inputs, _ = tree_flatten((frame, onnx_state))  # the exporter's order of the inputs
+            out, *values = session.run(None, dict(zip(names, (t.numpy() for t in inputs))))
+            onnx_state = dict(zip(keys, map(torch.from_numpy, values)))
+            expected, state = streamer(frame, state)
+            largest = max(largest, (torch.from_numpy(out) - expected).abs().max().item())
+    return {"file": path.name, "frames_checked": len(frames), "max_abs_difference": largest}
+
+
 def score(detections: list[dict[str, Any]], events: list[dict[str, Any]]) -> dict[str, int]:
     """Keywords found (a detection of their class near their end, :data:`MATCH`), confused (only
     other classes detected there), missed, and false alarms (detections near no keyword)."""
@@ -550,6 +602,12 @@ def parser() -> ExampleParser:
     group.add_argument(
         "--threads", type=at_least(1), default=1, help="CPU threads while streaming (default %(default)s)"
     )
+    group.add_argument(
+        "--export-onnx",
+        action="store_true",
+        help="also write frame.onnx, the network for one 10 ms log-mel frame per call, checked against "
+        "PyTorch (needs the onnx extra)",
+    )
     for action in parser._actions:  # this example streams --data-dir; it trains on the embedded task
         if action.dest == "data_dir":
             action.help = "a folder of 16 kHz WAV files to stream instead of the generated stream"
@@ -573,7 +631,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         given = " and ".join(flag for flag, on in training_flags.items() if on)
         parse.error(f"{given} set training; --checkpoint reuses a trained model and trains nothing")
     try:
-        written = sorted([*args.out.glob("stream.json"), *args.out.glob("stream*.png")])
+        written = sorted(
+            [*args.out.glob("stream.json"), *args.out.glob("stream*.png"), *args.out.glob("frame.onnx")]
+        )
         if written and not args.overwrite:
             raise UsageError(
                 f"--out {args.out} holds a streaming run ({', '.join(p.name for p in written)}); "
@@ -583,6 +643,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             run_folder.check_out(args.out, [MODEL], resume=args.resume, overwrite=args.overwrite)
         elif args.out.exists() and not args.out.is_dir():
             raise UsageError(f"--out {args.out}: is a file; expected a folder for stream.json and figures")
+        if args.export_onnx:
+            onnx_runtime()  # before training: a missing package fails at once
         if args.checkpoint is not None:
             model, front_end = load(args.checkpoint)
             checkpoint = args.checkpoint
@@ -606,8 +668,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "streams": {},
     }
+    streamed_mels = {}
     for name, waveform, events in sources:
         streamed = stream(model, front_end, waveform, chunk, args.threshold)
+        streamed_mels[name] = streamed["mels"]
         latency = latency_summary(streamed["latency_ms"], results["chunk_ms"])
         summary: dict[str, Any] = {
             "seconds": len(waveform) / SAMPLE_RATE,
@@ -634,6 +698,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["streams"][name] = summary
         figure = "stream.png" if name == "generated" else f"stream_{Path(name).stem}.png"
         plot_stream(waveform, streamed, events, results["chunk_ms"], f"{NAME}: {name}", args.out / figure)
+    if args.export_onnx:
+        first = next(iter(results["streams"]))
+        mels = streamed_mels[first][:, :EXPORT_CHECK_FRAMES]
+        results["onnx"] = export_frame_model(model, mels, args.out / "frame.onnx")
+        print(
+            f"wrote frame.onnx: one log-mel frame per call; over the first {results['onnx']['frames_checked']} "
+            f"frames of {first}, its logits differ from PyTorch's by at most "
+            f"{results['onnx']['max_abs_difference']:.2g}"
+        )
     partial = args.out / "stream.json.partial"  # written whole, then renamed: never half a file
     partial.write_text(json.dumps(results, indent=2) + "\n")
     os.replace(partial, args.out / "stream.json")

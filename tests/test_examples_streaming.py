@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,30 @@ def test_data_dir_without_wav_files(tmp_path: Path, capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit):
         _run(["--checkpoint", str(path), "--data-dir", str(tmp_path), "--out", str(tmp_path / "out")])
     assert f"--data-dir {tmp_path}: no .wav files to stream" in capsys.readouterr().err
+
+
+def test_export_onnx_writes_the_network_for_one_frame_per_call(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    checkpoint = _untrained_checkpoint(tmp_path / "streaming.pt")
+    out = tmp_path / "export"
+    results = _run(
+        ["--checkpoint", str(checkpoint), "--out", str(out), "--stream-seconds", "1", "--export-onnx"]
+    )
+    onnx = results["onnx"]
+    assert onnx["file"] == "frame.onnx" and (out / "frame.onnx").is_file()
+    assert onnx["frames_checked"] == example.EXPORT_CHECK_FRAMES
+    assert onnx["max_abs_difference"] < 1e-4
+    assert "wrote frame.onnx: one log-mel frame per call" in capsys.readouterr().out
+
+
+def test_export_onnx_without_its_packages(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    checkpoint = _untrained_checkpoint(tmp_path / "streaming.pt")
+    with pytest.raises(SystemExit):
+        _run(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"), "--export-onnx"])
+    message = "--export-onnx needs onnx, onnxscript and onnxruntime (onnxruntime is missing): pip install"
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # it failed before streaming anything
