@@ -17,6 +17,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from recconv import RecConv1d, RecConv2d, RecConv3d
 from recconv.ops import DepthwiseConv, OpProtocolError, stream_conv
 
+from .helpers import built_in_op_combinations
 from .strategies import build, chunkings, layer_kwargs, sizes
 
 
@@ -439,3 +440,33 @@ def test_cuda_fixed_shape_steps_replay_as_cuda_graphs():
             outs.append(out.clone())
             state = {key: value.clone() for key, value in state.items()}
         torch.testing.assert_close(torch.cat(outs, 2), layer(x), rtol=1e-5, atol=1e-5)
+
+
+def inductor_streams_like_offline(layer, size: tuple[int, ...]) -> None:
+    """Single samples through a fixed-shape step compiled by Inductor (a C++ kernel here) equal the
+    offline layer."""
+    torch._dynamo.reset()
+    step = torch.compile(layer.step, fullgraph=True)
+    axis = layer.causal_axis
+    x = torch.randn(1, layer.in_channels, *size)
+    state = layer.init_state(1, [s for i, s in enumerate(size) if i != axis], fixed_shape=True)
+    outs = []
+    with torch.no_grad():
+        for sample in x.split(1, dim=axis + 2):
+            out, state = step(sample, state)
+            outs.append(out)
+        torch.testing.assert_close(torch.cat(outs, axis + 2), layer(x), rtol=1e-5, atol=1e-5)
+
+
+def test_inductor_compiles_a_fixed_shape_step_exactly():
+    layer = RecConv2d(3, 3, level=2, causal=1, downsample="maxpool", upsample="transposed", bias=True).eval()
+    inductor_streams_like_offline(layer, (5, 9))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("downsample, upsample, causal", [c for c in built_in_op_combinations() if c[2]])
+def test_inductor_compiles_every_built_in_fixed_shape_step_exactly(dims, downsample, upsample, causal):
+    layer_class = (RecConv1d, RecConv2d, RecConv3d)[dims - 1]
+    layer = layer_class(2, 3, level=2, causal=dims - 1, downsample=downsample, upsample=upsample).eval()
+    inductor_streams_like_offline(layer, (4, 3, 9)[3 - dims :])
