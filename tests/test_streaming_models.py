@@ -291,3 +291,20 @@ def test_a_streamer_is_in_its_models_mode():
     # torch.onnx.export warns about a module in training mode: a streamer of an eval model is not one.
     assert not Streamer(nn.Sequential(RecConv1d(4, causal=True)).eval()).training
     assert Streamer(nn.Sequential(RecConv1d(4, causal=True))).training
+
+
+@pytest.mark.slow
+def test_inductor_compiles_a_fixed_shape_streamer_exactly():
+    torch.manual_seed(0)
+    model = recnext_audio_causal_tiny().eval()
+    streamer = Streamer(model)
+    step = torch.compile(streamer, fullgraph=True)
+    state = streamer.init_state(1, (16,), fixed_shape=True)
+    x = torch.randn(1, 1, 16, 40)
+    outs = []
+    with torch.no_grad():
+        for frame in x.split(1, dim=3):
+            out, state = step(frame, state)
+            outs.append(out)
+        held = model(x).repeat_interleave(16, 3).narrow(3, 0, 40)
+        torch.testing.assert_close(torch.cat(outs, 3), held, rtol=1e-4, atol=1e-4)
