@@ -24,7 +24,9 @@ Then the time-causal audio preset (``recconv.streaming.recnext_audio_causal_tiny
 one 10 ms log-mel frame per chunk through :class:`recconv.Streamer`, against rerunning the model
 on the last second (100 frames), as trained (BatchNorms in eval mode), fused for inference
 (``model.fuse()``: each BatchNorm folded into the conv before it) and, as trained, compiled on a
-fixed-shape state (one graph for every frame, every stage running on every frame). Its stages run every 2nd to 16th
+fixed-shape state (one graph for every frame, every stage running on every frame) and, with the
+``onnx`` extra installed, exported to ONNX for one frame per call and run in onnxruntime on as many
+threads. Its stages run every 2nd to 16th
 frame, so it is timed over whole cycles of 16 chunks (every phase of its strides) and reported per
 chunk. All under
 ``torch.no_grad``, medians (or with ``--best`` minima) of ``--repeats`` chunks (or cycles) after a
@@ -41,10 +43,12 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.utils._pytree import tree_flatten
 
 import recconv
 from recconv.streaming import recnext_audio_causal_tiny
@@ -142,8 +146,8 @@ def layer_rows(repeats: int, best: bool, threads: list[int], channels: int) -> d
 
 def preset_rows(repeats: int, best: bool, threads: list[int]) -> dict[int, dict]:
     """The audio preset as trained (BatchNorms in eval mode), fused for inference (folded) and, as
-    trained, compiled on a fixed-shape state, interleaved with rerunning it on the last second; made
-    once, then timed on every thread count."""
+    trained, compiled on a fixed-shape state and exported to ONNX (onnxruntime, if installed),
+    interleaved with rerunning it on the last second; made once, then timed on every thread count."""
     model = recnext_audio_causal_tiny().eval()
     frame = torch.randn(1, 1, 40, 1)
     runs: dict[str, Callable[[], object]] = {}
@@ -163,16 +167,64 @@ def preset_rows(repeats: int, best: bool, threads: list[int]) -> dict[int, dict]
         if name == "stream_ms":
             kept_bytes = state_bytes(state)
     second = torch.randn(1, 1, 40, 100)
+    exported = exported_frame_model(recconv.Streamer(model), frame)
     rows = {}
     for count in threads:
         torch.set_num_threads(count)
-        times = time_ms({**runs, "recompute_ms": lambda: model(second)}, repeats, best)
+        timed = {**runs, "recompute_ms": lambda: model(second)}
+        if exported is not None:
+            step = onnx_streaming_step(exported, frame, count)
+            timed["onnxruntime_ms"] = lambda step=step: [step() for _ in range(PRESET_CYCLE)]
+        times = time_ms(timed, repeats, best)
+        per_frame = [name for name in timed if name != "recompute_ms"]  # timed over whole cycles
         rows[count] = {
-            **{name: times[name] / PRESET_CYCLE for name, *_ in streamers},
+            **{name: times[name] / PRESET_CYCLE for name in per_frame},
             "recompute_ms": times["recompute_ms"],
             "state_bytes": kept_bytes,
         }
     return rows
+
+
+def exported_frame_model(streamer: recconv.Streamer, frame: torch.Tensor) -> tuple[bytes, dict] | None:
+    """The streamer exported to ONNX for one frame per call on a fixed-shape state, with that state,
+    or ``None`` without onnxruntime and the exporter's packages (the ``onnx`` extra)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return None
+    state = streamer.init_state(1, (frame.shape[2],), fixed_shape=True)
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and version chatter
+        path = Path(folder) / "frame.onnx"
+        torch.onnx.export(
+            streamer, (frame,), path, kwargs={"state": state}, dynamo=True, external_data=False, verbose=False
+        )
+        return path.read_bytes(), state
+
+
+def onnx_streaming_step(
+    exported: tuple[bytes, dict], frame: torch.Tensor, threads: int
+) -> Callable[[], None]:
+    """A callable that runs ``frame`` through the exported model in onnxruntime on ``threads`` threads,
+    again and again, feeding its state back."""
+    import onnxruntime
+
+    model, state = exported
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    # Idle pool threads would spin, taking the cores from the runs interleaved with this one.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    names = [node.name for node in session.get_inputs()]
+    box = {"feed": dict(zip(names, (t.numpy() for t in tree_flatten((frame, state))[0])))}
+
+    def run() -> None:
+        _, *values = session.run(None, box["feed"])
+        box["feed"] = dict(zip(names, [frame.numpy(), *values]))
+
+    for _ in range(32):  # past the stem and every stride, as the streamers
+        run()
+    return run
 
 
 def against(commit: str, repeats: int) -> None:
@@ -263,11 +315,16 @@ def main() -> None:
                      f">= {SPEEDUP_GOAL:.0f}x faster than recomputing ({speedup:.1f}x)", speedup >= SPEEDUP_GOAL)
                 )  # fmt: skip
         print(f"\n## Audio preset, one 10 ms frame (40 mels) per chunk, {threads} thread(s)\n")
+        onnx = (
+            f"; exported to ONNX for one frame per call, in onnxruntime: {preset['onnxruntime_ms']:.3f} ms"
+            if "onnxruntime_ms" in preset
+            else ""
+        )
         print(
             f"stream {preset['stream_ms']:.3f} ms per chunk (mean of a {PRESET_CYCLE}-chunk cycle; fused for "
             f"inference, `model.fuse()`: {preset['fused_ms']:.3f} ms; compiled on a fixed-shape state: "
-            f"{preset['fixed_compiled_ms']:.3f} ms), recompute 1 s (100 frames) {preset['recompute_ms']:.3f} ms, "
-            f"state {preset['state_bytes']:,} bytes"
+            f"{preset['fixed_compiled_ms']:.3f} ms{onnx}), recompute 1 s (100 frames) "
+            f"{preset['recompute_ms']:.3f} ms, state {preset['state_bytes']:,} bytes"
         )
         if threads == 1:
             for name, label in (("stream_ms", "as trained"), ("fused_ms", "fused")):

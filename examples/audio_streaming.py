@@ -429,7 +429,15 @@ def export_frame_model(model: LastFrame, mels: Tensor, path: Path) -> dict[str, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation and version chatter
         example = torch.zeros(1, 1, mels.shape[0], 1)
-        torch.onnx.export(streamer, (example,), path, kwargs={"state": state}, dynamo=True)
+        torch.onnx.export(
+            streamer,
+            (example,),
+            path,
+            kwargs={"state": state},
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
     session = runtime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names, keys = [node.name for node in session.get_inputs()], list(state)
     onnx_state, largest = state, 0.0

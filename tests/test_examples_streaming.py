@@ -231,6 +231,7 @@ def test_export_onnx_writes_the_network_for_one_frame_per_call(
     )
     onnx = results["onnx"]
     assert onnx["file"] == "frame.onnx" and (out / "frame.onnx").is_file()
+    assert not (out / "frame.onnx.data").exists()  # the weights inside: one file to ship
     assert onnx["frames_checked"] == example.EXPORT_CHECK_FRAMES
     assert onnx["max_abs_difference"] < 1e-4
     assert "wrote frame.onnx: one log-mel frame per call" in capsys.readouterr().out
