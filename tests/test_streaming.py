@@ -191,8 +191,8 @@ def test_a_fixed_shape_state_keeps_its_shapes_and_compiles_once_for_every_phase(
 
 def test_a_compiled_step_does_not_recompile_when_other_layers_stream_or_go():
     # Eager steps remember states and shapes (per layer and beside the layers); a traced step must not
-    # read what they remember, or its guards would change with every new entry (failed before:
-    # one graph per entry, and an IndexError in dynamo's guards once a layer was gone).
+    # read what they remember, or its guards would change with every new entry (failed before: 4
+    # graphs instead of 2; in a longer run dynamo even failed to build a guard once a layer was gone).
     layers = [RecConv1d(2, 3, level=2, causal=True) for _ in range(3)]
     counter = CompileCounter()
     with torch.no_grad():
