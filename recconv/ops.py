@@ -224,6 +224,23 @@ def shift_in(kept: Tensor, x: Tensor, arrived: Tensor, dim: int) -> tuple[Tensor
     return joined, torch.where(arrived, joined.narrow(dim, 1, kept.shape[dim]), kept)
 
 
+def window_tail(
+    shape: Sequence[int],
+    axis: int,
+    kernel: int,
+    stride: int,
+    fixed_shape: bool,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """The zeros a causal window op (``kernel`` and ``stride`` along spatial ``axis``) keeps before the
+    stream, of ``shape`` but along the axis: ``kernel + stride - 2`` samples for :func:`stream_window`
+    (a default state), the last ``kernel - 1`` for :func:`shift_in` (a fixed-shape state)."""
+    kept = kernel - 1 if fixed_shape else kernel + stride - 2
+    return torch.zeros(with_length(shape, axis + 2, kept), device=device, dtype=dtype)
+
+
 # oneDNN's depthwise conv costs about 0.1 ms a call on the CPU, however small: a streaming step's
 # window of a few samples is cheaper as a sum over its unfolded taps, up to about this many products.
 _DIRECT_CONV_WORK = 1 << 15
@@ -359,8 +376,8 @@ class DepthwiseConv(nn.Module):
     ) -> dict[str, Tensor]:
         """The zero padding before the stream: ``kernel + stride - 2`` samples along the causal axis."""
         axis = streamed_axis(self)
-        kept = self.kernel_size[axis] + self.stride[axis] - 2
-        return {"tail": torch.zeros(with_length(input_shape, axis + 2, kept), device=device, dtype=dtype)}
+        kernel, stride = self.kernel_size[axis], self.stride[axis]
+        return {"tail": window_tail(input_shape, axis, kernel, stride, False, device=device, dtype=dtype)}
 
     def step(self, x: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """The outputs that the new samples ``x`` complete, and the next state."""
@@ -382,8 +399,8 @@ class DepthwiseConv(nn.Module):
     ) -> dict[str, Tensor]:
         """The last ``kernel - 1`` input samples along the causal axis, zeros before the stream."""
         axis = streamed_axis(self)
-        kept = self.kernel_size[axis] - 1
-        return {"tail": torch.zeros(with_length(input_shape, axis + 2, kept), device=device, dtype=dtype)}
+        kernel, stride = self.kernel_size[axis], self.stride[axis]
+        return {"tail": window_tail(input_shape, axis, kernel, stride, True, device=device, dtype=dtype)}
 
     def fixed_step(
         self, x: Tensor, arrived: Tensor, state: dict[str, Tensor]
@@ -596,9 +613,9 @@ class _PoolDown(ResizeOp):
     ) -> dict[str, Tensor]:
         """``kernel + factor - 2`` samples before the stream, edge-padded by the first one when it comes."""
         axis = streamed_axis(self)
-        kept = self.kernel_size[axis] + self.factor[axis] - 2
+        kernel, stride = self.kernel_size[axis], self.factor[axis]
         return {
-            "tail": torch.zeros(with_length(input_shape, axis + 2, kept), device=device, dtype=dtype),
+            "tail": window_tail(input_shape, axis, kernel, stride, False, device=device, dtype=dtype),
             "started": torch.zeros((), dtype=torch.bool, device=device),
         }
 
@@ -625,9 +642,9 @@ class _PoolDown(ResizeOp):
     ) -> dict[str, Tensor]:
         """The last ``kernel - 1`` input samples, the first one repeated before it comes."""
         axis = streamed_axis(self)
-        kept = self.kernel_size[axis] - 1
+        kernel, stride = self.kernel_size[axis], self.factor[axis]
         return {
-            "tail": torch.zeros(with_length(input_shape, axis + 2, kept), device=device, dtype=dtype),
+            "tail": window_tail(input_shape, axis, kernel, stride, True, device=device, dtype=dtype),
             "started": torch.zeros((), dtype=torch.bool, device=device),
         }
 

@@ -31,7 +31,16 @@ from .core import RecConvNd
 from .models.blocks import RecNeXtBlock
 from .models.recnext import RecNeXtStage, _fuse_children
 from .models.registry import create_model
-from .ops import ConvNorm, fold_batch_norm, no_samples, pad_before, shift_in, stream_window, with_length
+from .ops import (
+    ConvNorm,
+    fold_batch_norm,
+    no_samples,
+    pad_before,
+    shift_in,
+    stream_window,
+    window_tail,
+    with_length,
+)
 
 __all__ = [
     "CausalConv",
@@ -150,9 +159,17 @@ class CausalConv(nn.Module):
         state (for :meth:`step_sample`) keeps the last ``kernel - 1`` inputs and a clock of the stride."""
         axis, weight = self.causal_axis, self.conv.weight
         kernel, stride = self.conv.kernel_size[axis], self.conv.stride[axis]
-        kept = kernel - 1 if fixed_shape else kernel + stride - 2
-        shape = (batch_size, self.conv.in_channels, *size[:axis], kept, *size[axis:])
-        state = {"tail": torch.zeros(shape, device=device or weight.device, dtype=dtype or weight.dtype)}
+        shape = (batch_size, self.conv.in_channels, *size[:axis], 0, *size[axis:])
+        tail = window_tail(
+            shape,
+            axis,
+            kernel,
+            stride,
+            fixed_shape,
+            device=device or weight.device,
+            dtype=dtype or weight.dtype,
+        )
+        state = {"tail": tail}
         if fixed_shape:
             state["clock"] = torch.zeros((), dtype=torch.int64, device=device or weight.device)
         return state
