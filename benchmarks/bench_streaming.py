@@ -43,15 +43,13 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch.utils._pytree import tree_flatten
 
 import recconv
-from recconv.streaming import recnext_audio_causal_tiny
+from recconv.streaming import OnnxStep, export_onnx_step, recnext_audio_causal_tiny
 
 CHANNELS, KERNEL, FACTOR = 64, 5, 2  # the layer of the table (--channels changes the width)
 LEVELS = (1, 3, 5)
@@ -193,12 +191,9 @@ def exported_frame_model(streamer: recconv.Streamer, frame: torch.Tensor) -> tup
     except ImportError:
         return None
     state = streamer.init_state(1, (frame.shape[2],), fixed_shape=True)
-    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation and version chatter
+    with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "frame.onnx"
-        torch.onnx.export(
-            streamer, (frame,), path, kwargs={"state": state}, dynamo=True, external_data=False, verbose=False
-        )
+        export_onnx_step(streamer, frame, state, path)
         return path.read_bytes(), state
 
 
@@ -214,14 +209,7 @@ def onnx_streaming_step(
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     # Idle pool threads would spin, taking the cores from the runs interleaved with this one.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    names = [node.name for node in session.get_inputs()]
-    box = {"feed": dict(zip(names, (t.numpy() for t in tree_flatten((frame, state))[0])))}
-
-    def run() -> None:
-        _, *values = session.run(None, box["feed"])
-        box["feed"] = dict(zip(names, [frame.numpy(), *values]))
-
+    run = streaming_step(OnnxStep(model, options), state, frame)
     for _ in range(32):  # past the stem and every stride, as the streamers
         run()
     return run

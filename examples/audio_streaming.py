@@ -25,7 +25,6 @@ import math
 import os
 import sys
 import time
-import warnings
 import wave
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,6 @@ from typing import Any
 import torch
 import torchaudio
 from torch import Tensor, nn
-from torch.utils._pytree import tree_flatten
 from torch.utils.data import Dataset
 
 if __package__:  # python -m examples.audio_streaming, or imported as examples.audio_streaming
@@ -67,7 +65,7 @@ else:  # python examples/audio_streaming.py: this folder is the first entry of s
 
 from recconv import Streamer
 from recconv.ops import pad_before
-from recconv.streaming import recnext_audio_causal_tiny
+from recconv.streaming import OnnxStep, export_onnx_step, recnext_audio_causal_tiny
 
 NAME = "audio_streaming"
 MODEL = "streaming"  # the checkpoint is --out/streaming.pt
@@ -396,22 +394,21 @@ def stream(
     }
 
 
-def onnx_runtime() -> Any:
-    """The ``onnxruntime`` module, after checking that the ONNX exporter's packages are there too.
+def check_onnx_packages() -> None:
+    """Check that the ONNX exporter's packages and onnxruntime are there.
 
     Raises:
         UsageError: If one is missing.
     """
     try:
-        import onnx  # noqa: F401  (the exporter needs them; imported here to fail before training)
-        import onnxruntime
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as err:
         raise UsageError(
             f"--export-onnx needs onnx, onnxscript and onnxruntime ({err.name} is missing): "
             "pip install 'recconv[onnx]'"
         ) from err
-    return onnxruntime
 
 
 def export_frame_model(model: LastFrame, mels: Tensor, path: Path) -> dict[str, Any]:
@@ -422,32 +419,16 @@ def export_frame_model(model: LastFrame, mels: Tensor, path: Path) -> dict[str, 
     Returns:
         The file's name, the frames checked and the largest difference of their logits.
     """
-    runtime = onnx_runtime()
     streamer = Streamer(model.net.eval())
     state = streamer.init_state(1, (mels.shape[0],), fixed_shape=True)
+    export_onnx_step(streamer, torch.zeros(1, 1, mels.shape[0], 1), state, path)
+    onnx_step, onnx_state, largest = OnnxStep(path), state, 0.0
     frames = mels[None, None].split(1, dim=3) if mels.shape[1] else ()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation and version chatter
-        example = torch.zeros(1, 1, mels.shape[0], 1)
-        torch.onnx.export(
-            streamer,
-            (example,),
-            path,
-            kwargs={"state": state},
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
-    session = runtime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names, keys = [node.name for node in session.get_inputs()], list(state)
-    onnx_state, largest = state, 0.0
     with torch.inference_mode():
         for frame in frames:
-            inputs, _ = tree_flatten((frame, onnx_state))  # the exporter's order of the inputs
-            out, *values = session.run(None, dict(zip(names, (t.numpy() for t in inputs))))
-            onnx_state = dict(zip(keys, map(torch.from_numpy, values)))
+            out, onnx_state = onnx_step(frame, onnx_state)
             expected, state = streamer(frame, state)
-            largest = max(largest, (torch.from_numpy(out) - expected).abs().max().item())
+            largest = max(largest, (out - expected).abs().max().item())
     return {"file": path.name, "frames_checked": len(frames), "max_abs_difference": largest}
 
 
@@ -652,7 +633,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         elif args.out.exists() and not args.out.is_dir():
             raise UsageError(f"--out {args.out}: is a file; expected a folder for stream.json and figures")
         if args.export_onnx:
-            onnx_runtime()  # before training: a missing package fails at once
+            check_onnx_packages()  # before training: a missing package fails at once
         if args.checkpoint is not None:
             model, front_end = load(args.checkpoint)
             checkpoint = args.checkpoint

@@ -1,4 +1,5 @@
-"""Streaming whole networks chunk by chunk: :class:`Streamer`, :class:`CausalConv` and causal presets.
+"""Streaming whole networks chunk by chunk: :class:`Streamer`, :class:`CausalConv`, causal presets,
+and a step exported to ONNX (:func:`export_onnx_step`, :class:`OnnxStep`).
 
 A layer streams with :meth:`recconv.RecConvNd.step`; :class:`Streamer` streams a network built
 from streamable pieces along one spatial axis (time):
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import math
 import operator
+import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -46,7 +49,10 @@ __all__ = [
     "CausalConv",
     "CausalConvNorm",
     "CausalRecNeXt",
+    "LayerStep",
+    "OnnxStep",
     "Streamer",
+    "export_onnx_step",
     "recnext_audio_causal_tiny",
     "recnext_seq_causal_tiny",
 ]
@@ -588,6 +594,113 @@ def _per_step(module: nn.Module, no_output: Tensor, dim: int) -> Callable[..., T
         return module(x, *args, **kwargs) if x.shape[dim] else no_output
 
     return per_step
+
+
+class LayerStep(nn.Module):
+    """``layer.step`` as a module's ``forward(chunk, state)``: the form ``torch.export.export`` and
+    ``torch.onnx.export`` take. A :class:`Streamer` is already one."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        if not callable(getattr(layer, "step", None)):
+            raise TypeError(f"LayerStep: {type(layer).__name__} has no step(chunk, state)")
+        super().__init__()
+        self.layer = layer
+        self.training = layer.training  # so that exporting a layer in eval mode does not warn
+
+    def forward(self, chunk: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        return cast(Callable[..., tuple[Tensor, dict[str, Tensor]]], self.layer.step)(chunk, state)
+
+
+def export_onnx_step(
+    module: nn.Module, chunk: Tensor, state: dict[str, Tensor], path: str | os.PathLike[str]
+) -> None:
+    """Export one streaming step of ``module`` (a :class:`Streamer`, or a layer with
+    ``step(chunk, state)``) to one ONNX file at ``path``, its weights inside.
+
+    The file's inputs are ``chunk`` and ``state.<key>``, its outputs ``output`` and
+    ``next_state.<key>``, for every key of ``state``: feed each ``next_state.<key>`` back as
+    ``state.<key>`` (:class:`OnnxStep` does). The graph keeps the shapes of ``chunk`` and ``state``,
+    so the state must keep its shapes from step to step: a fixed-shape state
+    (``init_state(..., fixed_shape=True)``) for any chunk length, or the default state for a chunk
+    length that is a multiple of every stride of the stream.
+
+    Raises:
+        TypeError: If ``module`` cannot step.
+        ValueError: If one step does not return a state with the keys (in order) and shapes of ``state``.
+    """
+    step = module if isinstance(module, Streamer) else LayerStep(module)
+    with torch.no_grad():
+        _, next_state = step(chunk, state)
+    changed = [key for key in state if key in next_state and next_state[key].shape != state[key].shape]
+    if list(next_state) != list(state) or changed:
+        raise ValueError(
+            f"export_onnx_step: {type(module).__name__}'s state does not keep its shapes for chunks of shape "
+            f"{tuple(chunk.shape)} (changed: {changed or 'its keys'}): use init_state(..., fixed_shape=True), "
+            "or a chunk length that is a multiple of every stride of the stream"
+        )
+    keys = list(state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and version chatter
+        torch.onnx.export(
+            step,
+            (chunk,),
+            path,
+            kwargs={"state": state},  # a trailing dict in args would be read as keyword arguments
+            input_names=["chunk", *(f"state.{key}" for key in keys)],
+            output_names=["output", *(f"next_state.{key}" for key in keys)],
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+
+
+class OnnxStep:
+    """A step exported by :func:`export_onnx_step`, run in onnxruntime: ``out, state = step(chunk,
+    state)``, tensors in and out as with ``layer.step``, so a stream can go on in either.
+
+    Args:
+        path: The ONNX file (or its bytes).
+        session_options: onnxruntime's ``SessionOptions`` (threads, spinning, optimization level).
+        providers: onnxruntime's execution providers.
+
+    Raises:
+        ImportError: Without onnxruntime.
+        ValueError: If the file's inputs and outputs are not those :func:`export_onnx_step` writes.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | bytes,
+        session_options: Any = None,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+    ) -> None:
+        try:
+            import onnxruntime
+        except ImportError as err:
+            raise ImportError("OnnxStep needs onnxruntime: pip install 'recconv[onnx]'") from err
+        self.session = onnxruntime.InferenceSession(
+            path if isinstance(path, bytes) else os.fspath(path), session_options, providers=list(providers)
+        )
+        inputs = [node.name for node in self.session.get_inputs()]
+        self.keys = [name.removeprefix("state.") for name in inputs[1:]]
+        self._outputs = ["output", *(f"next_state.{key}" for key in self.keys)]
+        outputs = [node.name for node in self.session.get_outputs()]
+        named = inputs[:1] == ["chunk"] and all(name.startswith("state.") for name in inputs[1:])
+        if not named or sorted(outputs) != sorted(self._outputs):
+            raise ValueError(
+                f"OnnxStep: {path if not isinstance(path, bytes) else 'the model'} was not written by "
+                f"export_onnx_step: inputs {inputs}, outputs {outputs}"
+            )
+
+    def __call__(self, chunk: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Stream the next chunk: its output and the next state (``state`` is not changed)."""
+        missing = [key for key in self.keys if key not in state]
+        if missing:
+            raise ValueError(f"OnnxStep: the state lacks {missing}; expected the keys {self.keys}")
+        feed = {"chunk": chunk.numpy(force=True)}
+        feed.update((f"state.{key}", state[key].numpy(force=True)) for key in self.keys)
+        out, *values = self.session.run(self._outputs, feed)
+        return torch.from_numpy(out), dict(zip(self.keys, map(torch.from_numpy, values)))
 
 
 class MeanOver(nn.Module):

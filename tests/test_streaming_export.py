@@ -2,43 +2,27 @@
 
 from __future__ import annotations
 
-import warnings
-
-import onnxruntime
 import pytest
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten
 
 from recconv import CausalConv, RecConv1d, RecConv2d, Streamer
-from recconv.streaming import recnext_audio_causal_tiny, recnext_seq_causal_tiny
-
-
-class LayerStep(nn.Module):
-    """``layer.step`` as a module's forward, the form export tools take."""
-
-    def __init__(self, layer: nn.Module) -> None:
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, chunk: torch.Tensor, state: dict[str, torch.Tensor]):
-        return self.layer.step(chunk, state)
+from recconv.streaming import (
+    LayerStep,
+    OnnxStep,
+    export_onnx_step,
+    recnext_audio_causal_tiny,
+    recnext_seq_causal_tiny,
+)
 
 
 def onnx_steps(module, chunks, state, path):
     """Export one step, then run it in onnxruntime chunk after chunk, feeding back its state."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation and version chatter
-        torch.onnx.export(module, (chunks[0],), path, kwargs={"state": state}, dynamo=True, opset_version=18)
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [node.name for node in session.get_inputs()]
-    keys = list(state)
-    outs = []
+    export_onnx_step(module, chunks[0], state, path)
+    step, outs = OnnxStep(path), []
     for chunk in chunks:
-        inputs, _ = tree_flatten((chunk, state))
-        results = session.run(None, dict(zip(names, (t.numpy() for t in inputs))))
-        outs.append(torch.from_numpy(results[0]))
-        state = dict(zip(keys, (torch.from_numpy(r) for r in results[1:])))
+        out, state = step(chunk, state)
+        outs.append(out)
     return torch.cat(outs, -1)
 
 
@@ -63,7 +47,7 @@ def test_layer_step_torch_export(layer):
 def test_layer_step_onnx_streams_like_offline(layer, tmp_path):
     x = torch.randn(1, 4, 6, 24)
     chunks = list(x.split(8, dim=3))  # a multiple of factor**level: the state keeps its shapes
-    got = onnx_steps(LayerStep(layer).eval(), chunks, layer.init_state(1, (6,)), tmp_path / "layer_step.onnx")
+    got = onnx_steps(layer, chunks, layer.init_state(1, (6,)), tmp_path / "layer_step.onnx")
     with torch.no_grad():
         torch.testing.assert_close(got, layer(x), rtol=1e-5, atol=1e-5)
 
@@ -86,7 +70,7 @@ def test_fixed_shape_step_onnx_streams_single_samples(layer, tmp_path):
     x = torch.randn(1, 4, 6, 10)
     chunks = list(x.split(1, dim=3))
     state = layer.init_state(1, (6,), fixed_shape=True)
-    got = onnx_steps(LayerStep(layer).eval(), chunks, state, tmp_path / "fixed_step.onnx")
+    got = onnx_steps(layer, chunks, state, tmp_path / "fixed_step.onnx")
     with torch.no_grad():
         torch.testing.assert_close(got, layer(x), rtol=1e-5, atol=1e-5)
 
@@ -139,3 +123,69 @@ def test_audio_preset_exports_for_single_frames(tmp_path):
         got = onnx_steps(streamer, list(frames.split(1, dim=3)), state, tmp_path / "audio_frame.onnx")
         held = model(frames).repeat_interleave(16, 3).narrow(3, 0, 40)
         torch.testing.assert_close(got, held, rtol=1e-4, atol=1e-4)
+
+
+def test_onnx_step_names_its_inputs_and_outputs_after_the_state(tmp_path):
+    layer = RecConv1d(4, kernel_size=3, level=2, causal=True).eval()
+    state = layer.init_state(1, fixed_shape=True)
+    export_onnx_step(layer, torch.randn(1, 4, 1), state, tmp_path / "step.onnx")
+    session = OnnxStep(tmp_path / "step.onnx").session
+    assert [node.name for node in session.get_inputs()] == ["chunk", *(f"state.{key}" for key in state)]
+    assert [node.name for node in session.get_outputs()] == [
+        "output",
+        *(f"next_state.{key}" for key in state),
+    ]
+
+
+def test_a_stream_goes_on_in_pytorch_after_onnxruntime_and_back(tmp_path):
+    """Same state keys and tensors on both sides: a stream can move between them."""
+    torch.manual_seed(0)
+    layer = RecConv1d(4, kernel_size=3, level=2, causal=True).eval()
+    x = torch.randn(1, 4, 24)
+    state = layer.init_state(1, fixed_shape=True)
+    export_onnx_step(layer, x[..., :1], state, tmp_path / "step.onnx")
+    steps = (OnnxStep((tmp_path / "step.onnx").read_bytes()), layer.step)
+    outs = []
+    with torch.no_grad():
+        for t, sample in enumerate(x.split(1, dim=2)):
+            out, state = steps[t // 5 % 2](sample, state)  # five samples in each, in turn
+            outs.append(out)
+        torch.testing.assert_close(torch.cat(outs, 2), layer(x), rtol=1e-5, atol=1e-5)
+
+
+def test_export_onnx_step_refuses_a_state_that_changes_shape(tmp_path):
+    layer = RecConv1d(4, kernel_size=3, level=2, causal=True).eval()
+    message = (
+        r"export_onnx_step: RecConv1d's state does not keep its shapes for chunks of shape \(1, 4, 3\) "
+        r"\(changed: .*\): use init_state\(..., fixed_shape=True\), or a chunk length that is a multiple"
+    )
+    with pytest.raises(ValueError, match=message):
+        export_onnx_step(layer, torch.randn(1, 4, 3), layer.init_state(1), tmp_path / "step.onnx")
+    assert not (tmp_path / "step.onnx").exists()
+
+
+def test_layer_step_refuses_a_module_that_cannot_step():
+    with pytest.raises(TypeError, match=r"LayerStep: Linear has no step\(chunk, state\)"):
+        LayerStep(nn.Linear(2, 2))
+
+
+def test_onnx_step_refuses_a_file_of_another_exporter(tmp_path):
+    torch.onnx.export(
+        nn.Linear(2, 2).eval(), (torch.randn(1, 2),), tmp_path / "linear.onnx", dynamo=True, verbose=False
+    )
+    with pytest.raises(
+        ValueError, match=r"linear.onnx was not written by export_onnx_step: inputs \['input'\]"
+    ):
+        OnnxStep(tmp_path / "linear.onnx")
+
+
+def test_onnx_step_names_missing_state_keys(tmp_path):
+    layer = RecConv1d(4, kernel_size=3, level=1, causal=True).eval()
+    state = layer.init_state(1, fixed_shape=True)
+    export_onnx_step(layer, torch.randn(1, 4, 1), state, tmp_path / "step.onnx")
+    with pytest.raises(
+        ValueError, match=r"OnnxStep: the state lacks \['clock'\]; expected the keys \['clock', "
+    ):
+        OnnxStep(tmp_path / "step.onnx")(
+            torch.randn(1, 4, 1), {k: v for k, v in state.items() if k != "clock"}
+        )
