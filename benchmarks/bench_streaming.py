@@ -13,8 +13,11 @@ and 160 samples:
   an offline layer must rerun to produce the same ``chunk`` outputs;
 * each also compiled (``torch.compile(..., fullgraph=True)``): the step on a state whose shapes
   repeat, so that one graph serves every step (the default state where the chunk is a multiple of
-  ``factor**level``, else ``init_state(..., fixed_shape=True)``), and the layer on the window. The
-  speedup compares the faster way to stream with the faster way to recompute;
+  ``factor**level``, else ``init_state(..., fixed_shape=True)``), and the layer on the window;
+* each also exported to ONNX and run in onnxruntime on as many threads (with the ``onnx`` extra): the
+  step on the same state as compiled (:func:`recconv.streaming.export_onnx_step`), its state fed
+  back, and the layer for the window's shape. The speedup compares the fastest way to stream with
+  the fastest way to recompute;
 * ``call floor``: a compiled function that only adds 1 to the chunk, the least any compiled step
   can cost here.
 
@@ -43,8 +46,10 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -100,8 +105,8 @@ def compiled_streaming_step(layer: recconv.RecConvNd, chunk: torch.Tensor) -> Ca
 
 
 def layer_rows(repeats: int, best: bool, threads: list[int], channels: int) -> dict[int, list[dict]]:
-    """The table's rows for each thread count; each row's compiled functions made once, then timed
-    on every thread count."""
+    """The table's rows for each thread count; each row's compiled functions and ONNX files made once,
+    then timed on every thread count."""
     rows: dict[int, list[dict]] = {count: [] for count in threads}
     for level in LEVELS:
         layer = recconv.RecConv1d(channels, KERNEL, level, factor=FACTOR, causal=True).eval()
@@ -126,9 +131,16 @@ def layer_rows(repeats: int, best: bool, threads: list[int], channels: int) -> d
                 "recompute_compiled": lambda: compiled_layer(window),
                 "floor": lambda: add_one(chunk),
             }
+            repeating = layer.init_state(1, fixed_shape=chunk_size % FACTOR**level != 0)
+            exported = onnx_files(layer, chunk, repeating, window)
             for count in threads:
                 torch.set_num_threads(count)
-                times = time_ms(runs, repeats, best)
+                timed = (
+                    runs
+                    if exported is None
+                    else {**runs, **onnx_runs(exported, chunk, repeating, window, count)}
+                )
+                times = time_ms(timed, repeats, best)
                 rows[count].append(
                     {
                         "level": level,
@@ -140,6 +152,54 @@ def layer_rows(repeats: int, best: bool, threads: list[int], channels: int) -> d
                     }
                 )
     return rows
+
+
+def onnx_files(
+    layer: recconv.RecConvNd, chunk: torch.Tensor, state: dict[str, torch.Tensor], window: torch.Tensor
+) -> tuple[bytes, bytes] | None:
+    """The layer's step for ``chunk`` on ``state`` and the layer on ``window``, each exported to ONNX,
+    or ``None`` without onnxruntime and the exporter's packages (the ``onnx`` extra)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return None
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and version chatter
+        step, whole = Path(folder) / "step.onnx", Path(folder) / "window.onnx"
+        export_onnx_step(layer, chunk, state, step)
+        torch.onnx.export(layer, (window,), whole, dynamo=True, external_data=False, verbose=False)
+        return step.read_bytes(), whole.read_bytes()
+
+
+def onnx_runs(
+    exported: tuple[bytes, bytes],
+    chunk: torch.Tensor,
+    state: dict[str, torch.Tensor],
+    window: torch.Tensor,
+    threads: int,
+) -> dict[str, Callable[[], object]]:
+    """The exported step, its state fed back, and the exported layer on the window, in onnxruntime
+    on ``threads`` threads."""
+    import onnxruntime
+
+    step, whole = exported
+    session = onnxruntime.InferenceSession(whole, onnx_options(threads), providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: window.numpy()}
+    return {
+        "stream_onnx": streaming_step(OnnxStep(step, onnx_options(threads)), state, chunk),
+        "recompute_onnx": lambda: session.run(None, feed),
+    }
+
+
+def onnx_options(threads: int) -> Any:
+    """onnxruntime's session options for ``threads`` threads."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    # Idle pool threads would spin, taking the cores from the runs interleaved with this one.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 def preset_rows(repeats: int, best: bool, threads: list[int]) -> dict[int, dict]:
@@ -202,14 +262,8 @@ def onnx_streaming_step(
 ) -> Callable[[], None]:
     """A callable that runs ``frame`` through the exported model in onnxruntime on ``threads`` threads,
     again and again, feeding its state back."""
-    import onnxruntime
-
     model, state = exported
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    # Idle pool threads would spin, taking the cores from the runs interleaved with this one.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    run = streaming_step(OnnxStep(model, options), state, frame)
+    run = streaming_step(OnnxStep(model, onnx_options(threads)), state, frame)
     for _ in range(32):  # past the stem and every stride, as the streamers
         run()
     return run
@@ -285,17 +339,23 @@ def main() -> None:
             f"{threads} thread(s)\n"
         )
         print(
-            "| level | receptive field | chunk | stream ms | compiled | recompute ms | compiled | speedup "
-            "| call floor ms | state bytes | window bytes |"
+            "| level | receptive field | chunk | stream ms | compiled | onnxruntime | recompute ms | compiled "
+            "| onnxruntime | speedup | call floor ms | state bytes | window bytes |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows[threads]:
-            stream = min(r["stream_ms"], r["stream_compiled_ms"])
-            speedup = min(r["recompute_ms"], r["recompute_compiled_ms"]) / stream
+            ways = {
+                way: [r[key] for kind in ("", "_compiled", "_onnx") if (key := f"{way}{kind}_ms") in r]
+                for way in ("stream", "recompute")
+            }
+            speedup = min(ways["recompute"]) / min(ways["stream"])
+            cells = {  # n/a: no onnxruntime
+                way: " | ".join([f"{ms:.3f}" for ms in times] + ["n/a"] * (3 - len(times)))
+                for way, times in ways.items()
+            }
             print(
-                f"| {r['level']} | {r['field']} | {r['chunk']} | {r['stream_ms']:.3f} | {r['stream_compiled_ms']:.3f} "
-                f"| {r['recompute_ms']:.3f} | {r['recompute_compiled_ms']:.3f} | {speedup:.1f}x "
-                f"| {r['floor_ms']:.3f} | {r['state_bytes']:,} | {r['window_bytes']:,} |"
+                f"| {r['level']} | {r['field']} | {r['chunk']} | {cells['stream']} | {cells['recompute']} "
+                f"| {speedup:.1f}x | {r['floor_ms']:.3f} | {r['state_bytes']:,} | {r['window_bytes']:,} |"
             )
             if r["level"] >= 3:
                 goals.append(

@@ -681,7 +681,7 @@ class OnnxStep:
         self.session = onnxruntime.InferenceSession(
             path if isinstance(path, bytes) else os.fspath(path), session_options, providers=list(providers)
         )
-        inputs = [node.name for node in self.session.get_inputs()]
+        inputs = self._inputs = [node.name for node in self.session.get_inputs()]
         self.keys = [name.removeprefix("state.") for name in inputs[1:]]
         self._outputs = ["output", *(f"next_state.{key}" for key in self.keys)]
         outputs = [node.name for node in self.session.get_outputs()]
@@ -694,12 +694,12 @@ class OnnxStep:
 
     def __call__(self, chunk: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """Stream the next chunk: its output and the next state (``state`` is not changed)."""
-        missing = [key for key in self.keys if key not in state]
-        if missing:
-            raise ValueError(f"OnnxStep: the state lacks {missing}; expected the keys {self.keys}")
-        feed = {"chunk": chunk.numpy(force=True)}
-        feed.update((f"state.{key}", state[key].numpy(force=True)) for key in self.keys)
-        out, *values = self.session.run(self._outputs, feed)
+        try:
+            arrays = [chunk.numpy(force=True), *(state[key].numpy(force=True) for key in self.keys)]
+        except KeyError:
+            missing = [key for key in self.keys if key not in state]
+            raise ValueError(f"OnnxStep: the state lacks {missing}; expected the keys {self.keys}") from None
+        out, *values = self.session.run(self._outputs, dict(zip(self._inputs, arrays)))
         return torch.from_numpy(out), dict(zip(self.keys, map(torch.from_numpy, values)))
 
 
