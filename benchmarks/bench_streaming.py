@@ -21,7 +21,11 @@ and 160 samples:
 * ``call floor``: a compiled function that only adds 1 to the chunk, the least any compiled step
   can cost here.
 
-``--channels`` sets the layer's width (default 64, the table in docs/streaming.md).
+``--channels`` sets the layer's width (default 64, the table in docs/streaming.md). Each way runs
+``--calls`` times in a row per round (default 32, every phase of the deepest level's strides), as a
+stream calls one of them chunk after chunk, and is reported per call: one call between calls of the
+other ways (``--calls 1``) runs with caches and branch predictors cold from them, which inflated a
+compiled single-sample step about 2.6 times (docs/streaming.md).
 
 Then the time-causal audio preset (``recconv.streaming.recnext_audio_causal_tiny``, 40 mels) fed
 one 10 ms log-mel frame per chunk through :class:`recconv.Streamer`, against rerunning the model
@@ -29,12 +33,12 @@ on the last second (100 frames), as trained (BatchNorms in eval mode), fused for
 (``model.fuse()``: each BatchNorm folded into the conv before it) and, as trained, compiled on a
 fixed-shape state (one graph for every frame, every stage running on every frame) and, with the
 ``onnx`` extra installed, exported to ONNX for one frame per call and run in onnxruntime on as many
-threads. Its stages run every 2nd to 16th
-frame, so it is timed over whole cycles of 16 chunks (every phase of its strides) and reported per
-chunk. All under
-``torch.no_grad``, medians (or with ``--best`` minima) of ``--repeats`` chunks (or cycles) after a
-warm-up, what is compared interleaved. Timings depend on the machine and its load: on a shared, busy
-CPU they are noisy.
+threads (through :class:`recconv.streaming.OnnxStep`). Its stages run every 2nd to 16th frame, so it
+is timed over whole cycles of 16 chunks (every phase of its strides) and reported per chunk.
+
+All under ``torch.no_grad``, medians (or with ``--best`` minima) of ``--repeats`` rounds after a
+warm-up, the ways compared interleaved round by round. Timings depend on the machine and its load:
+on a shared, busy CPU they are noisy.
 """
 
 from __future__ import annotations
@@ -104,9 +108,11 @@ def compiled_streaming_step(layer: recconv.RecConvNd, chunk: torch.Tensor) -> Ca
     return streaming_step(step, state, chunk)
 
 
-def layer_rows(repeats: int, best: bool, threads: list[int], channels: int) -> dict[int, list[dict]]:
+def layer_rows(
+    repeats: int, best: bool, threads: list[int], channels: int, calls: int
+) -> dict[int, list[dict]]:
     """The table's rows for each thread count; each row's compiled functions and ONNX files made once,
-    then timed on every thread count."""
+    then timed on every thread count, ``calls`` calls of a way in a row per round."""
     rows: dict[int, list[dict]] = {count: [] for count in threads}
     for level in LEVELS:
         layer = recconv.RecConv1d(channels, KERNEL, level, factor=FACTOR, causal=True).eval()
@@ -140,7 +146,8 @@ def layer_rows(repeats: int, best: bool, threads: list[int], channels: int) -> d
                     if exported is None
                     else {**runs, **onnx_runs(exported, chunk, repeating, window, count)}
                 )
-                times = time_ms(timed, repeats, best)
+                blocks = {name: lambda run=run: [run() for _ in range(calls)] for name, run in timed.items()}
+                times = {name: ms / calls for name, ms in time_ms(blocks, repeats, best).items()}
                 rows[count].append(
                     {
                         "level": level,
@@ -317,6 +324,13 @@ def main() -> None:
     parser.add_argument("--best", action="store_true", help="report the fastest repeat instead of the median")
     parser.add_argument("--channels", type=int, default=CHANNELS, help="width of the RecConv1d of the table")
     parser.add_argument(
+        "--calls",
+        type=int,
+        default=FACTOR ** max(LEVELS),
+        help="calls of each way in a row per round, for the RecConv1d's table (1: each call between calls of "
+        "the other ways, its caches cold)",
+    )
+    parser.add_argument(
         "--against",
         metavar="COMMIT",
         help="only time layer steps and the audio preset's Streamer against COMMIT's",
@@ -326,11 +340,12 @@ def main() -> None:
         return against(args.against, args.repeats)
     print(
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{'fastest' if args.best else 'median'} of {args.repeats} chunks; timings are noisy on a busy CPU"
+        f"{'fastest' if args.best else 'median'} of {args.repeats} rounds ({args.calls} calls of each way in a row "
+        "per round for the RecConv1d, one 16-chunk cycle for the audio preset); timings are noisy on a busy CPU"
     )
     goals = []
     with torch.no_grad():
-        rows = layer_rows(args.repeats, args.best, args.threads, args.channels)
+        rows = layer_rows(args.repeats, args.best, args.threads, args.channels, args.calls)
         presets = preset_rows(args.repeats, args.best, args.threads)
     for threads in args.threads:
         preset = presets[threads]
