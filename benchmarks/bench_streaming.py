@@ -50,7 +50,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -170,8 +169,7 @@ def onnx_files(
         import onnxruntime  # noqa: F401
     except ImportError:
         return None
-    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation and version chatter
+    with tempfile.TemporaryDirectory() as folder:
         step, whole = Path(folder) / "step.onnx", Path(folder) / "window.onnx"
         export_onnx_step(layer, chunk, state, step)
         torch.onnx.export(layer, (window,), whole, dynamo=True, external_data=False, verbose=False)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import operator
 import os
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -639,19 +638,17 @@ def export_onnx_step(
             "or a chunk length that is a multiple of every stride of the stream"
         )
     keys = list(state)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation and version chatter
-        torch.onnx.export(
-            step,
-            (chunk,),
-            path,
-            kwargs={"state": state},  # a trailing dict in args would be read as keyword arguments
-            input_names=["chunk", *(f"state.{key}" for key in keys)],
-            output_names=["output", *(f"next_state.{key}" for key in keys)],
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
+    torch.onnx.export(
+        step,
+        (chunk,),
+        path,
+        kwargs={"state": state},  # a trailing dict in args would be read as keyword arguments
+        input_names=["chunk", *(f"state.{key}" for key in keys)],
+        output_names=["output", *(f"next_state.{key}" for key in keys)],
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
 
 
 class OnnxStep:
