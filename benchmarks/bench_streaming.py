@@ -248,9 +248,12 @@ def preset_rows(repeats: int, best: bool, threads: list[int]) -> dict[int, dict]
     return rows
 
 
-def exported_frame_model(streamer: recconv.Streamer, frame: torch.Tensor) -> tuple[bytes, dict] | None:
-    """The streamer exported to ONNX for one frame per call on a fixed-shape state, with that state,
-    or ``None`` without onnxruntime and the exporter's packages (the ``onnx`` extra)."""
+def exported_frame_model(
+    streamer: recconv.Streamer, frame: torch.Tensor, export: Callable[..., None] = export_onnx_step
+) -> tuple[bytes, dict] | None:
+    """The streamer exported to ONNX (by ``export``, an ``export_onnx_step``) for one frame per call on a
+    fixed-shape state, with that state, or ``None`` without onnxruntime and the exporter's packages (the
+    ``onnx`` extra)."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -258,7 +261,7 @@ def exported_frame_model(streamer: recconv.Streamer, frame: torch.Tensor) -> tup
     state = streamer.init_state(1, (frame.shape[2],), fixed_shape=True)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "frame.onnx"
-        export_onnx_step(streamer, frame, state, path)
+        export(streamer, frame, state, path)
         return path.read_bytes(), state
 
 
@@ -278,7 +281,8 @@ def against(commit: str, repeats: int) -> None:
     """Per-chunk time at ``commit`` and in this checkout, one thread, interleaved round by round with
     the same weights, state and chunks: single samples through the causal ``RecConv1d`` of the table
     at levels 3 and 5 (rounds of ``2**level`` steps, every phase of its strides), and the audio
-    preset's :class:`recconv.Streamer` (rounds of one 16-chunk cycle)."""
+    preset's :class:`recconv.Streamer` (rounds of one 16-chunk cycle), also exported to ONNX and run
+    in onnxruntime if ``commit`` has ``export_onnx_step``."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from compare_commit import earlier_package
 
@@ -302,6 +306,13 @@ def against(commit: str, repeats: int) -> None:
             for s in (old_package.Streamer(old_model), recconv.Streamer(model))
         )
         cases["audio preset, one 10 ms frame per chunk"] = (old, new, PRESET_CYCLE)
+        old_export = getattr(old_package.streaming, "export_onnx_step", None)  # since 6e1c075
+        if old_export is not None:
+            old_file = exported_frame_model(old_package.Streamer(old_model), frame, old_export)
+            new_file = exported_frame_model(recconv.Streamer(model), frame)
+            if old_file is not None and new_file is not None:  # None: no onnxruntime
+                old, new = (onnx_streaming_step(file, frame, 1) for file in (old_file, new_file))
+                cases["audio preset in onnxruntime, one frame per call"] = (old, new, PRESET_CYCLE)
         print(f"one thread, medians of {repeats} interleaved rounds after 3 warm-up rounds, per chunk:")
         for label, (old, new, steps) in cases.items():
             rounds = {

@@ -243,7 +243,10 @@ def window_tail(
 
 # oneDNN's depthwise conv costs about 0.1 ms a call on the CPU, however small: a streaming step's
 # window of a few samples is cheaper as a sum over its unfolded taps, up to about this many products.
+# Not in an exported graph (torch.export, and the ONNX export built on it): there the unfolding takes
+# several operators and the conv one, which runtimes implement well. torch < 2.6 cannot tell.
 _DIRECT_CONV_WORK = 1 << 15
+_exporting: Callable[[], bool] = getattr(torch.compiler, "is_exporting", lambda: False)
 _KERNEL_AXES = {dims: tuple(range(-dims, 0)) for dims in (1, 2, 3)}  # the unfolded taps, last
 
 
@@ -253,7 +256,7 @@ def stream_conv(
     """The depthwise ``F.convNd(x, weight, bias, stride, padding, groups=channels)``, fast on the
     small windows of a streaming step."""
     dims, kernel = x.dim() - 2, weight.shape[2:]
-    if not x.is_cpu or x.numel() * math.prod(kernel) > _DIRECT_CONV_WORK:
+    if not x.is_cpu or x.numel() * math.prod(kernel) > _DIRECT_CONV_WORK or _exporting():
         return per_rank(CONV_FN, dims)(x, weight, bias, stride, padding, 1, weight.shape[0])
     if any(padding):
         x = F.pad(x, [p for p in reversed(padding) for _ in range(2)])
