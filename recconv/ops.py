@@ -256,15 +256,18 @@ def stream_conv(
     """The depthwise ``F.convNd(x, weight, bias, stride, padding, groups=channels)``, fast on the
     small windows of a streaming step."""
     dims, kernel = x.dim() - 2, weight.shape[2:]
-    if not x.is_cpu or x.numel() * math.prod(kernel) > _DIRECT_CONV_WORK or _exporting():
+    if not any(padding) and x.shape[2:] == kernel:  # one window (a single sample's, in 1D): its weighted sum
+        out = (x * weight.squeeze(1)).sum(_KERNEL_AXES[dims], keepdim=True)
+    elif not x.is_cpu or x.numel() * math.prod(kernel) > _DIRECT_CONV_WORK or _exporting():
         return per_rank(CONV_FN, dims)(x, weight, bias, stride, padding, 1, weight.shape[0])
-    if any(padding):
-        x = F.pad(x, [p for p in reversed(padding) for _ in range(2)])
-    for axis in range(dims):
-        x = x.unfold(axis + 2, kernel[axis], stride[axis])  # (N, C, *outputs, *kernel)
-    # The weight (C, 1, *kernel) broadcasts as (C, *(1,) * dims, *kernel); in 1D it already does.
-    taps = weight if dims == 1 else weight.view(weight.shape[0], *(1,) * dims, *kernel)
-    out = (x * taps).sum(_KERNEL_AXES[dims])
+    else:
+        if any(padding):
+            x = F.pad(x, [p for p in reversed(padding) for _ in range(2)])
+        for axis in range(dims):
+            x = x.unfold(axis + 2, kernel[axis], stride[axis])  # (N, C, *outputs, *kernel)
+        # The weight (C, 1, *kernel) broadcasts as (C, *(1,) * dims, *kernel); in 1D it already does.
+        taps = weight if dims == 1 else weight.view(weight.shape[0], *(1,) * dims, *kernel)
+        out = (x * taps).sum(_KERNEL_AXES[dims])
     return out if bias is None else out + bias.view(-1, *(1,) * dims)
 
 
