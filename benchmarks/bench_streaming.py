@@ -25,7 +25,7 @@ and 160 samples:
 ``--calls`` times in a row per round (default 32, every phase of the deepest level's strides), as a
 stream calls one of them chunk after chunk, and is reported per call: one call between calls of the
 other ways (``--calls 1``) runs with caches and branch predictors cold from them, which inflated a
-compiled single-sample step 2.5-2.8 times (docs/streaming.md).
+compiled single-sample step 2-2.6 times (docs/streaming.md).
 
 Then the time-causal audio preset (``recconv.streaming.recnext_audio_causal_tiny``, 40 mels) fed
 one 10 ms log-mel frame per chunk through :class:`recconv.Streamer`, against rerunning the model
