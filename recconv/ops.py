@@ -618,12 +618,7 @@ class _PoolDown(ResizeOp):
         dtype: torch.dtype | None = None,
     ) -> dict[str, Tensor]:
         """``kernel + factor - 2`` samples before the stream, edge-padded by the first one when it comes."""
-        axis = streamed_axis(self)
-        kernel, stride = self.kernel_size[axis], self.factor[axis]
-        return {
-            "tail": window_tail(input_shape, axis, kernel, stride, False, device=device, dtype=dtype),
-            "started": torch.zeros((), dtype=torch.bool, device=device),
-        }
+        return self._state(input_shape, False, device, dtype)
 
     def step(self, x: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """The outputs that the new samples ``x`` complete, and the next state."""
@@ -647,10 +642,20 @@ class _PoolDown(ResizeOp):
         dtype: torch.dtype | None = None,
     ) -> dict[str, Tensor]:
         """The last ``kernel - 1`` input samples, the first one repeated before it comes."""
+        return self._state(input_shape, True, device, dtype)
+
+    def _state(
+        self,
+        input_shape: Sequence[int],
+        fixed_shape: bool,
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
+    ) -> dict[str, Tensor]:
+        """Either state: the window's tail (:func:`window_tail`) and whether the first sample came."""
         axis = streamed_axis(self)
         kernel, stride = self.kernel_size[axis], self.factor[axis]
         return {
-            "tail": window_tail(input_shape, axis, kernel, stride, True, device=device, dtype=dtype),
+            "tail": window_tail(input_shape, axis, kernel, stride, fixed_shape, device=device, dtype=dtype),
             "started": torch.zeros((), dtype=torch.bool, device=device),
         }
 
