@@ -1,9 +1,9 @@
 """Per-chunk latency and state bytes of streaming against recomputing a receptive-field window.
 
 Run: ``python benchmarks/bench_streaming.py [--repeats 30] [--threads 1 2] [--best]``, or
-``python benchmarks/bench_streaming.py --against COMMIT`` to time only single-sample steps of the
-layer and the audio preset's :class:`recconv.Streamer` against that commit's, interleaved in one
-process on one thread.
+``python benchmarks/bench_streaming.py --against COMMIT`` to time only steps of the layer (single
+samples, and compiled chunks) and the audio preset's :class:`recconv.Streamer` against that commit's,
+interleaved in one process on one thread.
 
 For a causal ``RecConv1d`` (64 channels, kernel 5, factor 2) at several levels and chunks of 1, 16
 and 160 samples:
@@ -277,12 +277,13 @@ def onnx_streaming_step(
     return run
 
 
-def against(commit: str, repeats: int) -> None:
+def against(commit: str, repeats: int, channels: int) -> None:
     """Per-chunk time at ``commit`` and in this checkout, one thread, interleaved round by round with
     the same weights, state and chunks: single samples through the causal ``RecConv1d`` of the table
-    at levels 3 and 5 (rounds of ``2**level`` steps, every phase of its strides), and the audio
-    preset's :class:`recconv.Streamer` (rounds of one 16-chunk cycle), also exported to ONNX and run
-    in onnxruntime if ``commit`` has ``export_onnx_step``."""
+    (``channels`` wide) at levels 3 and 5, and its compiled steps of the chunks that are multiples of
+    ``2**level`` (rounds of ``2**level`` steps, every phase of its strides), and the audio preset's
+    :class:`recconv.Streamer` (rounds of one 16-chunk cycle), also exported to ONNX and run in
+    onnxruntime if ``commit`` has ``export_onnx_step``."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from compare_commit import earlier_package
 
@@ -291,12 +292,16 @@ def against(commit: str, repeats: int) -> None:
         old_package = earlier_package(commit, Path(folder))
         cases: dict[str, tuple[Callable[[], object], Callable[[], object], int]] = {}
         for level in (3, 5):
-            layer = recconv.RecConv1d(CHANNELS, KERNEL, level, factor=FACTOR, causal=True).eval()
-            old_layer = old_package.RecConv1d(CHANNELS, KERNEL, level, factor=FACTOR, causal=True).eval()
+            layer = recconv.RecConv1d(channels, KERNEL, level, factor=FACTOR, causal=True).eval()
+            old_layer = old_package.RecConv1d(channels, KERNEL, level, factor=FACTOR, causal=True).eval()
             old_layer.load_state_dict(layer.state_dict())
-            sample = torch.randn(1, CHANNELS, 1)
+            sample = torch.randn(1, channels, 1)
             old, new = (streaming_step(m.step, m.init_state(1), sample) for m in (old_layer, layer))
             cases[f"RecConv1d level {level}, single samples"] = (old, new, FACTOR**level)
+            for size in (s for s in CHUNKS[1:] if s % FACTOR**level == 0):  # default states: quick to compile
+                chunk = torch.randn(1, channels, size)
+                old, new = (compiled_streaming_step(m, chunk) for m in (old_layer, layer))
+                cases[f"RecConv1d level {level}, chunks of {size}, compiled"] = (old, new, FACTOR**level)
         model = recnext_audio_causal_tiny().eval()
         old_model = old_package.streaming.recnext_audio_causal_tiny().eval()
         old_model.load_state_dict(model.state_dict())
@@ -346,7 +351,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.against:
-        return against(args.against, args.repeats)
+        return against(args.against, args.repeats, args.channels)
     print(
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{'fastest' if args.best else 'median'} of {args.repeats} rounds ({args.calls} calls of each way in a row "

@@ -246,6 +246,11 @@ def window_tail(
 # Not in an exported graph (torch.export, and the ONNX export built on it): there the unfolding takes
 # several operators and the conv one, which runtimes implement well. torch < 2.6 cannot tell.
 _DIRECT_CONV_WORK = 1 << 15
+# Under torch.compile the taps become loops of the step's own fused kernel, with no cost per call:
+# oneDNN's conv is the faster only for 2D and 3D windows of more products than this. A 1D conv runs
+# on (N, C, L) tensors, where oneDNN's depthwise kernels are slow (the layers lift 1D input to
+# channels-last 2D for this), so compiled 1D steps sum taps at every size.
+_COMPILED_DIRECT_CONV_WORK = {1: math.inf, 2: 1 << 21, 3: 1 << 21}
 _exporting: Callable[[], bool] = getattr(torch.compiler, "is_exporting", lambda: False)
 _KERNEL_AXES = {dims: tuple(range(-dims, 0)) for dims in (1, 2, 3)}  # the unfolded taps, last
 
@@ -258,7 +263,7 @@ def stream_conv(
     dims, kernel = x.dim() - 2, weight.shape[2:]
     if not any(padding) and x.shape[2:] == kernel:  # one window (a single sample's, in 1D): its weighted sum
         out = (x * weight.squeeze(1)).sum(_KERNEL_AXES[dims], keepdim=True)
-    elif not x.is_cpu or x.numel() * math.prod(kernel) > _DIRECT_CONV_WORK or _exporting():
+    elif not x.is_cpu or _exporting() or x.numel() * math.prod(kernel) > _direct_conv_work(dims):
         return per_rank(CONV_FN, dims)(x, weight, bias, stride, padding, 1, weight.shape[0])
     else:
         if any(padding):
@@ -269,6 +274,11 @@ def stream_conv(
         taps = weight if dims == 1 else weight.view(weight.shape[0], *(1,) * dims, *kernel)
         out = (x * taps).sum(_KERNEL_AXES[dims])
     return out if bias is None else out + bias.view(-1, *(1,) * dims)
+
+
+def _direct_conv_work(dims: int) -> float:
+    """The most products :func:`stream_conv` sums over unfolded taps before it calls the conv."""
+    return _COMPILED_DIRECT_CONV_WORK[dims] if torch.compiler.is_compiling() else _DIRECT_CONV_WORK
 
 
 def no_samples(x: Tensor, axis: int, stride: Sequence[int]) -> Tensor:

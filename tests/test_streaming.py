@@ -410,9 +410,14 @@ def test_user_op_without_fixed_shape_streaming_methods():
     layer.step(torch.randn(1, 4, 9), layer.init_state(1))  # the default state still streams
 
 
+@pytest.mark.parametrize(
+    "compiled",
+    [False, True],  # Inductor sums taps where eager calls the conv, in 1D at every length
+    ids=["eager", "inductor"],
+)
 @pytest.mark.parametrize("dims", [1, 2, 3])
 @pytest.mark.parametrize("length", [3, 4000])  # summed taps on a step's few samples; conv beyond
-def test_stream_conv_is_the_depthwise_conv(dims, length):
+def test_stream_conv_is_the_depthwise_conv(dims, length, compiled):
     kernel, stride = (5, 3, 1)[:dims], (2, 1, 1)[:dims]
     padding = (0, 1, 0)[:dims]  # none along the causal first axis, as in a step
     x = torch.randn(2, 6, length, *(4,) * (dims - 1), dtype=torch.float64)
@@ -420,7 +425,10 @@ def test_stream_conv_is_the_depthwise_conv(dims, length):
     weight, bias = torch.randn(6, 1, *kernel, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
     conv = (F.conv1d, F.conv2d, F.conv3d)[dims - 1]
     expected = conv(window, weight, bias, stride, padding, 1, 6)
-    got = stream_conv(window, weight, bias, stride, padding)
+    if compiled:
+        torch._dynamo.reset()
+    conv_of_step = torch.compile(stream_conv, fullgraph=True) if compiled else stream_conv
+    got = conv_of_step(window, weight, bias, stride, padding)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
 
 
