@@ -35,11 +35,14 @@ from .models.recnext import RecNeXtStage, _fuse_children
 from .models.registry import create_model
 from .ops import (
     ConvNorm,
+    Window,
+    conv_window,
     fold_batch_norm,
     no_samples,
     pad_before,
     shift_in,
     stream_window,
+    torch_conv_window,
     window_tail,
     with_length,
 )
@@ -150,6 +153,15 @@ class CausalConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         axis = self.causal_axis
         return self.conv(pad_before(x, axis, self.conv.kernel_size[axis] - 1))
+
+    def input_window(
+        self, axis: int, lo: int, hi: int, input_size: int, output_size: int, exact: bool = True
+    ) -> Window:
+        """Input indices along ``axis`` that outputs ``lo..hi`` read (op protocol)."""
+        if axis != self.causal_axis:
+            return torch_conv_window(self.conv, axis, lo, hi)
+        kernel = self.conv.kernel_size[axis]
+        return conv_window(lo, hi, kernel, self.conv.stride[axis], kernel - 1)
 
     def init_state(
         self,
@@ -709,6 +721,12 @@ class MeanOver(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x.mean(dim=self.dims, keepdim=True)
+
+    def input_window(
+        self, axis: int, lo: int, hi: int, input_size: int, output_size: int, exact: bool = True
+    ) -> Window:
+        """The whole of a pooled axis, the same positions of the others (op protocol)."""
+        return (0, input_size - 1) if axis + 2 in self.dims else (lo, hi)
 
     def extra_repr(self) -> str:
         return f"dims={self.dims}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import re
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch._dynamo.testing import CompileCounter
 
+import recconv
 from recconv import RecConv1d, RecConv2d, RecConvNd
 from recconv.models import create_model
 from recconv.streaming import (
@@ -115,6 +117,32 @@ def test_causal_presets_have_the_recconvs_of_their_model_table_entry(builder, en
     model = builder()
     assert recconvs(model) == recconvs(create_model(entry, device="meta"))
     assert {m.causal_axis for m in model.modules() if isinstance(m, RecConvNd)} == {axis}
+
+
+@pytest.mark.parametrize(
+    ("builder", "shape"), [(recnext_audio_causal_tiny, (1, 1, 16, 1280)), (recnext_seq_causal_tiny, (1, 1, 5120))]
+)
+def test_receptive_field_of_a_causal_preset_is_the_widest_span_its_outputs_read(builder, shape):
+    # The theory walks through CausalConv and MeanOver (their input_window); gradients show what is read.
+    model = randomized(builder())
+    field = recconv.receptive_field(model)
+    assert field[:-1] == (math.inf,) * (len(shape) - 3)  # the head pools the other axes
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    out = model(x)
+    spans = []
+    for position in range(out.shape[-1] - 8, out.shape[-1]):  # 8: every phase of the RecConvs' strides
+        (grad,) = torch.autograd.grad(out[..., position].sum(), x, retain_graph=True)
+        read = grad.abs().flatten(0, -2).sum(0).nonzero()
+        spans.append(int(read.max() - read.min()) + 1)
+    assert max(spans) == field[-1]
+
+
+def test_receptive_field_through_a_strided_causal_conv():
+    conv = CausalConv(1, 2, (3, 5), (2, 3), causal_axis=1, spatial_dims=2)
+    model = nn.Sequential(conv, RecConv2d(2, 3, level=0, causal=1))
+    # The RecConv reads 3 conv outputs per axis (centered in frequency, the last 3 in time); 3 outputs
+    # of a conv of kernel k and stride s read 2 * s + k inputs.
+    assert recconv.receptive_field(model) == (2 * 2 + 3, 2 * 3 + 5)
 
 
 def test_fused_presets_stream_what_the_unfused_ones_compute():
