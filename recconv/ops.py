@@ -247,9 +247,9 @@ def window_tail(
 # several operators and the conv one, which runtimes implement well. torch < 2.6 cannot tell.
 _DIRECT_CONV_WORK = 1 << 15
 # Under torch.compile the taps become loops of the step's own fused kernel, with no cost per call:
-# oneDNN's conv is the faster only for 2D and 3D windows of more products than this. A 1D conv runs
-# on (N, C, L) tensors, where oneDNN's depthwise kernels are slow (the layers lift 1D input to
-# channels-last 2D for this), so compiled 1D steps sum taps at every size.
+# oneDNN's conv is the faster only for 2D and 3D windows of more products than this. Inductor runs a
+# 1D conv as oneDNN's 2D one with layout copies around it, slower than the taps at every size tried,
+# so compiled 1D steps always sum taps.
 _COMPILED_DIRECT_CONV_WORK = {1: math.inf, 2: 1 << 21, 3: 1 << 21}
 _exporting: Callable[[], bool] = getattr(torch.compiler, "is_exporting", lambda: False)
 _KERNEL_AXES = {dims: tuple(range(-dims, 0)) for dims in (1, 2, 3)}  # the unfolded taps, last

@@ -120,7 +120,8 @@ def test_causal_presets_have_the_recconvs_of_their_model_table_entry(builder, en
 
 
 @pytest.mark.parametrize(
-    ("builder", "shape"), [(recnext_audio_causal_tiny, (1, 1, 16, 1280)), (recnext_seq_causal_tiny, (1, 1, 5120))]
+    ("builder", "shape"),
+    [(recnext_audio_causal_tiny, (1, 1, 16, 1280)), (recnext_seq_causal_tiny, (1, 1, 5120))],
 )
 def test_receptive_field_of_a_causal_preset_is_the_widest_span_its_outputs_read(builder, shape):
     # The theory walks through CausalConv and MeanOver (their input_window); gradients show what is read.
