@@ -211,6 +211,18 @@ def onnx_options(threads: int) -> Any:
     return options
 
 
+def frame_step(
+    streamer: recconv.Streamer, frame: torch.Tensor, compiled: bool
+) -> tuple[Callable[[], None], dict[str, torch.Tensor]]:
+    """A callable that streams ``frame`` again and again through ``streamer`` (compiled on a fixed-shape
+    state if ``compiled``), run past the stem and every stride first, and its state then."""
+    state = streamer.init_state(1, (frame.shape[2],), fixed_shape=compiled)
+    stream = torch.compile(streamer, fullgraph=True) if compiled else streamer
+    for _ in range(32):  # past the stem and every stride: all stages get samples
+        _, state = stream(frame, state)
+    return streaming_step(stream, state, frame), state
+
+
 def preset_rows(repeats: int, best: bool, threads: list[int]) -> dict[int, dict]:
     """The audio preset as trained (BatchNorms in eval mode), fused for inference (folded) and, as
     trained, compiled on a fixed-shape state and exported to ONNX (onnxruntime, if installed),
@@ -224,11 +236,7 @@ def preset_rows(repeats: int, best: bool, threads: list[int]) -> dict[int, dict]
         ("fixed_compiled_ms", recconv.Streamer(model), True),
     )
     for name, streamer, fixed in streamers:
-        state = streamer.init_state(1, (40,), fixed_shape=fixed)
-        stream = torch.compile(streamer, fullgraph=True) if fixed else streamer
-        for _ in range(32):  # past the stem and every stride: all stages get samples
-            _, state = stream(frame, state)
-        step = streaming_step(stream, state, frame)
+        step, state = frame_step(streamer, frame, fixed)
         # One 160 ms cycle: the deepest stage runs once.
         runs[name] = lambda step=step: [step() for _ in range(PRESET_CYCLE)]
         if name == "stream_ms":
@@ -292,8 +300,8 @@ def against(commit: str, repeats: int, channels: int) -> None:
     the same weights, state and chunks: single samples through the causal ``RecConv1d`` of the table
     (``channels`` wide) at levels 3 and 5, and its compiled steps of the chunks that are multiples of
     ``2**level`` (rounds of ``2**level`` steps, every phase of its strides), and the audio preset's
-    :class:`recconv.Streamer` (rounds of one 16-chunk cycle), also exported to ONNX and run in
-    onnxruntime if ``commit`` has ``export_onnx_step``."""
+    :class:`recconv.Streamer` (rounds of one 16-chunk cycle), also compiled on a fixed-shape state, and
+    exported to ONNX and run in onnxruntime if ``commit`` has ``export_onnx_step``."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from compare_commit import earlier_package
 
@@ -316,11 +324,12 @@ def against(commit: str, repeats: int, channels: int) -> None:
         old_model = old_package.streaming.recnext_audio_causal_tiny().eval()
         old_model.load_state_dict(model.state_dict())
         frame = torch.randn(1, 1, 40, 1)
-        old, new = (
-            streaming_step(s, s.init_state(1, (40,)), frame)
-            for s in (old_package.Streamer(old_model), recconv.Streamer(model))
-        )
-        cases["audio preset, one 10 ms frame per chunk"] = (old, new, PRESET_CYCLE)
+        for compiled, label in ((False, ""), (True, ", compiled on a fixed-shape state")):
+            old, new = (
+                frame_step(s, frame, compiled)[0]
+                for s in (old_package.Streamer(old_model), recconv.Streamer(model))
+            )
+            cases[f"audio preset, one 10 ms frame per chunk{label}"] = (old, new, PRESET_CYCLE)
         old_export = getattr(old_package.streaming, "export_onnx_step", None)  # since 6e1c075
         if old_export is not None:
             old_file = exported_frame_model(old_package.Streamer(old_model), frame, old_export)
