@@ -290,6 +290,10 @@ class Streamer(nn.Module):
         self._no_output: dict[str, Tensor] = {}
         self._fixed = False  # whether the state is fixed-shape (see init_state)
         self._program: Callable[[Tensor, dict[str, Tensor], dict[str, Tensor]], Tensor]  # see _make_program
+        # With a fixed-shape state: the shape and dtype of each node's output for one sample, and the
+        # program for exported graphs (see _make_gated_program).
+        self._sample_outputs: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+        self._gated_program: Callable[[Tensor, dict[str, Tensor], dict[str, Tensor]], Tensor]
 
     def _find_axis(self) -> int:
         for module in self.model.modules():
@@ -386,6 +390,8 @@ class Streamer(nn.Module):
                 )
             state["output"] = torch.zeros_like(out)  # nothing came out yet
         self._program = self._make_program()
+        if fixed_shape:
+            self._gated_program = self._make_gated_program()
         self._chunk_shape = with_length(chunk.shape, self.axis + 2, -1)
         self._state_keys = frozenset(state)
         return state
@@ -408,9 +414,10 @@ class Streamer(nn.Module):
             new_state: dict[str, Tensor] = {}
             return self._program(chunk, state, new_state), new_state
         dim, outs = self.axis + 2, []
+        program = self._gated_program if torch.compiler.is_exporting() else self._program
         for t in range(chunk.shape[dim]):  # the program takes one sample (see init_state)
             new_state = {}
-            outs.append(self._program(chunk.narrow(dim, t, 1), state, new_state))
+            outs.append(program(chunk.narrow(dim, t, 1), state, new_state))
             state = new_state
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim), state
 
@@ -418,12 +425,16 @@ class Streamer(nn.Module):
 
     def __getstate__(self) -> dict[str, Any]:
         # The program's functions hold this streamer's modules: a copy makes its own from its copies.
-        return {key: value for key, value in self.__dict__.items() if key != "_program"}
+        return {
+            key: value for key, value in self.__dict__.items() if key not in ("_program", "_gated_program")
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         if self._own_keys:  # init_state has run
             self._program = self._make_program()
+            if self._fixed:
+                self._gated_program = self._make_gated_program()
 
     def _make_program(self) -> Callable[[Tensor, dict[str, Tensor], dict[str, Tensor]], Tensor]:
         """The graph as straight-line Python: ``program(chunk, state, new_state)`` returns the output
@@ -479,6 +490,127 @@ class Streamer(nn.Module):
                 arrived[node] = flags[0]
         return fx.GraphModule(nn.Module(), graph, class_name="StreamingStep").forward
 
+    def _make_gated_program(self) -> Callable[[Tensor, dict[str, Tensor], dict[str, Tensor]], Tensor]:
+        """The program of a fixed-shape state for exported graphs: the nodes each module that streams
+        itself gates (those that take its output, up to the next such module) run under one
+        ``torch.cond`` on whether its output is new (an ONNX ``If``), so an exported step runs each
+        strided stage only on its samples instead of on every input sample. The other branch gives
+        zeros, a false flag and the unchanged states. Compiled and eager streams keep the flat program:
+        Inductor mislays the strides of tensors passed into cond subgraphs (torch 2.14)."""
+        nodes = [node for node in self.graph.nodes if node.op not in ("placeholder", "get_attr", "output")]
+        position = {node: i for i, node in enumerate(self.graph.nodes)}
+        gate: dict[fx.Node, fx.Node | None] = {}  # the module whose new output a node waits for
+        flag: dict[fx.Node, fx.Node | None] = {}  # whose new output says a node's output is new
+        for node in nodes:
+            flags = [flag[source] for source in node.all_input_nodes if flag.get(source) is not None]
+            # The latest: a residual sum joins the segment of its branch, which is nested in its own.
+            gate[node] = max(flags, key=position.__getitem__) if flags else None
+            flag[node] = node if node.name in self._self_streaming else gate[node]
+        segments: dict[fx.Node | None, list[fx.Node]] = {None: []}
+        for node in sorted(nodes, key=lambda node: position[gate[node]] if gate[node] else -1):
+            segments.setdefault(gate[node], []).append(node)
+        final = cast(fx.Node, next(iter(reversed(self.graph.nodes))).args[0])
+        steps = [self._segment(members, final) for members in segments.values()]
+        gate_names = [None if key is None else key.name for key in segments]
+        final_flag = flag[final]
+
+        def gated(chunk: Tensor, state: dict[str, Tensor], new_state: dict[str, Tensor]) -> Tensor:
+            values: dict[str, Tensor] = {"": chunk}  # the placeholder's value, by a name no node has
+            flags: dict[str, Tensor] = {}
+            collected: dict[str, Tensor] = {}
+            for name, step in zip(gate_names, steps):
+                step(values, flags, state, collected, None if name is None else flags[name])
+            out = values[final.name]
+            held = out if final_flag is None else torch.where(flags[final_flag.name], out, state["output"])
+            collected["output"] = held
+            new_state.update((key, collected[key]) for key in state)
+            return held
+
+        return gated
+
+    def _segment(self, members: list[fx.Node], final: fx.Node) -> Callable[..., None]:
+        """One segment of the gated program: runs ``members`` (under ``torch.cond`` on ``gate`` unless
+        it is ``None``), reading earlier values and filling in its outputs, flags and states."""
+        inside = set(members)
+        inputs = list(
+            dict.fromkeys(
+                _value_name(source)
+                for m in members
+                for source in m.all_input_nodes
+                if source not in inside and source.op != "get_attr"
+            )
+        )
+        outputs = [m.name for m in members if m is final or any(u not in inside for u in m.users)]
+        streaming = [m.name for m in members if m.name in self._self_streaming]
+        keys = [key for name in streaming for key, _ in self._own_keys[name]]
+        calls = [self._call_of(m) for m in members]
+        empty = [self._sample_outputs[name] for name in outputs]  # the outputs' shapes and dtypes
+
+        def take(*operands: Tensor) -> tuple[Tensor, ...]:
+            values = dict(zip(inputs, operands))
+            state = dict(zip(keys, operands[len(inputs) :]))
+            flags: dict[str, Tensor] = {}
+            new_state: dict[str, Tensor] = {}
+            for name, call in zip((m.name for m in members), calls):
+                values[name] = call(values, flags, state, new_state)
+            return (
+                *(values[name].contiguous() for name in outputs),
+                *(flags[name] for name in streaming),
+                *(new_state[key].contiguous() for key in keys),
+            )
+
+        def skip(*operands: Tensor) -> tuple[Tensor, ...]:
+            no = torch.zeros((), dtype=torch.bool, device=operands[0].device)
+            return (
+                *(torch.zeros(shape, dtype=dtype, device=no.device) for shape, dtype in empty),
+                *(no for _ in streaming),
+                *(t.clone(memory_format=torch.contiguous_format) for t in operands[len(inputs) :]),
+            )
+
+        def segment(
+            values: dict[str, Tensor],
+            flags: dict[str, Tensor],
+            state: dict[str, Tensor],
+            collected: dict[str, Tensor],
+            gate: Tensor | None,
+        ) -> None:
+            operands = (*(values[name] for name in inputs), *(state[key] for key in keys))
+            results = take(*operands) if gate is None else torch.cond(gate, take, skip, operands)
+            values.update(zip(outputs, results))
+            flags.update(zip(streaming, results[len(outputs) :]))
+            collected.update(zip(keys, results[len(outputs) + len(streaming) :]))
+
+        return segment
+
+    def _call_of(self, node: fx.Node) -> Callable[..., Tensor]:
+        """``node`` as a call on the values computed so far, for a segment of the gated program; a
+        module that streams itself takes a new sample, records its flag and fills in its state."""
+        args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda source: cast(Any, _Value(source)))
+        if node.op == "call_module" and node.name in self._self_streaming:
+            step_sample = cast(StepSample, self._called[node.name].step_sample)
+            keys, name = self._own_keys[node.name], node.name
+
+            def sampled(values: dict, flags: dict, state: dict, new_state: dict) -> Tensor:
+                x = _resolve(args, values, self.model)[0]
+                out, new, own = step_sample(x, _true_like(x), {own: state[key] for key, own in keys})
+                new_state.update((key, own[own_name]) for key, own_name in keys)
+                flags[name] = new
+                return out
+
+            return sampled
+        if node.op == "call_module":
+            target: Callable[..., Tensor] = self._called[node.name]
+        elif node.op == "call_method":
+            method = cast(str, node.target)
+            target = lambda x, *rest, **options: getattr(x, method)(*rest, **options)  # noqa: E731
+        else:
+            target = cast(Callable[..., Tensor], node.target)
+
+        def called(values: dict, flags: dict, state: dict, new_state: dict) -> Tensor:
+            return target(*_resolve(args, values, self.model), **_resolve(kwargs, values, self.model))
+
+        return called
+
     def _run(self, chunk: Tensor, new_state: dict[str, Tensor], init: tuple[Any, torch.dtype]) -> Tensor:
         """The first chunk of a new stream, interpreting the graph: learns each module's state keys
         and its output for a chunk that gives it no new sample."""
@@ -499,6 +631,8 @@ class Streamer(nn.Module):
             else:
                 out = self._first_call(node, args, kwargs, new_state, init)
             values[node] = out
+            if self._fixed and isinstance(out, Tensor):
+                self._sample_outputs[node.name] = (tuple(out.shape), out.dtype)
         raise AssertionError("unreachable: an fx graph ends with its output node")
 
     def _first_call(
@@ -534,6 +668,32 @@ class Streamer(nn.Module):
             out = module(*args, **kwargs)
         self._no_output[node.name] = out.new_zeros(with_length(out.shape, self.axis + 2, 0))
         return out
+
+
+class _Value:
+    """A reference to a node's value in a segment of the gated program (see ``Streamer._call_of``): a
+    value computed before it, or a model attribute, fetched where it is used so that an exported
+    branch reads the model's parameter rather than a copy."""
+
+    def __init__(self, node: fx.Node) -> None:
+        self.name = _value_name(node)
+        self.attribute = cast(str, node.target) if node.op == "get_attr" else None
+
+
+def _value_name(node: fx.Node) -> str:
+    """The key of ``node``'s value in the gated program: its name, or ``""`` for the chunk."""
+    return "" if node.op == "placeholder" else node.name
+
+
+def _resolve(args: Any, values: dict[str, Tensor], model: nn.Module) -> Any:
+    """``args`` with each :class:`_Value` replaced by its value (or ``model``'s attribute)."""
+    if isinstance(args, _Value):
+        return values[args.name] if args.attribute is None else _fetch(model, args.attribute)
+    if isinstance(args, tuple | list):
+        return type(args)(_resolve(arg, values, model) for arg in args)
+    if isinstance(args, dict):
+        return {key: _resolve(value, values, model) for key, value in args.items()}
+    return args
 
 
 def _fetch(model: nn.Module, target: str) -> Any:

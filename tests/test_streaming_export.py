@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import onnx
 import pytest
 import torch
 from torch import nn
@@ -94,6 +95,9 @@ def test_fixed_shape_streamer_exports_one_graph_for_single_samples(tmp_path):
         torch.testing.assert_close(torch.cat(outs, 2), held, rtol=1e-5, atol=1e-5)
         got = onnx_steps(streamer, samples, state, tmp_path / "fixed_streamer.onnx")
         torch.testing.assert_close(got, held, rtol=1e-5, atol=1e-5)
+    # What the strided conv gates (the GELU and the RecConv) runs under one If: on its new samples only.
+    graph = onnx.load(tmp_path / "fixed_streamer.onnx").graph
+    assert [node.op_type for node in graph.node].count("If") == 1
 
 
 @pytest.mark.slow
