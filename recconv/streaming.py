@@ -521,8 +521,8 @@ class Streamer(nn.Module):
             for name, step in zip(gate_names, steps):
                 step(values, flags, state, collected, None if name is None else flags[name])
             out = values[final.name]
-            held = out if final_flag is None else torch.where(flags[final_flag.name], out, state["output"])
-            collected["output"] = held
+            new = _true_like(out) if final_flag is None else flags[final_flag.name]
+            held = _hold(out, new, state, collected)
             new_state.update((key, collected[key]) for key in state)
             return held
 
@@ -588,13 +588,11 @@ class Streamer(nn.Module):
         args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda source: cast(Any, _Value(source)))
         if node.op == "call_module" and node.name in self._self_streaming:
             step_sample = cast(StepSample, self._called[node.name].step_sample)
-            keys, name = self._own_keys[node.name], node.name
+            sample, name = _sampled(step_sample, self._own_keys[node.name]), node.name
 
             def sampled(values: dict, flags: dict, state: dict, new_state: dict) -> Tensor:
                 x = _resolve(args, values, self.model)[0]
-                out, new, own = step_sample(x, _true_like(x), {own: state[key] for key, own in keys})
-                new_state.update((key, own[own_name]) for key, own_name in keys)
-                flags[name] = new
+                out, flags[name] = sample(x, _true_like(x), state, new_state)
                 return out
 
             return sampled
