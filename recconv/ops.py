@@ -446,6 +446,33 @@ def fold_batch_norm(
     return weight * scale.reshape(-1, *([1] * (weight.dim() - 1))), shift
 
 
+class _OneGraphForAllSizes(nn.modules.conv._ConvNd):
+    """An ``nn.ConvNd`` whose compiled training graphs call ``recconv::conv_any_size``, so that a model
+    compiled for dynamic sizes compiles once for them all. Elsewhere it is its ``nn.ConvNd``."""
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        plain = self.padding_mode == "zeros" and not isinstance(self.padding, str)
+        if plain and _compiles_for_training(input, weight):
+            geometry = (self.stride, self.padding, self.dilation, self.groups, False)
+            return torch.ops.recconv.conv_any_size(input, weight, bias, *geometry)
+        return super()._conv_forward(input, weight, bias)  # type: ignore[misc]
+
+
+class Conv1d(_OneGraphForAllSizes, nn.Conv1d):
+    """``nn.Conv1d`` (same arguments and state) that compiles to one graph for dynamic sizes in training."""
+
+
+class Conv2d(_OneGraphForAllSizes, nn.Conv2d):
+    """``nn.Conv2d`` (same arguments and state) that compiles to one graph for dynamic sizes in training."""
+
+
+class Conv3d(_OneGraphForAllSizes, nn.Conv3d):
+    """``nn.Conv3d`` (same arguments and state) that compiles to one graph for dynamic sizes in training."""
+
+
+ONE_GRAPH_CONV = (Conv1d, Conv2d, Conv3d)
+
+
 class ConvNorm(nn.Sequential):
     """A bias-free convolution (``conv``) followed by BatchNorm (``norm``, weight 1, bias 0).
 
@@ -483,7 +510,7 @@ class ConvNorm(nn.Sequential):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        conv_class: Callable[..., nn.modules.conv._ConvNd] = per_rank(CONV, spatial_dims)
+        conv_class: Callable[..., nn.modules.conv._ConvNd] = per_rank(ONE_GRAPH_CONV, spatial_dims)
         self.conv = conv_class(
             in_channels,
             out_channels,
@@ -1114,17 +1141,20 @@ def _depthwise_conv(
         # channels-last inputs on AVX-512 CPUs, such as a coarse level's (4, 1, 1) map (off by about its
         # own size: benchmarks/onednn_bf16_conv3d.py); contiguous input is right.
         x = x.contiguous()
-    elif torch.compiler.is_compiling():  # one question per eager conv; the rest only while tracing
+    if torch.compiler.is_compiling():  # one question per eager conv; the rest only while tracing
+        geometry = (stride, padding, (1,) * len(stride), weight.shape[0], False)
         if _conv_needs_op(x, weight, lift):
-            return _with_bias(_conv(x, weight, stride, padding, False), bias)
+            return _with_bias(_conv(x, weight, *geometry), bias)
         if not lift:  # lifted 1D layers ran slower with it in a trial
             weight = _channels_last_hint(weight, x)
+        if _compiles_for_training(x, weight):
+            return torch.ops.recconv.conv_any_size(x, lifted(weight, lift), bias, *geometry)
     return conv(x, lifted(weight, lift), bias, stride, padding, 1, weight.shape[0])
 
 
 def convs_run_as_op(x: Tensor) -> bool:
     """Whether depthwise convs (and transposed convs) on ``x``, not lifted, run as
-    ``recconv::depthwise_conv`` where a backward will run: under ``torch.compile`` on the CPU, in
+    ``recconv::conv`` where a backward will run: under ``torch.compile`` on the CPU, in
     float32 (oneDNN's, whose output keeps the input's layout). See :func:`_conv`."""
     compiling = torch.compiler.is_compiling() and not torch.compiler.is_exporting()
     return compiling and x.is_cpu and x.dtype == torch.float32 and not _runs_in_bfloat16(x)
@@ -1330,45 +1360,60 @@ _resize.register_autograd(_resize_grad, setup_context=_resize_setup)
 # ambiguous: in a backward graph without convolutions (a layer that stores its intermediates) the 2D convs
 # got (N, H, C, W) tensors, and 3D ones always got copies into (N, D, H, C, W), off oneDNN's fast
 # channels-last path (docs/performance.md). The op keeps the layout eager mode chose. 1D layers run
-# lifted to 2D, where the op was slower in a trial.
-@torch.library.custom_op(f"{_LIBRARY}::depthwise_conv", mutates_args=())
+# lifted to 2D, where the op was slower in a trial. Every conv of a compiled training graph with symbolic
+# sizes runs as the op too, dense ones included (see :func:`_conv_any_size`).
+@torch.library.custom_op(f"{_LIBRARY}::conv", mutates_args=())
 def _conv(
-    x: Tensor, weight: Tensor, stride: Sequence[int], padding: Sequence[int], transposed: bool
+    x: Tensor,
+    weight: Tensor,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    transposed: bool,
 ) -> Tensor:
-    """A depthwise conv (or transposed conv) without bias, its output in ``x``'s layout."""
-    dims = x.dim() - 2
-    out = torch.convolution(
-        x, weight, None, stride, padding, [1] * dims, transposed, [0] * dims, weight.shape[0]
-    )
+    """A conv (or transposed conv) without bias, its output in ``x``'s layout."""
+    out = torch.convolution(x, weight, None, stride, padding, dilation, transposed, [0] * len(stride), groups)
     return _in_layout_of(out, x)
 
 
 @_conv.register_fake
-def _(x: Tensor, weight: Tensor, stride: Sequence[int], padding: Sequence[int], transposed: bool) -> Tensor:
-    geometry = zip(x.shape[2:], weight.shape[2:], stride, padding)
+def _(
+    x: Tensor,
+    weight: Tensor,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    transposed: bool,
+) -> Tensor:
+    geometry = zip(x.shape[2:], weight.shape[2:], stride, padding, dilation)
     if transposed:
-        size = [(n - 1) * s - 2 * p + k for n, k, s, p in geometry]
+        channels = weight.shape[1] * groups
+        size = [(n - 1) * s - 2 * p + d * (k - 1) + 1 for n, k, s, p, d in geometry]
     else:
-        size = [(n + 2 * p - k) // s + 1 for n, k, s, p in geometry]
-    return _in_layout_of(x.new_empty((x.shape[0], weight.shape[0], *size)), x)
+        channels = weight.shape[0]
+        size = [(n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in geometry]
+    return _in_layout_of(x.new_empty((x.shape[0], channels, *size)), x)
 
 
-@torch.library.custom_op(f"{_LIBRARY}::depthwise_conv_backward", mutates_args=())
+@torch.library.custom_op(f"{_LIBRARY}::conv_backward", mutates_args=())
 def _conv_backward(
     grad: Tensor,
     x: Tensor,
     weight: Tensor,
     stride: Sequence[int],
     padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
     transposed: bool,
     needed: Sequence[bool],
 ) -> tuple[Tensor, Tensor]:
     """The gradients of :func:`_conv` for ``x`` (in its layout) and for ``weight`` (contiguous), each
     empty where ``needed`` says it is not (as autograd skips the input's gradient of a first conv)."""
-    dims = x.dim() - 2
     grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
-        grad, x, weight, None, list(stride), list(padding), [1] * dims, transposed, [0] * dims,
-        weight.shape[0], [*needed, False],
+        grad, x, weight, None, list(stride), list(padding), list(dilation), transposed, [0] * len(stride),
+        groups, [*needed, False],
     )  # fmt: skip
     return (
         _in_layout_of(grad_x, x) if needed[0] else x.new_empty(0),
@@ -1384,6 +1429,8 @@ def _(
     weight: Tensor,
     stride: Sequence[int],
     padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
     transposed: bool,
     needed: Sequence[bool],
 ) -> tuple[Tensor, Tensor]:
@@ -1394,18 +1441,63 @@ def _(
 
 
 def _conv_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-    x, weight, ctx.stride, ctx.padding, ctx.transposed = inputs
+    x, weight, *ctx.geometry = inputs
     ctx.save_for_backward(x, weight)
 
 
-def _conv_grad(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
+def _conv_grad(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
     x, weight = ctx.saved_tensors
     needed = list(ctx.needs_input_grad[:2])
-    grad_x, grad_weight = _conv_backward(grad, x, weight, ctx.stride, ctx.padding, ctx.transposed, needed)
-    return grad_x if needed[0] else None, grad_weight if needed[1] else None, None, None, None
+    grad_x, grad_weight = _conv_backward(grad, x, weight, *ctx.geometry, needed)
+    return grad_x if needed[0] else None, grad_weight if needed[1] else None, *(None,) * len(ctx.geometry)
 
 
 _conv.register_autograd(_conv_grad, setup_context=_conv_setup)
+
+
+# A conv of a compiled training graph, as the graph's sizes need. Where Inductor lowers convs, the backward
+# graph gets fixed sizes (torch 2.14: the convolution_backward lowering turns the strides of the input's
+# gradient into numbers, and the strides of the channels-last tensors a forward saves come back as
+# numbers; docs/performance.md), so a model compiled for dynamic sizes compiled again for every size.
+# With symbolic sizes this op is recconv::conv, whose backward keeps them symbolic; with static ones it
+# is ATen's conv, which Inductor lowers into faster training (1.07x and 1.22x the time of
+# recnext_audio_tiny with every conv as recconv::conv, in two trials). Dynamo shows symbolic sizes to
+# Python as ints, so the choice is made where AOTAutograd traces the op: a CompositeImplicitAutograd
+# kernel sees the real SymInts.
+torch.library.define(
+    f"{_LIBRARY}::conv_any_size",
+    "(Tensor x, Tensor weight, Tensor? bias, int[] stride, int[] padding, int[] dilation, int groups, "
+    "bool transposed) -> Tensor",
+)
+
+
+@torch.library.impl(f"{_LIBRARY}::conv_any_size", "CompositeImplicitAutograd")
+def _conv_any_size(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    transposed: bool,
+) -> Tensor:
+    if not any(isinstance(size, torch.SymInt) for size in x.shape[2:]):
+        return torch.convolution(
+            x, weight, bias, stride, padding, dilation, transposed, [0] * len(stride), groups
+        )
+    device = x.device.type
+    if torch.is_autocast_enabled(device):  # cast as autocast casts a conv's inputs: it does not see the op
+        dtype = torch.get_autocast_dtype(device)
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+    return _with_bias(_conv(x, weight, stride, padding, dilation, groups, transposed), bias)
+
+
+def _compiles_for_training(x: Tensor, weight: Tensor) -> bool:
+    """Whether a conv of ``weight`` on ``x`` is traced by ``torch.compile`` (not export) for a backward."""
+    compiling = torch.compiler.is_compiling() and not torch.compiler.is_exporting()
+    return compiling and (_will_backward(x) or _will_backward(weight))
 
 
 # Under torch.compile on the CPU, where a backward will run, the pooling of the pool and Haar down ops of 2D
@@ -1511,8 +1603,11 @@ def _transposed_up(
 ) -> Tensor:
     lift = x.dim() - weight.dim()
     stride, pad = (1,) * lift + factor, (0,) * lift + padding
+    geometry = (stride, pad, (1,) * len(stride), weight.shape[0], True)
     if _conv_needs_op(x, weight, lift):
-        y = _with_bias(_conv(x, weight, stride, pad, True), bias)
+        y = _with_bias(_conv(x, weight, *geometry), bias)
+    elif _compiles_for_training(x, weight):
+        y = torch.ops.recconv.conv_any_size(x, lifted(weight, lift), bias, *geometry)
     else:
         conv_transpose = per_rank(CONV_TRANSPOSE_FN, x.dim() - 2)
         y = conv_transpose(x, lifted(weight, lift), bias, stride, pad, 0, weight.shape[0])

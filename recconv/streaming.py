@@ -34,6 +34,7 @@ from .models.blocks import RecNeXtBlock
 from .models.recnext import RecNeXtStage, _fuse_children
 from .models.registry import create_model
 from .ops import (
+    ONE_GRAPH_CONV,
     ConvNorm,
     Window,
     conv_window,
@@ -137,7 +138,7 @@ class CausalConv(nn.Module):
             raise ValueError(f"CausalConv: causal_axis must be in [0, {spatial_dims - 1}], got {causal_axis}")
         self.causal_axis = causal_axis
         padding = tuple(0 if axis == causal_axis else k // 2 for axis, k in enumerate(kernel))
-        conv_class: Callable[..., nn.modules.conv._ConvNd] = per_rank(CONV, spatial_dims)
+        conv_class: Callable[..., nn.modules.conv._ConvNd] = per_rank(ONE_GRAPH_CONV, spatial_dims)
         self.conv = conv_class(
             in_channels,
             out_channels,
@@ -224,10 +225,12 @@ StepSample = Callable[[Tensor, Tensor, dict[str, Tensor]], tuple[Tensor, Tensor,
 
 
 class _Tracer(fx.Tracer):
-    """Keeps modules that stream themselves whole (their forward may check shapes)."""
+    """Keeps modules that stream themselves whole (their forward may check shapes), and the library's
+    ``nn.ConvNd`` subclasses, which stream as the convs they are."""
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return _streams_itself(module) or super().is_leaf_module(module, qualified_name)
+        leaf = _streams_itself(module) or isinstance(module, ONE_GRAPH_CONV)
+        return leaf or super().is_leaf_module(module, qualified_name)
 
 
 def _streams_itself(module: nn.Module) -> bool:
@@ -1001,7 +1004,7 @@ def _causal_recnext(name: str, axis: int, num_classes: int, in_chans: int) -> Ca
         layers[f"stage{i}"] = nn.Sequential(*stage)
     others = [d + 2 for d in range(dims) if d != axis]
     layers["head"] = nn.Sequential(
-        *([MeanOver(others)] if others else []), per_rank(CONV, dims)(widths[-1], num_classes, 1)
+        *([MeanOver(others)] if others else []), per_rank(ONE_GRAPH_CONV, dims)(widths[-1], num_classes, 1)
     )
     return CausalRecNeXt(OrderedDict(layers))
 

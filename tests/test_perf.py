@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from functorch.compile import make_boxed_func
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
+from torch._dynamo.backends.common import aot_autograd
 from torch._dynamo.testing import CompileCounterWithBackend
 
 from recconv import RecConv1d, RecConv2d, RecConv3d
 from recconv._util import CHANNELS_LAST
 from recconv.ops import (
+    ConvNorm,
     _causal_resample,
     _channels_last_hint,
     _conv,
@@ -129,16 +132,26 @@ def test_the_resize_op_passes_torch_library_checks(mode, shape, size, channels_l
 
 @pytest.mark.parametrize("input_grad", [True, False], ids=["input-grad", "no-input-grad"])
 @pytest.mark.parametrize("transposed", [False, True], ids=["conv", "transposed"])
-@pytest.mark.parametrize("stride, padding", [((1, 1), (2, 1)), ((2, 1), (0, 1))])
-@pytest.mark.parametrize("d", [2, 3])
-@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
-def test_the_conv_op_passes_torch_library_checks(d, stride, padding, channels_last, transposed, input_grad):
-    x = torch.randn(SHAPES[d], dtype=torch.float64)
+@pytest.mark.parametrize(
+    "stride, padding, dilation, groups",
+    [((1, 1), (2, 1), (1, 1), 8), ((2, 1), (0, 1), (1, 2), 2)],
+    ids=["depthwise", "grouped-strided-dilated"],
+)
+@pytest.mark.parametrize(
+    "d, channels_last", [(1, False), (2, False), (2, True), (3, False), (3, True)],
+    ids=["1d", "2d", "2d-channels_last", "3d", "3d-channels_last"],
+)  # fmt: skip
+def test_the_conv_op_passes_torch_library_checks(
+    d, channels_last, stride, padding, dilation, groups, transposed, input_grad
+):
+    x = torch.randn(SHAPES[d], dtype=torch.float64)  # 8 channels
     if channels_last:
         x = x.contiguous(memory_format=CHANNELS_LAST[x.dim()])
-    weight = torch.randn(8, 1, *(5, 3, 3)[:d], dtype=torch.float64, requires_grad=True)
-    stride, padding = (stride * 2)[:d], (padding * 2)[:d]
-    torch.library.opcheck(_conv, (x.requires_grad_(input_grad), weight, stride, padding, transposed))
+    # (out, in / groups) for a conv, (in, out / groups) for a transposed one
+    channels = {8: (8, 1), 2: (8, 3) if transposed else (6, 4)}[groups]
+    weight = torch.randn(*channels, *(5, 3, 3)[:d], dtype=torch.float64, requires_grad=True)
+    geometry = (stride * 2)[:d], (padding * 2)[:d], (dilation * 2)[:d], groups, transposed
+    torch.library.opcheck(_conv, (x.requires_grad_(input_grad), weight, *geometry))
 
 
 @pytest.mark.parametrize(
@@ -179,7 +192,7 @@ def test_compiled_training_convolves_through_the_op_in_2d_and_3d(d, recompute, u
     results are eager mode's."""
 
     def convolves(backend: CompileCounterWithBackend) -> bool:
-        return any(target.endswith(".depthwise_conv.default") for target in node_targets(backend.graphs))
+        return "recconv.conv.default" in node_targets(backend.graphs)
 
     torch._dynamo.reset()
     layer = LAYERS[d](4, 3, 2, bias=True, recompute=recompute, upsample=upsample)
@@ -202,7 +215,42 @@ def test_compiled_training_convolves_through_the_op_in_2d_and_3d(d, recompute, u
     outputs_and_gradients(torch.compile(layer.double(), backend=backend, fullgraph=True), x.double())
     assert backend.graphs and not convolves(backend)
     exported = torch.export.export(layer.float(), (x,))
-    assert not any("depthwise_conv" in target for target in node_targets([exported.graph_module]))
+    assert not any(target.startswith("recconv.") for target in node_targets([exported.graph_module]))
+
+
+def aot_graphs(model: nn.Module, x: torch.Tensor, dynamic: bool) -> list[torch.fx.GraphModule]:
+    """The forward and backward graphs AOTAutograd hands a backend for one compiled training step."""
+    graphs = []
+
+    def keep(graph: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):
+        graphs.append(graph)
+        return make_boxed_func(graph.forward)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=aot_autograd(fw_compiler=keep, bw_compiler=keep), dynamic=dynamic)
+    compiled(x).sum().backward()
+    return graphs
+
+
+# Transposed up ops need only 1D: 2D and 3D layers' run as the op in float32 training anyway.
+@pytest.mark.parametrize("d, upsample", [(1, "linear"), (2, "linear"), (3, "linear"), (1, "transposed")])
+def test_compiled_training_convs_keep_symbolic_sizes_through_the_op(d, upsample):
+    """Every conv of a training graph traced for symbolic sizes runs as recconv's op, whose backward
+    Inductor does not compile for fixed sizes; for static sizes the dense convs stay ATen's."""
+    model = nn.Sequential(ConvNorm(3, 8, 3, padding=1, spatial_dims=d), LAYERS[d](8, 3, 2, upsample=upsample))
+    x = torch.randn(SHAPES[d][0], 3, *SHAPES[d][2:])
+    targets = node_targets(aot_graphs(model, x, dynamic=True))
+    assert "recconv.conv.default" in targets and "recconv.conv_backward.default" in targets
+    assert not targets & {"aten.convolution.default", "aten.convolution_backward.default"}
+    # A fresh tensor: one that Dynamo traced with symbolic sizes stayed symbolic under dynamic=False.
+    targets = node_targets(aot_graphs(model, x.clone(), dynamic=False))
+    assert {"aten.convolution.default", "aten.convolution_backward.default"} <= targets
+    # Under autocast the op's inputs are cast as autocast casts a conv's: eager mode's result.
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="aot_eager", dynamic=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, expected = compiled(x.clone()), model(x)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, expected)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])

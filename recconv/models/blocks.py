@@ -16,10 +16,10 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from .._util import BATCH_NORM, CONV, per_rank
+from .._util import BATCH_NORM, per_rank
 from ..attention import RECATTN
 from ..core import RECCONV, RecConvNd
-from ..ops import Builder, ConvNorm, DepthwiseConv, fold_batch_norm
+from ..ops import ONE_GRAPH_CONV, Builder, ConvNorm, DepthwiseConv, fold_batch_norm
 
 
 def channel_mixer(
@@ -123,7 +123,7 @@ class Downsample(nn.Module):
         super().__init__()
         spatial_dims = len(kernel_size)
         # Called with tuples of its rank, which the per-rank stubs (tuple[int], tuple[int, int]) cannot say.
-        conv_class: Callable[..., nn.modules.conv._ConvNd] = per_rank(CONV, spatial_dims)
+        conv_class: Callable[..., nn.modules.conv._ConvNd] = per_rank(ONE_GRAPH_CONV, spatial_dims)
         self.token_mixer = conv_class(
             in_channels,
             out_channels,

@@ -23,9 +23,9 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from .._util import CONV, CONV_FN, as_tuple, per_rank
+from .._util import CONV_FN, as_tuple, per_rank
 from ..core import RECCONV
-from ..ops import Window, conv_flops_of, conv_window
+from ..ops import ONE_GRAPH_CONV, Window, conv_flops_of, conv_window
 from ..theory import receptive_field
 from .blocks import RecConvMixer
 
@@ -170,7 +170,7 @@ class DilatedMixer(_ReachMixer):
         self, channels: int, *, level: int, stage: int, spatial_dims: int, **factory: Any
     ) -> nn.Module:
         # Called with tuples of its rank, which the per-rank stubs (tuple[int], ...) cannot say.
-        conv_class: Callable[..., nn.modules.conv._ConvNd] = per_rank(CONV, spatial_dims)
+        conv_class: Callable[..., nn.modules.conv._ConvNd] = per_rank(ONE_GRAPH_CONV, spatial_dims)
         return DilatedStack(
             *(
                 conv_class(
