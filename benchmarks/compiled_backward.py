@@ -1,6 +1,6 @@
 """Where a compiled RecConv training step spends its time, and what layout costs a depthwise backward.
 
-Run: ``python benchmarks/compiled_backward.py [--stored | --eager] [--kernels] [--3d] [--threads 2]``
+Run: ``python benchmarks/compiled_backward.py [--stored | --eager | --weight-grad] [--kernels] [--3d] [--threads 2]``
 
 1. Profiles ``torch.compile(RecConv2d(64, 5, 3))`` training steps on (8, 64, 56, 56) with ``torch.profiler``
    and prints the ops by self time. ``--stored`` profiles the layer storing its intermediates (no
@@ -12,6 +12,12 @@ Run: ``python benchmarks/compiled_backward.py [--stored | --eager] [--kernels] [
    (2, 32, 16, 56, 56) instead.
 2. Times ``aten.convolution_backward`` of that depthwise conv alone on contiguous, channels-last and
    (N, H, C, W) tensors (medians of 5).
+
+``--weight-grad`` instead times the weight gradient of a channels-last depthwise conv (5x5, or 5x5x5 with
+``--3d``) on maps of several sizes: ATen's kernel (and its input gradient, for comparison) against the
+sums per kernel offset that compiled training takes from ``SUMMED_WEIGHT_GRAD_POSITIONS`` positions on
+(``recconv.ops._depthwise_weight_grad`` under ``torch.compile``; medians of 20, interleaved), with the
+seconds the first call of the sums took to compile (Inductor's caches off).
 """
 
 from __future__ import annotations
@@ -19,11 +25,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from recconv import RecConv2d, RecConv3d
+from recconv._util import CHANNELS_LAST
+from recconv.ops import _depthwise_weight_grad
 
 SHAPE = (8, 64, 56, 56)
 SHAPE_3D = (2, 32, 16, 56, 56)
@@ -64,6 +73,54 @@ def time_conv_backward() -> dict[str, float]:
     return medians
 
 
+def time_weight_grad(three_d: bool) -> list[str]:
+    kernel = (5,) * (3 if three_d else 2)
+    maps = (
+        [(2, 16, 56, 56), (2, 8, 28, 28), (2, 4, 14, 14)]
+        if three_d
+        else [(8, 56, 56), (8, 28, 28), (8, 14, 14), (8, 7, 7)]
+    )
+    channels = SHAPE_3D[1] if three_d else SHAPE[1]
+    geometry = [1] * len(kernel), [2] * len(kernel), [1] * len(kernel)
+    summed = torch.compile(_depthwise_weight_grad, dynamic=False)
+    torch.compile(torch.neg)(torch.ones(1))  # Inductor's one-time start-up, outside the compile times
+    lines = [
+        "| positions per channel | ATen's input gradient ms | ATen's weight gradient ms | sums ms "
+        "| ATen / sums (weight) | sums' compile s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for batch, *size in maps:
+        x = torch.randn(batch, channels, *size).contiguous(memory_format=CHANNELS_LAST[len(size) + 2])
+        grad = torch.randn_like(x)
+        weight = torch.randn(channels, 1, *kernel)
+        start = time.perf_counter()
+        summed(grad, x, kernel, *geometry)
+        compile_s = time.perf_counter() - start
+
+        def aten(needed: list[bool]) -> Callable[[], object]:
+            return lambda: torch.ops.aten.convolution_backward(
+                grad, x, weight, None, *geometry, False, [0] * len(kernel), channels, [*needed, False]
+            )
+
+        calls = {
+            "input": aten([True, False]),
+            "weight": aten([False, True]),
+            "sums": lambda: summed(grad, x, kernel, *geometry),
+        }
+        times: dict[str, list[float]] = {name: [] for name in calls}
+        for _ in range(20):
+            for name, call in calls.items():
+                start = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - start)
+        input_ms, weight_ms, sums_ms = (1000 * statistics.median(times[name]) for name in calls)
+        lines.append(
+            f"| {x.numel() // channels} | {input_ms:.2f} | {weight_ms:.2f} | {sums_ms:.2f} "
+            f"| {weight_ms / sums_ms:.2f} | {compile_s:.0f} |"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -72,9 +129,18 @@ def main() -> None:
     parser.add_argument("--eager", action="store_true", help="profile the layer without torch.compile")
     parser.add_argument("--kernels", action="store_true", help="name each generated kernel in the profile")
     parser.add_argument("--3d", dest="three_d", action="store_true", help="profile a 3D layer")
+    parser.add_argument(
+        "--weight-grad",
+        action="store_true",
+        help="time a depthwise conv's weight gradient: ATen's and summed",
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.weight_grad:
+        torch._inductor.config.force_disable_caches = True  # time the compilation itself
+        print("\n".join(time_weight_grad(args.three_d)))
+        return
     torch._inductor.config.cpp.enable_kernel_profile = args.kernels
     print(profile_training_step(args.stored, args.eager, args.three_d))
     print(f"depthwise conv backward on {SHAPE}, k=5, median ms:")

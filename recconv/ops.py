@@ -67,6 +67,7 @@ op the protocol's constructor; the docs' op-protocol page builds a new op in one
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from fractions import Fraction
@@ -1440,6 +1441,55 @@ def _(
     )
 
 
+# Compiled training takes the weight gradient of a depthwise conv as sums that Inductor fuses where the map has
+# at least this many positions per channel (batch times output size). On maps of 6272 positions and more they
+# were 1.8-2.6x faster than ATen's (oneDNN's) kernel, less below; but each kernel offset is a reduction of its
+# own in a C++ kernel that takes seconds to compile (about 5 s for a 5x5 kernel, 35 s for 5x5x5, on two
+# cores), which small maps repay late or never: benchmarks/compiled_backward.py --weight-grad [--3d].
+SUMMED_WEIGHT_GRAD_POSITIONS = 4096
+
+
+def _sums_weight_grad(grad: Tensor, x: Tensor, weight: Tensor, groups: int, transposed: bool) -> bool:
+    """Whether :func:`_conv_grad` takes this conv's weight gradient as sums: where AOTAutograd traces the
+    backward for a compiler (not where it runs eagerly, as under ``backend="eager"``), for a depthwise conv
+    (one filter per channel) on a map of static size (a float32 sum over a symbolic size makes Inductor guard
+    on whether it exceeds 4096 elements, a recompile) of at least ``SUMMED_WEIGHT_GRAD_POSITIONS`` positions."""
+    depthwise = not transposed and weight.shape[1] == 1 and groups == x.shape[1] == weight.shape[0]
+    static = all(isinstance(n, int) for n in (*grad.shape, *x.shape))
+    large = grad.numel() >= SUMMED_WEIGHT_GRAD_POSITIONS * grad.shape[1]
+    return torch.compiler.is_compiling() and depthwise and static and large
+
+
+def _depthwise_weight_grad(
+    grad: Tensor, x: Tensor, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+    dilation: Sequence[int],
+) -> Tensor:  # fmt: skip
+    """The weight gradient of a depthwise conv: per channel, the sum of ``grad`` times ``x`` shifted by each
+    kernel offset. Inductor computes all of them in one kernel that reads ``grad`` and ``x`` a few times."""
+    padded = F.pad(x, [p for p in reversed(padding) for _ in range(2)])
+    axes = (0, *range(2, x.dim()))
+    sums = []
+    for offset in itertools.product(*map(range, kernel)):
+        window = tuple(
+            slice(o * d, o * d + (n - 1) * s + 1, s)
+            for o, d, s, n in zip(offset, dilation, stride, grad.shape[2:])
+        )
+        sums.append((padded[(slice(None), slice(None)) + window] * grad).sum(axes))
+    return torch.stack(sums, 1).view(x.shape[1], 1, *kernel)
+
+
+@torch.library.custom_op(f"{_LIBRARY}::in_layout_of", mutates_args=())
+def _layout_copy(x: Tensor, like: Tensor) -> Tensor:
+    """A copy of ``x`` in ``like``'s layout. An op of its own so that Inductor writes the copy once, rather than
+    fusing the strided reads into each consumer (in the summed weight gradient, once per group of sums)."""
+    return x.clone(memory_format=_memory_format(_is_channels_last(like), like.dim() - 2))
+
+
+@_layout_copy.register_fake
+def _(x: Tensor, like: Tensor) -> Tensor:
+    return _in_layout_of(x.new_empty(x.shape), like)
+
+
 def _conv_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
     x, weight, *ctx.geometry = inputs
     ctx.save_for_backward(x, weight)
@@ -1448,7 +1498,13 @@ def _conv_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
 def _conv_grad(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
     x, weight = ctx.saved_tensors
     needed = list(ctx.needs_input_grad[:2])
-    grad_x, grad_weight = _conv_backward(grad, x, weight, *ctx.geometry, needed)
+    if needed[1] and _sums_weight_grad(grad, x, weight, *ctx.geometry[3:]):
+        if _is_channels_last(grad) != _is_channels_last(x):  # as the output's caller left it
+            grad = _layout_copy(grad, x)
+        grad_x, _ = _conv_backward(grad, x, weight, *ctx.geometry, [needed[0], False])
+        grad_weight = _depthwise_weight_grad(grad, x, weight.shape[2:], *ctx.geometry[:3])
+    else:
+        grad_x, grad_weight = _conv_backward(grad, x, weight, *ctx.geometry, needed)
     return grad_x if needed[0] else None, grad_weight if needed[1] else None, *(None,) * len(ctx.geometry)
 
 

@@ -18,6 +18,8 @@ from recconv.ops import (
     _causal_resample,
     _channels_last_hint,
     _conv,
+    _depthwise_weight_grad,
+    _layout_copy,
     _pool_op,
     _resize,
     dense_depthwise_conv,
@@ -155,6 +157,29 @@ def test_the_conv_op_passes_torch_library_checks(
 
 
 @pytest.mark.parametrize(
+    "d, kernel, stride, padding, dilation",
+    [(1, (5,), (1,), (2,), (1,)), (1, (3,), (2,), (0,), (3,)), (2, (5, 3), (1, 2), (2, 0), (1, 2)),
+     (2, (3, 3), (2, 2), (1, 1), (1, 1)), (3, (3, 1, 2), (1, 2, 1), (1, 0, 1), (2, 1, 1))],
+)  # fmt: skip
+def test_the_summed_weight_gradient_is_atens(d, kernel, stride, padding, dilation):
+    x = torch.randn(SHAPES[d], dtype=torch.float64)
+    weight = torch.randn(x.shape[1], 1, *kernel, dtype=torch.float64)
+    conv = torch.convolution(x, weight, None, stride, padding, dilation, False, [0] * d, x.shape[1])
+    grad = torch.randn_like(conv)
+    expected = torch.ops.aten.convolution_backward(
+        grad, x, weight, None, stride, padding, dilation, False, [0] * d, x.shape[1], [False, True, False]
+    )[1]
+    torch.testing.assert_close(_depthwise_weight_grad(grad, x, kernel, stride, padding, dilation), expected)
+
+
+@pytest.mark.parametrize("d, to_channels_last", [(2, True), (2, False), (3, True), (1, False)])
+def test_the_layout_copy_op_passes_torch_library_checks(d, to_channels_last):
+    x = torch.randn(SHAPES[d], dtype=torch.float64)
+    like = x.contiguous(memory_format=CHANNELS_LAST[x.dim()]) if to_channels_last else x
+    torch.library.opcheck(_layout_copy, (x, like))  # used in backward formulas only: no autograd
+
+
+@pytest.mark.parametrize(
     "layer, shape",
     [(RecConv1d(4, 5, 3), (2, 4, 50)), (RecConv2d(4, 5, 2), (2, 4, 17, 19)), (RecConv3d(4, 3, 1), (1, 4, 6, 7, 8)),
      (RecConv2d(4, 5, 2, upsample="nearest"), (2, 4, 16, 16))],
@@ -251,6 +276,27 @@ def test_compiled_training_convs_keep_symbolic_sizes_through_the_op(d, upsample)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got, expected = compiled(x.clone()), model(x)
     assert got.dtype == torch.bfloat16 and torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
+@pytest.mark.parametrize("d", [2, 3])
+def test_compiled_training_sums_the_weight_gradients_of_large_depthwise_convs(d, channels_last):
+    """Where a depthwise conv's map has 4096 positions or more, its weight gradient is a sum per kernel
+    offset (Inductor fuses them; ATen's kernel was 2.5x slower), the input's gradient ATen's; the
+    gradient of an output left in another layout is copied once into the conv's. Results: eager mode's."""
+    layer = LAYERS[d](4, 3, 2)
+    x = torch.randn((1, 4, 64, 64) if d == 2 else (1, 4, 4, 32, 32))
+    if channels_last:
+        x = x.contiguous(memory_format=CHANNELS_LAST[x.dim()])
+    backward = aot_graphs(layer, x, dynamic=False)[-1]
+    calls = [n for n in backward.graph.nodes if str(n.target) == "recconv.conv_backward.default"]
+    summed = [tuple(n.args[-1]) for n in calls if not n.args[-1][1]]  # ATen's kernel skips the weight
+    assert summed == [(True, False)]  # the full-resolution conv alone has 4096 positions
+    assert ("recconv.in_layout_of.default" in node_targets([backward])) != channels_last
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
+    for got, expected in zip(outputs_and_gradients(compiled, x), outputs_and_gradients(layer, x)):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
