@@ -616,8 +616,7 @@ def _recomputes(layer: RecConvNd, work: Tensor) -> bool:
         if torch.compiler.is_exporting() or layer.recompute is False:
             return False
         # By default, store where the convs run as recconv's op (ops._conv), which keeps their layout.
-        lifted = work.dim() > layer.spatial_dims + 2
-        return layer.recompute is True or lifted or not convs_run_as_op(work)
+        return layer.recompute is True or not convs_run_as_op(work)
     # torch.func's transforms (grad, vjp, jacrev) refuse the saved-tensor hooks that checkpointing uses.
     return layer.recompute is True and torch._C._functorch.peek_interpreter_stack() is None
 

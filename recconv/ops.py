@@ -1144,8 +1144,8 @@ def _depthwise_conv(
         x = x.contiguous()
     if torch.compiler.is_compiling():  # one question per eager conv; the rest only while tracing
         geometry = (stride, padding, (1,) * len(stride), weight.shape[0], False)
-        if _conv_needs_op(x, weight, lift):
-            return _with_bias(_conv(x, weight, *geometry), bias)
+        if _conv_needs_op(x, weight):
+            return _with_bias(_conv(x, lifted(weight, lift), *geometry), bias)
         if not lift:  # lifted 1D layers ran slower with it in a trial
             weight = _channels_last_hint(weight, x)
         if _compiles_for_training(x, weight):
@@ -1154,15 +1154,15 @@ def _depthwise_conv(
 
 
 def convs_run_as_op(x: Tensor) -> bool:
-    """Whether depthwise convs (and transposed convs) on ``x``, not lifted, run as
+    """Whether depthwise convs (and transposed convs) on ``x`` run as
     ``recconv::conv`` where a backward will run: under ``torch.compile`` on the CPU, in
     float32 (oneDNN's, whose output keeps the input's layout). See :func:`_conv`."""
     compiling = torch.compiler.is_compiling() and not torch.compiler.is_exporting()
     return compiling and x.is_cpu and x.dtype == torch.float32 and not _runs_in_bfloat16(x)
 
 
-def _conv_needs_op(x: Tensor, weight: Tensor, lift: int) -> bool:
-    return not lift and (_will_backward(x) or _will_backward(weight)) and convs_run_as_op(x)
+def _conv_needs_op(x: Tensor, weight: Tensor) -> bool:
+    return (_will_backward(x) or _will_backward(weight)) and convs_run_as_op(x)
 
 
 def _is_channels_last(x: Tensor) -> bool:
@@ -1444,7 +1444,7 @@ def _(
 # Compiled training takes the weight gradient of a depthwise conv as sums that Inductor fuses where the map has
 # at least this many positions per channel (batch times output size). On maps of 6272 positions and more they
 # were 1.8-2.6x faster than ATen's (oneDNN's) kernel, less below; but each kernel offset is a reduction of its
-# own in a C++ kernel that takes seconds to compile (about 5 s for a 5x5 kernel, 35 s for 5x5x5, on two
+# own in a C++ kernel that takes seconds to compile (about 5 s for a 5x5 kernel, half a minute for 5x5x5, on two
 # cores), which small maps repay late or never: benchmarks/compiled_backward.py --weight-grad [--3d].
 SUMMED_WEIGHT_GRAD_POSITIONS = 4096
 
@@ -1660,8 +1660,8 @@ def _transposed_up(
     lift = x.dim() - weight.dim()
     stride, pad = (1,) * lift + factor, (0,) * lift + padding
     geometry = (stride, pad, (1,) * len(stride), weight.shape[0], True)
-    if _conv_needs_op(x, weight, lift):
-        y = _with_bias(_conv(x, weight, *geometry), bias)
+    if _conv_needs_op(x, weight):
+        y = _with_bias(_conv(x, lifted(weight, lift), *geometry), bias)
     elif _compiles_for_training(x, weight):
         y = torch.ops.recconv.conv_any_size(x, lifted(weight, lift), bias, *geometry)
     else:

@@ -211,10 +211,9 @@ def test_compiled_layers_resize_through_the_op_and_exported_ones_through_interpo
 @pytest.mark.parametrize("upsample", ["linear", "transposed"])
 @pytest.mark.parametrize("d", [1, 2, 3])
 @pytest.mark.parametrize("recompute", [False, True], ids=["stored", "recomputed"])
-def test_compiled_training_convolves_through_the_op_in_2d_and_3d(d, recompute, upsample):
+def test_compiled_training_convolves_through_the_op_in_every_rank(d, recompute, upsample):
     """Inductor calls the op as it is (its layout of the convs' backward made compiled training slow),
-    in float32 training only, not in 1D layers (which run lifted), inference or exported graphs; the
-    results are eager mode's."""
+    in float32 training only, not in inference or exported graphs; the results are eager mode's."""
 
     def convolves(backend: CompileCounterWithBackend) -> bool:
         return "recconv.conv.default" in node_targets(backend.graphs)
@@ -224,14 +223,15 @@ def test_compiled_training_convolves_through_the_op_in_2d_and_3d(d, recompute, u
     x = torch.randn(SHAPES[d][0], 4, *SHAPES[d][2:])
     backend = CompileCounterWithBackend("aot_eager")
     compiled = torch.compile(layer, backend=backend, fullgraph=True)
-    # To float32 rounding: a bias's gradient sums in another order.
+    # To float32 rounding: a bias's gradient sums thousands of terms in another order (1e-5 failed by 1e-6
+    # for some seeds).
     for got, expected in zip(outputs_and_gradients(compiled, x), outputs_and_gradients(layer, x)):
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    assert convolves(backend) == (d > 1)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert convolves(backend)
     params = list(layer.parameters())  # an input without a gradient, as in training: the op skips it too
     got, expected = (torch.autograd.grad(module(x).square().sum(), params) for module in (compiled, layer))
     for a, b in zip(got, expected):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     backend = CompileCounterWithBackend("aot_eager")
     with torch.no_grad():
         torch.compile(layer, backend=backend, fullgraph=True)(x)
@@ -598,13 +598,13 @@ def test_cuda_bfloat16_autocast_training():
 
 @pytest.mark.parametrize(
     "d, dtype, recompute, recomputes",
-    [(1, torch.float32, None, True), (2, torch.float32, None, False), (3, torch.float32, None, False),
-     (2, torch.float64, None, True), (2, torch.float32, True, True), (1, torch.float32, False, False)],
+    [(1, torch.float32, None, False), (2, torch.float32, None, False), (3, torch.float32, None, False),
+     (2, torch.float64, None, True), (1, torch.float64, None, True), (2, torch.float32, True, True)],
 )  # fmt: skip
 def test_compiled_training_recomputes_by_default_only_where_the_convs_are_inductors(
     d, dtype, recompute, recomputes
 ):
-    """Storing is the faster where the convs run as recconv's op (float32 2D and 3D on the CPU)."""
+    """Storing is the faster where the convs run as recconv's op (float32 on the CPU)."""
     torch._dynamo.reset()
     layer = LAYERS[d](4, 3, 2, recompute=recompute, dtype=dtype)
     backend = CompileCounterWithBackend("aot_eager")
