@@ -81,8 +81,8 @@ class RecConvNd(nn.Module):
             of the spatial axis along which an output never depends on later inputs.
         recompute: In training, keep only the input for backward and run the recursion again
             there (activation memory of one base conv instead of 2-4x). ``None`` (default): where
-            it is also the faster, under ``torch.compile`` except for float32 2D and 3D layers on
-            the CPU (their convs run as recconv's own op there, see docs/performance.md), and not
+            it is also the faster, under ``torch.compile`` except for float32 layers on the CPU
+            (their convs run as recconv's own op there, see docs/performance.md), and not
             in eager mode, where it costs about a tenth of a training step on the CPU; ``True`` or
             ``False``: always or never. Only layers whose ops are all ``recomputable`` (the
             built-in ones) recompute.
