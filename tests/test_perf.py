@@ -475,7 +475,7 @@ def test_compiled_training_and_inference_have_no_graph_breaks(d):
     torch._dynamo.reset()
     layer = LAYERS[d](4, 5, 2)
     x = torch.randn(SHAPES[d][0], 4, *SHAPES[d][2:])
-    compile_and_compare(layer, x)  # training: storing in 2D and 3D, recomputing in 1D
+    compile_and_compare(layer, x)  # training stores (float32 on the CPU)
     with torch.no_grad():
         torch.testing.assert_close(torch.compile(layer.eval(), fullgraph=True)(x), layer(x))
 
