@@ -268,7 +268,7 @@ def stream_conv(
         return per_rank(CONV_FN, dims)(x, weight, bias, stride, padding, 1, weight.shape[0])
     else:
         if any(padding):
-            x = F.pad(x, [p for p in reversed(padding) for _ in range(2)])
+            x = pad_both_sides(x, padding)
         for axis in range(dims):
             x = x.unfold(axis + 2, kernel[axis], stride[axis])  # (N, C, *outputs, *kernel)
         # The weight (C, 1, *kernel) broadcasts as (C, *(1,) * dims, *kernel); in 1D it already does.
@@ -294,6 +294,11 @@ def pad_after(x: Tensor, axis: int, amount: int) -> Tensor:
     pad = [0] * (2 * (x.dim() - 2 - axis))
     pad[-1] = amount
     return F.pad(x, pad)
+
+
+def pad_both_sides(x: Tensor, padding: Sequence[int]) -> Tensor:
+    """Zero-pad ``padding[i]`` samples before and after spatial axis ``i``, as a conv's ``padding`` does."""
+    return F.pad(x, [p for p in reversed(padding) for _ in range(2)])
 
 
 def lifted(weight: Tensor, lift: int) -> Tensor:
@@ -1466,7 +1471,7 @@ def _depthwise_weight_grad(
 ) -> Tensor:  # fmt: skip
     """The weight gradient of a depthwise conv: per channel, the sum of ``grad`` times ``x`` shifted by each
     kernel offset. Inductor computes all of them in one kernel that reads ``grad`` and ``x`` a few times."""
-    padded = F.pad(x, [p for p in reversed(padding) for _ in range(2)])
+    padded = pad_both_sides(x, padding)
     axes = (0, *range(2, x.dim()))
     sums = []
     for offset in itertools.product(*map(range, kernel)):
